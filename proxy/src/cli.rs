@@ -1,0 +1,90 @@
+//! The command line: `wasp` (demo), `wasp run --config FILE`,
+//! `wasp check --config FILE`, `wasp --version`.
+
+use crate::config;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "wasp",
+    version,
+    about = "A WebAssembly-extensible sidecar proxy. Without a command, runs the embedded demo."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a config file.
+    Run {
+        /// Config file (YAML or JSON).
+        #[arg(long, short, env = "WASP_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config file and print every error; exit 1 if any.
+    Check {
+        /// Config file (YAML or JSON).
+        #[arg(long, short, env = "WASP_CONFIG", required_unless_present = "file")]
+        config: Option<PathBuf>,
+        /// Config file, positionally.
+        #[arg(conflicts_with = "config")]
+        file: Option<PathBuf>,
+    },
+}
+
+/// Parses arguments, runs the command, and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        None => report(crate::demo::run()),
+        Some(Command::Run { config }) => match config::load_file(&config) {
+            Ok(cfg) => report(crate::server::run_blocking(cfg).map_err(|e| e.to_string())),
+            Err(errors) => {
+                eprintln!("wasp: invalid config {}:\n{errors}", config.display());
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Check { config, file }) => {
+            let path = config.or(file).unwrap_or_default();
+            match config::load_file(&path) {
+                Ok(_) => {
+                    println!("{}: ok", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("wasp: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr: human-readable by default, JSON with `WASP_LOG_FORMAT=json`;
+/// the level comes from `WASP_LOG` (default `info`).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WASP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("WASP_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,325 @@
+//! The operator contract: the config file as plain serde structs.
+//!
+//! Durations, sizes and addresses stay strings here so that a bad value is
+//! reported by [`super::validate`] together with every other error, with its
+//! path, instead of stopping the parse at the first one. Unknown fields are
+//! collected by [`super::load`] the same way. Every default lives here, so
+//! the effective config served on `/config` shows exactly what runs.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawConfig {
+    /// Admin listener (health, readiness, metrics, effective config).
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// Where access-log lines go: `stdout`, `off`, or a file path.
+    #[serde(default = "default_access_log")]
+    pub access_log: String,
+    /// Runtime worker threads; 0 means one per available CPU.
+    #[serde(default)]
+    pub workers: usize,
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: String,
+    /// Ingress and egress listeners.
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    /// Upstream clusters that routes and TCP listeners forward to.
+    #[serde(default)]
+    pub clusters: Vec<RawCluster>,
+    /// Wasm filters that routes refer to by name.
+    #[serde(default)]
+    pub filters: Vec<RawFilter>,
+}
+
+/// `admin:`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawAdmin {
+    /// Address of the admin listener.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+    /// Cluster of the local app: `/readyz` is ready only when it accepts connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_cluster: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin { address: default_admin_address(), ready_cluster: None }
+    }
+}
+
+/// Listener protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenerProtocol {
+    /// HTTP/1.1 and HTTP/2 (prior knowledge), routed by `routes`.
+    #[default]
+    Http,
+    /// Raw TCP, copied to `cluster`.
+    Tcp,
+}
+
+/// `listeners[i]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawListener {
+    /// Unique listener name, used in metrics and logs.
+    pub name: String,
+    /// `ip:port` to bind; port 0 picks a free port (logged at start).
+    pub address: String,
+    /// `http` (default) or `tcp`.
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// TLS termination (reserved: not available in this build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<serde_json::Value>,
+    /// HTTP listeners: routes, first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RawRoute>,
+    /// TCP listeners: the cluster to copy bytes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Protective limits.
+    #[serde(default)]
+    pub limits: RawListenerLimits,
+}
+
+/// `listeners[i].limits`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawListenerLimits {
+    /// Open connections accepted at once; further clients wait in the backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Total size of the request line and headers (over it: 431).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: String,
+    /// Number of request headers (over it: 431).
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Length of the request target (over it: 414).
+    #[serde(default = "default_max_uri_bytes")]
+    pub max_uri_bytes: String,
+    /// Time a client has to send a request's headers; slower connections are closed.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: String,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
+}
+
+impl Default for RawListenerLimits {
+    fn default() -> Self {
+        RawListenerLimits {
+            max_connections: default_max_connections(),
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            max_uri_bytes: default_max_uri_bytes(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+/// `listeners[i].routes[j]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawRoute {
+    /// Unique (per listener) route name, used in metrics and logs.
+    pub name: String,
+    /// What requests this route takes; empty matches everything.
+    #[serde(default, rename = "match")]
+    pub matcher: RawMatch,
+    /// Cluster to forward to.
+    pub cluster: String,
+    /// Filters to run, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<String>,
+    /// Time from receiving the request to the upstream's response headers, retries included (over it: 504).
+    #[serde(default = "default_route_timeout")]
+    pub timeout: String,
+    /// Retry policy; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RawRetries>,
+}
+
+/// `routes[j].match`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RawMatch {
+    /// Path prefix (plain string prefix, like Envoy's `prefix`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Exact path (query string excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Host (port ignored, case-insensitive); `*.example.com` matches subdomains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Headers that must be present with exactly these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Allowed methods; empty allows all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+}
+
+/// `routes[j].retries`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawRetries {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// Conditions: `connect-failure`, `reset`, or an HTTP status code.
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOn>,
+    /// Base backoff; attempt n waits a random time up to `backoff * 2^n` (capped at 10x).
+    #[serde(default = "default_backoff")]
+    pub backoff: String,
+}
+
+/// One retry condition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RetryOn {
+    /// An upstream status code.
+    Status(u16),
+    /// `connect-failure` or `reset`.
+    Named(String),
+}
+
+/// Upstream HTTP protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with a keep-alive pool.
+    #[default]
+    Http1,
+    /// HTTP/2 (prior knowledge), one multiplexed connection per endpoint.
+    Http2,
+}
+
+/// Load-balancing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LbPolicy {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// The endpoint with the fewest requests in flight.
+    LeastRequest,
+}
+
+/// `clusters[k]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawCluster {
+    /// Unique cluster name.
+    pub name: String,
+    /// `host:port` endpoints.
+    pub endpoints: Vec<String>,
+    /// `http1` (default) or `http2`.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// `round-robin` (default) or `least-request`.
+    #[serde(default)]
+    pub lb: LbPolicy,
+    /// TCP connect timeout per attempt.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: String,
+    /// Per-endpoint circuit breaking and the cluster's pending-request cap.
+    #[serde(default)]
+    pub circuit_breaker: RawCircuitBreaker,
+    /// TLS origination (reserved: not available in this build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<serde_json::Value>,
+}
+
+/// `clusters[k].circuit_breaker`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawCircuitBreaker {
+    /// Consecutive failures (connect errors, resets, timeouts, 5xx) that open an endpoint's breaker.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// How long an open breaker rejects before letting one probe through.
+    #[serde(default = "default_open_for")]
+    pub open_for: String,
+    /// Requests in flight to the cluster at once; more get 503.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+}
+
+impl Default for RawCircuitBreaker {
+    fn default() -> Self {
+        RawCircuitBreaker {
+            consecutive_failures: default_consecutive_failures(),
+            open_for: default_open_for(),
+            max_pending: default_max_pending(),
+        }
+    }
+}
+
+/// `filters[f]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawFilter {
+    /// Unique filter name, referred to by routes.
+    pub name: String,
+    /// Path of the Wasm component.
+    pub module: String,
+    /// The filter's own configuration.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// `fail-closed` or `fail-open`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<String>,
+    /// Memory and time limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<serde_json::Value>,
+}
+
+fn default_access_log() -> String {
+    "stdout".into()
+}
+fn default_drain_timeout() -> String {
+    "20s".into()
+}
+fn default_admin_address() -> String {
+    "127.0.0.1:9901".into()
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_header_bytes() -> String {
+    "64KiB".into()
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_max_uri_bytes() -> String {
+    "8KiB".into()
+}
+fn default_header_read_timeout() -> String {
+    "10s".into()
+}
+fn default_idle_timeout() -> String {
+    "60s".into()
+}
+fn default_route_timeout() -> String {
+    "15s".into()
+}
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::Named("connect-failure".into()), RetryOn::Named("reset".into())]
+}
+fn default_backoff() -> String {
+    "25ms".into()
+}
+fn default_connect_timeout() -> String {
+    "1s".into()
+}
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_open_for() -> String {
+    "10s".into()
+}
+fn default_max_pending() -> usize {
+    1024
+}

@@ -1,0 +1,497 @@
+//! Validation of the raw model into the compiled [`Config`]: every field is
+//! checked, every error collected with its path, and only a fully valid
+//! config comes out. The running proxy never sees a raw string it must parse.
+
+use super::model::*;
+use super::units::{parse_duration, parse_size};
+use super::{ConfigError, ConfigErrors};
+use http::{HeaderName, HeaderValue, Method};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A validated config, ready to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The effective config (defaults filled in), served on `/config`.
+    pub raw: RawConfig,
+    /// Admin listener.
+    pub admin: AdminConfig,
+    /// Access-log destination.
+    pub access_log: AccessLogTarget,
+    /// Runtime worker threads (0: one per CPU).
+    pub workers: usize,
+    /// Drain deadline after SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
+    /// Listeners, in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// Clusters, in file order.
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// Admin listener settings.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Bind address.
+    pub address: SocketAddr,
+    /// Cluster whose reachability gates `/readyz`.
+    pub ready_cluster: Option<String>,
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// Nowhere.
+    Off,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+/// A validated listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Name for metrics and logs.
+    pub name: String,
+    /// Bind address.
+    pub address: SocketAddr,
+    /// What it serves.
+    pub kind: ListenerKind,
+    /// Protective limits.
+    pub limits: Limits,
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone)]
+pub enum ListenerKind {
+    /// HTTP/1.1 + HTTP/2 with routes.
+    Http(Vec<RouteConfig>),
+    /// Raw TCP to a cluster.
+    Tcp(String),
+}
+
+/// A listener's protective limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Request line + headers size.
+    pub max_header_bytes: usize,
+    /// Header count.
+    pub max_headers: usize,
+    /// Request-target length.
+    pub max_uri_bytes: usize,
+    /// Deadline for a request's headers.
+    pub header_read_timeout: Duration,
+    /// Idle connection lifetime.
+    pub idle_timeout: Duration,
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Name for metrics and logs.
+    pub name: String,
+    /// Match conditions.
+    pub matcher: MatchConfig,
+    /// Target cluster name (known to exist).
+    pub cluster: String,
+    /// Filter names (known to exist).
+    pub filters: Vec<String>,
+    /// Deadline for upstream response headers.
+    pub timeout: Duration,
+    /// Retry policy.
+    pub retries: Option<RetryConfig>,
+}
+
+/// How a route's path is matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// Any path.
+    Any,
+    /// String prefix.
+    Prefix(String),
+    /// Whole path.
+    Exact(String),
+}
+
+/// A route's match conditions.
+#[derive(Debug, Clone)]
+pub struct MatchConfig {
+    /// Path condition.
+    pub path: PathMatch,
+    /// Lower-cased host; a leading `*.` matches any subdomain.
+    pub host: Option<String>,
+    /// Required header values.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Allowed methods (empty: all).
+    pub methods: Vec<Method>,
+}
+
+/// A validated retry policy.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// Retry when the connection could not be made.
+    pub on_connect_failure: bool,
+    /// Retry when the upstream reset before answering (idempotent requests only).
+    pub on_reset: bool,
+    /// Retry on these statuses (idempotent requests only).
+    pub on_status: Vec<u16>,
+    /// Base backoff.
+    pub backoff: Duration,
+}
+
+/// A validated cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Name for routes, metrics and logs.
+    pub name: String,
+    /// `host:port` endpoints.
+    pub endpoints: Vec<String>,
+    /// Upstream protocol.
+    pub protocol: UpstreamProtocol,
+    /// Balancing policy.
+    pub lb: LbPolicy,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Circuit breaker.
+    pub breaker: BreakerConfig,
+}
+
+/// Circuit-breaker settings.
+#[derive(Debug, Clone)]
+pub struct BreakerConfig {
+    /// Failures in a row that open an endpoint.
+    pub consecutive_failures: u32,
+    /// Time an endpoint stays open before a probe.
+    pub open_for: Duration,
+    /// Requests in flight to the cluster.
+    pub max_pending: usize,
+}
+
+struct Checker {
+    errors: Vec<ConfigError>,
+}
+
+impl Checker {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError { path: path.into(), message: message.into() });
+    }
+
+    fn duration(&mut self, path: String, text: &str) -> Duration {
+        parse_duration(text).unwrap_or_else(|m| {
+            self.error(path, m);
+            Duration::ZERO
+        })
+    }
+
+    fn positive_duration(&mut self, path: String, text: &str) -> Duration {
+        let d = self.duration(path.clone(), text);
+        if d.is_zero() && parse_duration(text).is_ok() {
+            self.error(path, "must be greater than zero");
+        }
+        d
+    }
+
+    fn size(&mut self, path: String, text: &str) -> usize {
+        match parse_size(text).map(usize::try_from) {
+            Ok(Ok(n)) if n > 0 => n,
+            Ok(_) => {
+                self.error(path, "must be greater than zero");
+                0
+            }
+            Err(m) => {
+                self.error(path, m);
+                0
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, path: String, text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|_| {
+            self.error(
+                path,
+                format!("invalid address {text:?}; expected ip:port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""),
+            );
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        })
+    }
+
+    fn unique<'a>(&mut self, what: &str, items: impl Iterator<Item = (String, &'a str)>) -> HashSet<String> {
+        let mut seen = HashSet::new();
+        for (path, name) in items {
+            if name.is_empty() {
+                self.error(path, format!("{what} name must not be empty"));
+            } else if !seen.insert(name.to_string()) {
+                self.error(path, format!("duplicate {what} name {name:?}"));
+            }
+        }
+        seen
+    }
+}
+
+/// Checks a raw config, adding to errors already found while parsing it.
+pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) -> Result<Config, ConfigErrors> {
+    let mut c = Checker { errors };
+    let clusters_named = c.unique(
+        "cluster",
+        raw.clusters.iter().enumerate().map(|(i, x)| (format!("clusters[{i}].name"), x.name.as_str())),
+    );
+    let filters_named = c
+        .unique("filter", raw.filters.iter().enumerate().map(|(i, x)| (format!("filters[{i}].name"), x.name.as_str())));
+    c.unique(
+        "listener",
+        raw.listeners.iter().enumerate().map(|(i, x)| (format!("listeners[{i}].name"), x.name.as_str())),
+    );
+    if !raw.filters.is_empty() {
+        c.error("filters", "wasm filters are not available in this build yet");
+    }
+
+    let admin = AdminConfig {
+        address: c.socket_addr("admin.address".into(), &raw.admin.address),
+        ready_cluster: raw.admin.ready_cluster.clone(),
+    };
+    if let Some(name) = &admin.ready_cluster
+        && !clusters_named.contains(name)
+    {
+        c.error("admin.ready_cluster", format!("no cluster named {name:?}"));
+    }
+    let access_log = match raw.access_log.as_str() {
+        "stdout" | "-" => AccessLogTarget::Stdout,
+        "off" => AccessLogTarget::Off,
+        "" => {
+            c.error("access_log", "expected \"stdout\", \"off\" or a file path");
+            AccessLogTarget::Off
+        }
+        path => AccessLogTarget::File(base.join(path)),
+    };
+    let drain_timeout = c.duration("drain_timeout".into(), &raw.drain_timeout);
+    if raw.listeners.is_empty() {
+        c.error("listeners", "at least one listener is required");
+    }
+    let mut addresses = HashSet::new();
+    let mut listeners = Vec::new();
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let listener = listener(&mut c, i, l, &clusters_named, &filters_named);
+        if listener.address.port() != 0 && !addresses.insert(listener.address) {
+            c.error(format!("listeners[{i}].address"), format!("{} is used by another listener", listener.address));
+        }
+        listeners.push(listener);
+    }
+    let clusters = raw.clusters.iter().enumerate().map(|(i, x)| cluster(&mut c, i, x)).collect();
+    if admin.address.port() != 0 && addresses.contains(&admin.address) {
+        c.error("admin.address", format!("{} is used by a listener", admin.address));
+    }
+    if c.errors.is_empty() {
+        let workers = raw.workers;
+        Ok(Config { raw, admin, access_log, workers, drain_timeout, listeners, clusters })
+    } else {
+        Err(ConfigErrors(c.errors))
+    }
+}
+
+fn listener(
+    c: &mut Checker,
+    i: usize,
+    l: &RawListener,
+    clusters: &HashSet<String>,
+    filters: &HashSet<String>,
+) -> ListenerConfig {
+    let at = format!("listeners[{i}]");
+    let address = c.socket_addr(format!("{at}.address"), &l.address);
+    if l.tls.is_some() {
+        c.error(format!("{at}.tls"), "TLS termination is not available in this build yet");
+    }
+    let kind = match l.protocol {
+        ListenerProtocol::Http => {
+            if l.cluster.is_some() {
+                c.error(format!("{at}.cluster"), "http listeners forward by routes; `cluster` is for tcp listeners");
+            }
+            if l.routes.is_empty() {
+                c.error(format!("{at}.routes"), "an http listener needs at least one route");
+            }
+            c.unique(
+                "route",
+                l.routes.iter().enumerate().map(|(j, r)| (format!("{at}.routes[{j}].name"), r.name.as_str())),
+            );
+            let routes = l.routes.iter().enumerate();
+            ListenerKind::Http(
+                routes.map(|(j, r)| route(c, &format!("{at}.routes[{j}]"), r, clusters, filters)).collect(),
+            )
+        }
+        ListenerProtocol::Tcp => {
+            if !l.routes.is_empty() {
+                c.error(format!("{at}.routes"), "tcp listeners have no routes; set `cluster`");
+            }
+            match &l.cluster {
+                None => c.error(format!("{at}.cluster"), "a tcp listener needs a cluster"),
+                Some(name) if !clusters.contains(name) => {
+                    c.error(format!("{at}.cluster"), format!("no cluster named {name:?}"))
+                }
+                Some(_) => {}
+            }
+            ListenerKind::Tcp(l.cluster.clone().unwrap_or_default())
+        }
+    };
+    let lim = &l.limits;
+    let limits = Limits {
+        max_connections: lim.max_connections,
+        max_header_bytes: c.size(format!("{at}.limits.max_header_bytes"), &lim.max_header_bytes),
+        max_headers: lim.max_headers,
+        max_uri_bytes: c.size(format!("{at}.limits.max_uri_bytes"), &lim.max_uri_bytes),
+        header_read_timeout: c.positive_duration(format!("{at}.limits.header_read_timeout"), &lim.header_read_timeout),
+        idle_timeout: c.positive_duration(format!("{at}.limits.idle_timeout"), &lim.idle_timeout),
+    };
+    if lim.max_connections == 0 {
+        c.error(format!("{at}.limits.max_connections"), "must be greater than zero");
+    }
+    if lim.max_headers == 0 {
+        c.error(format!("{at}.limits.max_headers"), "must be greater than zero");
+    }
+    if limits.max_header_bytes != 0 && limits.max_header_bytes < 8192 {
+        c.error(format!("{at}.limits.max_header_bytes"), "must be at least 8KiB");
+    }
+    ListenerConfig { name: l.name.clone(), address, kind, limits }
+}
+
+fn route(
+    c: &mut Checker,
+    at: &str,
+    r: &RawRoute,
+    clusters: &HashSet<String>,
+    filters: &HashSet<String>,
+) -> RouteConfig {
+    if !clusters.contains(&r.cluster) {
+        c.error(format!("{at}.cluster"), format!("no cluster named {:?}", r.cluster));
+    }
+    for (k, f) in r.filters.iter().enumerate() {
+        if !filters.contains(f) {
+            c.error(format!("{at}.filters[{k}]"), format!("no filter named {f:?}"));
+        }
+    }
+    let m = &r.matcher;
+    let path = match (&m.prefix, &m.path) {
+        (Some(_), Some(_)) => {
+            c.error(format!("{at}.match"), "set either `prefix` or `path`, not both");
+            PathMatch::Any
+        }
+        (Some(p), None) | (None, Some(p)) if !p.starts_with('/') => {
+            let field = if m.prefix.is_some() { "prefix" } else { "path" };
+            c.error(format!("{at}.match.{field}"), format!("{p:?} must start with \"/\""));
+            PathMatch::Any
+        }
+        (Some(p), None) => PathMatch::Prefix(p.clone()),
+        (None, Some(p)) => PathMatch::Exact(p.clone()),
+        (None, None) => PathMatch::Any,
+    };
+    let mut headers = Vec::new();
+    for (name, value) in &m.headers {
+        let n = HeaderName::from_bytes(name.as_bytes());
+        let v = HeaderValue::from_str(value);
+        match (n, v) {
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            (Err(_), _) => c.error(format!("{at}.match.headers.{name}"), "invalid header name"),
+            (_, Err(_)) => c.error(format!("{at}.match.headers.{name}"), "invalid header value"),
+        }
+    }
+    let mut methods = Vec::new();
+    for (k, name) in m.methods.iter().enumerate() {
+        match Method::from_bytes(name.as_bytes()) {
+            Ok(method) if name.bytes().all(|b| b.is_ascii_uppercase()) => methods.push(method),
+            _ => c.error(format!("{at}.match.methods[{k}]"), format!("invalid method {name:?}; expected e.g. GET")),
+        }
+    }
+    let host = m.host.as_ref().map(|h| h.to_ascii_lowercase());
+    let timeout = c.positive_duration(format!("{at}.timeout"), &r.timeout);
+    let retries = r.retries.as_ref().map(|x| retries(c, &format!("{at}.retries"), x));
+    RouteConfig {
+        name: r.name.clone(),
+        matcher: MatchConfig { path, host, headers, methods },
+        cluster: r.cluster.clone(),
+        filters: r.filters.clone(),
+        timeout,
+        retries,
+    }
+}
+
+fn retries(c: &mut Checker, at: &str, r: &RawRetries) -> RetryConfig {
+    let mut policy = RetryConfig {
+        attempts: r.attempts,
+        on_connect_failure: false,
+        on_reset: false,
+        on_status: Vec::new(),
+        backoff: c.duration(format!("{at}.backoff"), &r.backoff),
+    };
+    if r.attempts > 10 {
+        c.error(format!("{at}.attempts"), "at most 10 retries");
+    }
+    for (k, on) in r.on.iter().enumerate() {
+        match on {
+            RetryOn::Named(n) if n == "connect-failure" => policy.on_connect_failure = true,
+            RetryOn::Named(n) if n == "reset" => policy.on_reset = true,
+            RetryOn::Status(s) if (500..=599).contains(s) || *s == 429 || *s == 408 => policy.on_status.push(*s),
+            RetryOn::Status(s) => {
+                c.error(format!("{at}.on[{k}]"), format!("cannot retry on status {s}; use 408, 429 or 5xx"))
+            }
+            RetryOn::Named(n) => c.error(
+                format!("{at}.on[{k}]"),
+                format!("unknown retry condition {n:?}; expected connect-failure, reset or a status code"),
+            ),
+        }
+    }
+    policy
+}
+
+fn cluster(c: &mut Checker, i: usize, x: &RawCluster) -> ClusterConfig {
+    let at = format!("clusters[{i}]");
+    if x.endpoints.is_empty() {
+        c.error(format!("{at}.endpoints"), "a cluster needs at least one endpoint");
+    }
+    for (k, e) in x.endpoints.iter().enumerate() {
+        if let Err(m) = check_endpoint(e) {
+            c.error(format!("{at}.endpoints[{k}]"), m);
+        }
+    }
+    if x.tls.is_some() {
+        c.error(format!("{at}.tls"), "TLS origination is not available in this build yet");
+    }
+    let b = &x.circuit_breaker;
+    if b.consecutive_failures == 0 {
+        c.error(format!("{at}.circuit_breaker.consecutive_failures"), "must be greater than zero");
+    }
+    if b.max_pending == 0 {
+        c.error(format!("{at}.circuit_breaker.max_pending"), "must be greater than zero");
+    }
+    ClusterConfig {
+        name: x.name.clone(),
+        endpoints: x.endpoints.clone(),
+        protocol: x.protocol,
+        lb: x.lb,
+        connect_timeout: c.positive_duration(format!("{at}.connect_timeout"), &x.connect_timeout),
+        breaker: BreakerConfig {
+            consecutive_failures: b.consecutive_failures,
+            open_for: c.positive_duration(format!("{at}.circuit_breaker.open_for"), &b.open_for),
+            max_pending: b.max_pending,
+        },
+    }
+}
+
+/// An endpoint is `ip:port`, `[ipv6]:port` or `hostname:port`.
+fn check_endpoint(text: &str) -> Result<(), String> {
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || format!("invalid endpoint {text:?}; expected host:port, e.g. \"127.0.0.1:8080\"");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !host.starts_with('-');
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 && host_ok => Ok(()),
+        _ => Err(bad()),
+    }
+}

@@ -1,0 +1,201 @@
+//! One downstream HTTP connection: HTTP/1.1 or HTTP/2 (prior knowledge)
+//! served by hyper with the listener's limits, closed when idle, and shut
+//! down gracefully (HTTP/2 GOAWAY, HTTP/1 close after the in-flight
+//! response) when the proxy drains.
+
+use crate::access_log::AccessLog;
+use crate::config::Limits;
+use crate::metrics::RouteMetrics;
+use crate::route::Router;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Shared state of one HTTP listener.
+pub struct HttpListener {
+    /// Name from the config.
+    pub name: Arc<str>,
+    /// Routes.
+    pub router: Router,
+    /// Protective limits.
+    pub limits: Limits,
+    /// Access log.
+    pub access_log: AccessLog,
+    /// Metrics for requests that matched no route.
+    pub no_route_metrics: RouteMetrics,
+    /// Tracks upgraded (WebSocket) tunnels so drain waits for them.
+    pub tracker: TaskTracker,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl HttpListener {
+    /// Builds a listener's shared state; the hyper server is configured here, once.
+    pub fn new(
+        name: &str,
+        router: Router,
+        limits: Limits,
+        access_log: AccessLog,
+        no_route_metrics: RouteMetrics,
+        tracker: TaskTracker,
+    ) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(10));
+        HttpListener { name: name.into(), router, limits, access_log, no_route_metrics, tracker, builder }
+    }
+}
+
+/// What the request path knows about its connection.
+pub struct ConnState {
+    /// The client's address.
+    pub peer: SocketAddr,
+    in_flight: AtomicUsize,
+    last_active_ms: AtomicU64,
+}
+
+fn clock_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl ConnState {
+    fn new(peer: SocketAddr) -> Self {
+        ConnState { peer, in_flight: AtomicUsize::new(0), last_active_ms: AtomicU64::new(clock_ms()) }
+    }
+
+    fn touch(&self) {
+        self.last_active_ms.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    /// A request began on this connection.
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request's response ended.
+    pub fn request_finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        Some(Duration::from_millis(clock_ms().saturating_sub(self.last_active_ms.load(Ordering::Relaxed))))
+    }
+}
+
+/// Serves one accepted connection until it closes, idles out or drains.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<HttpListener>, drain: CancellationToken) {
+    let state = Arc::new(ConnState::new(peer));
+    let io = TokioIo::new(Tracked { inner: stream, state: state.clone() });
+    let svc = {
+        let (listener, state) = (listener.clone(), state.clone());
+        service_fn(move |req| crate::forward::handle(req, listener.clone(), state.clone()))
+    };
+    let conn = listener.builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let idle = listener.limits.idle_timeout;
+    let check = tokio::time::sleep(idle);
+    tokio::pin!(check);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with error");
+                }
+                return;
+            }
+            () = drain.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = &mut check, if !closing => match state.idle_for() {
+                Some(d) if d >= idle => {
+                    tracing::debug!(%peer, "closing idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                Some(d) => check.as_mut().reset(tokio::time::Instant::now() + (idle - d)),
+                None => check.as_mut().reset(tokio::time::Instant::now() + idle),
+            },
+        }
+    }
+}
+
+/// A TCP stream that records when bytes last moved.
+struct Tracked {
+    inner: TcpStream,
+    state: Arc<ConnState>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if r.is_ready() {
+            this.state.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if r.is_ready() {
+            this.state.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            this.state.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,63 @@
+//! `wasp` with no arguments: a built-in demo upstream on localhost behind an
+//! ingress listener, so a newcomer sees a request go through with one command.
+
+use crate::config;
+use crate::server::{self, StartError};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::path::Path;
+use tokio::net::TcpListener;
+
+/// The demo's config, with `@UPSTREAM@` standing for the demo upstream's address.
+pub const DEMO_CONFIG: &str = include_str!("demo.yaml");
+
+/// Runs the demo until SIGTERM/SIGINT.
+pub fn run() -> Result<(), String> {
+    let runtime = server::runtime(0).map_err(|e| e.to_string())?;
+    let result = runtime.block_on(async {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("demo upstream: {e}"))?;
+        let address = upstream.local_addr().map_err(|e| e.to_string())?;
+        let text = DEMO_CONFIG.replace("@UPSTREAM@", &address.to_string());
+        let config = config::parse(&text, Path::new(".")).map_err(|e| format!("embedded demo config: {e}"))?;
+        tokio::spawn(serve_upstream(upstream));
+        eprintln!(
+            "\nwasp demo: an ingress listener on 127.0.0.1:15006 forwards to a demo app on {address}.\n  \
+             try:     curl -i http://127.0.0.1:15006/hello\n  \
+             metrics: curl http://127.0.0.1:9901/metrics\n  \
+             stop:    Ctrl-C\n"
+        );
+        server::serve(config, server::shutdown_signal()).await.map_err(|e: StartError| e.to_string())
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+async fn serve_upstream(socket: TcpListener) {
+    while let Ok((stream, _)) = socket.accept().await {
+        tokio::spawn(async move {
+            let svc = service_fn(|req: Request<Incoming>| async move { Ok::<_, Infallible>(describe(&req)) });
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+/// The demo app answers with what it received, so the proxy's work shows.
+fn describe(req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let headers: serde_json::Map<String, serde_json::Value> =
+        req.headers().iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into())).collect();
+    let body = serde_json::json!({
+        "message": "hello from the wasp demo app",
+        "method": req.method().as_str(),
+        "path": req.uri().path(),
+        "headers_received": headers,
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(format!("{body:#}\n"))));
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp
+}

@@ -1,0 +1,231 @@
+//! The proxy's one error type. Every failure on the request path becomes a
+//! [`ProxyError`] with a [`Kind`] and an optional source, and
+//! [`ProxyError::status`] / [`crate::respond::local_reply`] are the single place
+//! where a failure turns into a status code and a short body. The `reason`
+//! (`wasp_...`) lands in the access log and in metrics.
+
+use http::StatusCode;
+use std::fmt;
+
+/// Who caused a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The downstream client sent something we refuse.
+    Client,
+    /// The upstream failed or could not be reached.
+    Upstream,
+    /// wasp's own routing or policy (no route, circuit open, overload).
+    Proxy,
+}
+
+/// What failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// No route matched.
+    NoRoute,
+    /// Request target longer than the listener allows.
+    UriTooLong,
+    /// Malformed request (e.g. missing host for an HTTP/2 upstream).
+    BadRequest,
+    /// TCP connect to the upstream failed.
+    ConnectFailure,
+    /// TCP connect to the upstream timed out.
+    ConnectTimeout,
+    /// Upstream closed or reset before sending response headers.
+    UpstreamReset,
+    /// Upstream sent something that is not valid HTTP.
+    UpstreamProtocol,
+    /// The route's timeout passed before the response headers.
+    Timeout,
+    /// Every endpoint's circuit breaker is open.
+    CircuitOpen,
+    /// The cluster has `max_pending` requests in flight.
+    Overflow,
+    /// An upgrade (e.g. WebSocket) was asked of an HTTP/2 cluster.
+    UpgradeUnsupported,
+    /// The proxy is draining.
+    Draining,
+}
+
+impl Kind {
+    /// The status a client sees.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Kind::NoRoute => StatusCode::NOT_FOUND,
+            Kind::UriTooLong => StatusCode::URI_TOO_LONG,
+            Kind::BadRequest => StatusCode::BAD_REQUEST,
+            Kind::ConnectFailure | Kind::ConnectTimeout | Kind::CircuitOpen | Kind::Overflow | Kind::Draining => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Kind::UpstreamReset | Kind::UpstreamProtocol | Kind::UpgradeUnsupported => StatusCode::BAD_GATEWAY,
+            Kind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `wasp_...` reason in the access log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Kind::NoRoute => "wasp_no_route",
+            Kind::UriTooLong => "wasp_uri_too_long",
+            Kind::BadRequest => "wasp_bad_request",
+            Kind::ConnectFailure => "wasp_upstream_connect_failure",
+            Kind::ConnectTimeout => "wasp_upstream_connect_timeout",
+            Kind::UpstreamReset => "wasp_upstream_reset",
+            Kind::UpstreamProtocol => "wasp_upstream_protocol_error",
+            Kind::Timeout => "wasp_request_timeout",
+            Kind::CircuitOpen => "wasp_circuit_open",
+            Kind::Overflow => "wasp_overflow",
+            Kind::UpgradeUnsupported => "wasp_upgrade_unsupported",
+            Kind::Draining => "wasp_draining",
+        }
+    }
+
+    /// The body a client sees: short, and never upstream or guest text.
+    pub fn message(self) -> &'static str {
+        match self {
+            Kind::NoRoute => "no route matches this request",
+            Kind::UriTooLong => "request target too long",
+            Kind::BadRequest => "malformed request",
+            Kind::ConnectFailure => "upstream connection failed",
+            Kind::ConnectTimeout => "upstream connect timed out",
+            Kind::UpstreamReset => "upstream closed the connection before responding",
+            Kind::UpstreamProtocol => "upstream sent an invalid response",
+            Kind::Timeout => "upstream did not respond in time",
+            Kind::CircuitOpen => "upstream circuit breaker is open",
+            Kind::Overflow => "too many requests pending for this upstream",
+            Kind::UpgradeUnsupported => "protocol upgrade is not supported for this upstream",
+            Kind::Draining => "proxy is shutting down",
+        }
+    }
+
+    /// Who is to blame.
+    pub fn source(self) -> Source {
+        match self {
+            Kind::UriTooLong | Kind::BadRequest => Source::Client,
+            Kind::NoRoute | Kind::CircuitOpen | Kind::Overflow | Kind::Draining | Kind::UpgradeUnsupported => {
+                Source::Proxy
+            }
+            _ => Source::Upstream,
+        }
+    }
+
+    /// Label for `wasp_upstream_errors_total{kind}`, for upstream failures.
+    pub fn upstream_label(self) -> Option<&'static str> {
+        match self {
+            Kind::ConnectFailure => Some("connect_failure"),
+            Kind::ConnectTimeout => Some("connect_timeout"),
+            Kind::UpstreamReset => Some("reset"),
+            Kind::UpstreamProtocol => Some("protocol"),
+            Kind::Timeout => Some("timeout"),
+            Kind::CircuitOpen => Some("circuit_open"),
+            Kind::Overflow => Some("overflow"),
+            _ => None,
+        }
+    }
+}
+
+/// A failure on the request path.
+#[derive(Debug)]
+pub struct ProxyError {
+    /// What failed.
+    pub kind: Kind,
+    /// The underlying error, for logs only.
+    pub cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ProxyError {
+    /// An error without an underlying cause.
+    pub fn new(kind: Kind) -> Self {
+        ProxyError { kind, cause: None }
+    }
+
+    /// An error caused by `cause`.
+    pub fn with(kind: Kind, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ProxyError { kind, cause: Some(cause.into()) }
+    }
+
+    /// Classifies an error from the upstream HTTP client.
+    pub fn from_client(err: hyper_util::client::legacy::Error) -> Self {
+        let kind = if err.is_connect() {
+            if has_timed_out(&err) { Kind::ConnectTimeout } else { Kind::ConnectFailure }
+        } else {
+            classify_hyper(&err)
+        };
+        ProxyError::with(kind, err)
+    }
+
+    /// Classifies an error from an HTTP/2 connection (no connect step involved).
+    pub fn from_hyper(err: hyper::Error) -> Self {
+        ProxyError::with(classify_hyper(&err), err)
+    }
+}
+
+fn has_timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn classify_hyper(err: &(dyn std::error::Error + 'static)) -> Kind {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && (h.is_parse() || h.is_parse_status())
+        {
+            return Kind::UpstreamProtocol;
+        }
+        cur = e.source();
+    }
+    Kind::UpstreamReset
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind.reason())?;
+        let mut cur = self.cause.as_deref().map(|e| e as &(dyn std::error::Error + 'static));
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_maps_to_an_error_status_and_a_wasp_reason() {
+        use Kind::*;
+        for k in [
+            NoRoute,
+            UriTooLong,
+            BadRequest,
+            ConnectFailure,
+            ConnectTimeout,
+            UpstreamReset,
+            UpstreamProtocol,
+            Timeout,
+            CircuitOpen,
+            Overflow,
+            UpgradeUnsupported,
+            Draining,
+        ] {
+            assert!(k.status().is_client_error() || k.status().is_server_error(), "{k:?}");
+            assert!(k.reason().starts_with("wasp_"), "{k:?}");
+            assert!(!k.message().is_empty());
+        }
+        assert_eq!(Timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(CircuitOpen.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -1,0 +1,96 @@
+//! The request path of an HTTP listener: limits → route → forwarding headers
+//! → cluster (LB, breaker, timeout, retries) → response, with WebSocket and
+//! other HTTP/1.1 upgrades tunnelled once the upstream agrees (101).
+
+use crate::conn::{ConnState, HttpListener};
+use crate::error::{Kind, ProxyError};
+use crate::headers::{add_forwarding, is_upgrade, strip_hop_by_hop};
+use crate::respond::{Exchange, ResponseBody, local_reply};
+use crate::upstream::{RequestBody, RequestHead, Upstreamed};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+/// hyper's service entry point for every request on an HTTP listener.
+pub async fn handle(
+    req: Request<Incoming>,
+    listener: Arc<HttpListener>,
+    conn: Arc<ConnState>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let mut exchange = Exchange::begin(&req, listener.clone(), conn.clone());
+    match proxy(req, &listener, &conn, &mut exchange).await {
+        Ok(up) => {
+            exchange.status = up.response.status().as_u16();
+            exchange.held = Some(up.guard);
+            let (mut parts, body) = up.response.into_parts();
+            parts.version = Version::HTTP_11;
+            Ok(Response::from_parts(parts, ResponseBody::upstream(body, exchange)))
+        }
+        Err(e) => {
+            tracing::debug!(listener = %listener.name, error = %e, "local reply");
+            Ok(local_reply(e.kind, exchange))
+        }
+    }
+}
+
+async fn proxy(
+    mut req: Request<Incoming>,
+    listener: &HttpListener,
+    conn: &ConnState,
+    exchange: &mut Exchange,
+) -> Result<Upstreamed, ProxyError> {
+    let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+    strip_hop_by_hop(req.headers_mut(), upgrade);
+    exchange.request_id = Some(add_forwarding(req.headers_mut(), conn.peer.ip(), "http"));
+    if target_len(&req) > listener.limits.max_uri_bytes {
+        return Err(ProxyError::new(Kind::UriTooLong));
+    }
+    let route = listener.router.route(&req).ok_or(ProxyError::new(Kind::NoRoute))?.clone();
+    exchange.route = Some(route.clone());
+    if upgrade && !route.cluster.supports_upgrade() {
+        return Err(ProxyError::new(Kind::UpgradeUnsupported));
+    }
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let head = RequestHead {
+        method: parts.method,
+        path: parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
+        authority: parts.uri.authority().cloned(),
+        headers: parts.headers,
+    };
+    let (body, shared) = RequestBody::new(body);
+    exchange.request_body = shared;
+    let policy = if upgrade { None } else { route.retries.as_ref() };
+    let mut up = route.cluster.forward(head, body, policy, route.timeout, &mut exchange.attempts).await?;
+    let switching = up.response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(up.response.headers_mut(), switching && upgrade);
+    if let (Some(client), true) = (client_upgrade, switching) {
+        let upstream = hyper::upgrade::on(&mut up.response);
+        listener.tracker.spawn(tunnel(client, upstream));
+    }
+    Ok(up)
+}
+
+/// Length of the request target as the client sent it.
+fn target_len<B>(req: &Request<B>) -> usize {
+    let uri = req.uri();
+    uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.scheme_str().map_or(0, |s| s.len() + 3)
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                tracing::debug!(error = %e, "upgraded connection ended with error");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+}

@@ -1,0 +1,160 @@
+//! Header rules a proxy must apply (RFC 9110 §7.6): hop-by-hop headers are
+//! not forwarded, `x-forwarded-for` / `x-forwarded-proto` say where a request
+//! came from, and every request carries an `x-request-id`. `traceparent` and
+//! every other end-to-end header pass through untouched.
+
+use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+/// `x-request-id`
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether an HTTP/1.1 request asks to switch protocols (e.g. WebSocket).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers, and those the `Connection` header names.
+/// With `upgrade`, keeps `Upgrade` and leaves `Connection: upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        let keep = is_end_to_end_core(&name) || (upgrade && name == UPGRADE);
+        if !keep {
+            headers.remove(&name);
+        }
+    }
+    headers.remove(CONNECTION);
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(TRANSFER_ENCODING);
+    if headers.get(TE).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+        headers.remove(TE);
+    }
+    if upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Headers a client cannot make hop-by-hop by naming them in `Connection`.
+fn is_end_to_end_core(name: &HeaderName) -> bool {
+    name == HOST || name == X_REQUEST_ID
+}
+
+/// Adds the forwarding headers and returns the request id (kept if the
+/// client sent a sane one, generated otherwise).
+pub fn add_forwarding(headers: &mut HeaderMap, peer: IpAddr, proto: &'static str) -> HeaderValue {
+    let peer_text = peer.to_string();
+    let xff = match join_all(headers, &X_FORWARDED_FOR) {
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer_text}")),
+        None => HeaderValue::from_str(&peer_text),
+    };
+    if let Ok(v) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    match headers.get(&X_REQUEST_ID) {
+        Some(id) if is_sane_request_id(id) => id.clone(),
+        _ => {
+            let id = new_request_id();
+            headers.insert(X_REQUEST_ID.clone(), id.clone());
+            id
+        }
+    }
+}
+
+fn join_all(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    Some(values.fold(first.to_string(), |acc, v| acc + ", " + v))
+}
+
+fn is_sane_request_id(id: &HeaderValue) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// A fresh random (v4) request id.
+pub fn new_request_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "gzip"),
+            ("proxy-connection", "keep-alive"),
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ("upgrade", "h2c"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["traceparent"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_and_upgrade_is_kept_for_upgrades() {
+        let mut h = map(&[("te", "trailers"), ("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+        assert_eq!(h.get("upgrade").map(|v| v.as_bytes()), Some(&b"websocket"[..]));
+        assert_eq!(h.get("connection").map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
+    }
+
+    #[test]
+    fn forwarding_headers_append_and_request_id_is_kept_or_made() {
+        let mut h = map(&[("x-forwarded-for", "203.0.113.7"), ("x-request-id", "abc-123")]);
+        let id = add_forwarding(&mut h, "10.1.2.3".parse().expect("ip"), "http");
+        assert_eq!(id, "abc-123");
+        assert_eq!(h.get("x-forwarded-for").expect("xff"), "203.0.113.7, 10.1.2.3");
+        assert_eq!(h.get("x-forwarded-proto").expect("xfp"), "http");
+
+        let mut h = map(&[("x-request-id", "")]);
+        let id = add_forwarding(&mut h, "::1".parse().expect("ip"), "http");
+        assert_eq!(id.len(), 36);
+        assert_eq!(h.get("x-request-id"), Some(&id));
+        assert_eq!(h.get("x-forwarded-for").expect("xff"), "::1");
+    }
+}

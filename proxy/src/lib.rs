@@ -1,0 +1,39 @@
+//! wasp: a sidecar proxy for one application instance's ingress and egress.
+//!
+//! A request's path through the modules:
+//!
+//! 1. [`listener`] accepts a connection (up to `max_connections`) and hands
+//!    it to [`conn`] (HTTP) or [`tcp`] (raw byte copy to a cluster).
+//! 2. [`conn`] serves HTTP/1.1 or HTTP/2 with the listener's limits, closes
+//!    idle connections and shuts down gracefully on drain.
+//! 3. [`forward`] takes each request: [`headers`] strips hop-by-hop headers
+//!    and adds `x-forwarded-*` / `x-request-id`; [`route`] picks the first
+//!    matching route.
+//! 4. [`upstream`] picks an endpoint of the route's cluster (load balancing,
+//!    circuit breakers, pending cap), sends the request over a pooled
+//!    HTTP/1.1 or HTTP/2 client within the route timeout, and retries when
+//!    the policy and the request body allow.
+//! 5. [`respond`] streams the response back, or a local reply built from an
+//!    [`error::ProxyError`] in one place, and records the exchange in
+//!    [`metrics`] and the [`access_log`] when the body ends.
+//!
+//! [`config`] is the operator contract (validated once), [`server`] wires it
+//! all together and drains on SIGTERM, and [`admin`] serves health,
+//! readiness, config and metrics.
+
+pub mod access_log;
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod conn;
+pub mod demo;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod listener;
+pub mod metrics;
+pub mod respond;
+pub mod route;
+pub mod server;
+pub mod tcp;
+pub mod upstream;

@@ -1,0 +1,5 @@
+//! The `wasp` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    wasp::cli::main()
+}

@@ -1,0 +1,178 @@
+//! Prometheus metrics, all prefixed `wasp_`. Families are registered once;
+//! the request path holds pre-resolved children ([`RouteMetrics`]) so that a
+//! request costs a few atomic adds, not label lookups.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric family wasp exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    /// `wasp_upstream_errors_total{cluster,kind}`
+    pub upstream_errors: IntCounterVec,
+    /// `wasp_upstream_retries_total{cluster}`
+    pub retries: IntCounterVec,
+    /// `wasp_circuit_breaker_state{cluster,endpoint}`: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: IntGaugeVec,
+    /// `wasp_active_connections{listener}`
+    pub active_connections: IntGaugeVec,
+    /// `wasp_connections_total{listener}`
+    pub connections: IntCounterVec,
+    /// `wasp_tcp_bytes_total{listener,direction}`
+    pub tcp_bytes: IntCounterVec,
+    /// `wasp_access_log_dropped_total`
+    pub access_log_dropped: IntCounter,
+    /// `wasp_access_log_errors_total`
+    pub access_log_errors: IntCounter,
+}
+
+/// The status classes counted per route.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl Metrics {
+    /// Registers every family in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let latency_buckets =
+            vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "wasp_requests_total",
+                    "HTTP requests completed, by listener, route, cluster and status class",
+                ),
+                &["listener", "route", "cluster", "class"],
+            )
+            .expect("valid metric"),
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "wasp_request_duration_seconds",
+                    "Time from request headers to the end of the response",
+                )
+                .buckets(latency_buckets),
+                &["listener", "route", "cluster"],
+            )
+            .expect("valid metric"),
+            upstream_errors: IntCounterVec::new(
+                Opts::new("wasp_upstream_errors_total", "Failed upstream attempts, by cluster and kind"),
+                &["cluster", "kind"],
+            )
+            .expect("valid metric"),
+            retries: IntCounterVec::new(
+                Opts::new("wasp_upstream_retries_total", "Retried upstream attempts, by cluster"),
+                &["cluster"],
+            )
+            .expect("valid metric"),
+            breaker_state: IntGaugeVec::new(
+                Opts::new("wasp_circuit_breaker_state", "Circuit breaker per endpoint: 0 closed, 1 open, 2 half-open"),
+                &["cluster", "endpoint"],
+            )
+            .expect("valid metric"),
+            active_connections: IntGaugeVec::new(
+                Opts::new("wasp_active_connections", "Downstream connections open now"),
+                &["listener"],
+            )
+            .expect("valid metric"),
+            connections: IntCounterVec::new(
+                Opts::new("wasp_connections_total", "Downstream connections accepted"),
+                &["listener"],
+            )
+            .expect("valid metric"),
+            tcp_bytes: IntCounterVec::new(
+                Opts::new(
+                    "wasp_tcp_bytes_total",
+                    "Bytes copied by TCP listeners; direction is upstream (client to server) or downstream",
+                ),
+                &["listener", "direction"],
+            )
+            .expect("valid metric"),
+            access_log_dropped: IntCounter::new(
+                "wasp_access_log_dropped_total",
+                "Access-log lines dropped because the sink fell behind",
+            )
+            .expect("valid metric"),
+            access_log_errors: IntCounter::new("wasp_access_log_errors_total", "Access-log writes that failed")
+                .expect("valid metric"),
+            registry,
+        };
+        let build = IntGaugeVec::new(Opts::new("wasp_build_info", "wasp version"), &["version"]).expect("valid metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let r = &m.registry;
+        for c in [
+            Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.duration.clone()),
+            Box::new(m.upstream_errors.clone()),
+            Box::new(m.retries.clone()),
+            Box::new(m.breaker_state.clone()),
+            Box::new(m.active_connections.clone()),
+            Box::new(m.connections.clone()),
+            Box::new(m.tcp_bytes.clone()),
+            Box::new(m.access_log_dropped.clone()),
+            Box::new(m.access_log_errors.clone()),
+            Box::new(build),
+        ] {
+            r.register(c).expect("metric names are unique");
+        }
+        m
+    }
+
+    /// Pre-resolved children for one (listener, route, cluster).
+    pub fn route(&self, listener: &str, route: &str, cluster: &str) -> RouteMetrics {
+        RouteMetrics {
+            by_class: CLASSES.map(|class| self.requests.with_label_values(&[listener, route, cluster, class])),
+            duration: self.duration.with_label_values(&[listener, route, cluster]),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Request counters and the duration histogram of one route.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    by_class: [IntCounter; 5],
+    duration: Histogram,
+}
+
+impl RouteMetrics {
+    /// Records one finished request.
+    pub fn observe(&self, status: u16, seconds: f64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].inc();
+        self.duration.observe(seconds);
+    }
+}
+
+/// Keeps a gauge raised while alive (e.g. an open connection).
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    /// Increments `gauge` until the guard drops.
+    pub fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

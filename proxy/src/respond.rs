@@ -1,0 +1,231 @@
+//! What goes back to the client: the upstream's streaming body or a local
+//! reply, wrapped in [`ResponseBody`], which records the finished exchange
+//! (metrics and one access-log line) when the body ends or is dropped.
+//! [`local_reply`] is the one place a [`Kind`] becomes a response.
+
+use crate::access_log::timestamp;
+use crate::conn::{ConnState, HttpListener};
+use crate::error::Kind;
+use crate::route::Route;
+use crate::upstream::body::Shared as BodyShared;
+use crate::upstream::{Attempts, Held};
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use serde::Serialize;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// Everything known about one request, completed as it goes and recorded when it ends.
+pub struct Exchange {
+    start: Instant,
+    listener: Arc<HttpListener>,
+    conn: Arc<ConnState>,
+    method: Method,
+    uri: Uri,
+    version: Version,
+    /// The matched route.
+    pub route: Option<Arc<Route>>,
+    /// The request id sent upstream.
+    pub request_id: Option<HeaderValue>,
+    /// Upstream attempts.
+    pub attempts: Attempts,
+    /// The request body's shared state, for its byte count.
+    pub request_body: Option<Arc<BodyShared>>,
+    /// Upstream counts held until the response ends.
+    pub held: Option<Held>,
+    /// Status sent (499 until a response exists: the client went away first).
+    pub status: u16,
+    /// Why wasp answered or cut the exchange short.
+    pub reason: Option<&'static str>,
+    bytes_out: u64,
+    complete: bool,
+}
+
+impl Exchange {
+    /// Starts recording a request that just arrived on `conn`.
+    pub fn begin<B>(req: &http::Request<B>, listener: Arc<HttpListener>, conn: Arc<ConnState>) -> Box<Self> {
+        conn.request_started();
+        Box::new(Exchange {
+            start: Instant::now(),
+            listener,
+            conn,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            route: None,
+            request_id: None,
+            attempts: Attempts::default(),
+            request_body: None,
+            held: None,
+            status: 499,
+            reason: Some("wasp_client_disconnect"),
+            bytes_out: 0,
+            complete: false,
+        })
+    }
+
+    fn finish(&mut self) {
+        let seconds = self.start.elapsed().as_secs_f64();
+        match &self.route {
+            Some(route) => route.metrics.observe(self.status, seconds),
+            None => self.listener.no_route_metrics.observe(self.status, seconds),
+        }
+        if self.listener.access_log.enabled() {
+            self.write_log(seconds);
+        }
+        self.conn.request_finished();
+    }
+
+    fn write_log(&self, seconds: f64) {
+        let line = HttpLine {
+            ts: timestamp(),
+            kind: "http",
+            listener: &self.listener.name,
+            route: self.route.as_ref().map(|r| &*r.name),
+            cluster: self.route.as_ref().map(|r| &*r.cluster.name),
+            upstream: self.attempts.endpoint.as_ref().map(|e| &*e.address),
+            attempts: self.attempts.count,
+            method: self.method.as_str(),
+            path: self.uri.path_and_query().map_or("/", |p| p.as_str()),
+            protocol: version_name(self.version),
+            status: self.status,
+            duration_ms: (seconds * 1e6).round() / 1e3,
+            bytes_in: self.request_body.as_ref().map_or(0, |b| b.bytes()),
+            bytes_out: self.bytes_out,
+            request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
+            peer: self.conn.peer.to_string(),
+            reason: self.reason,
+        };
+        match serde_json::to_vec(&line) {
+            Ok(bytes) => self.listener.access_log.write(bytes),
+            Err(e) => tracing::warn!(error = %e, "cannot format access-log line"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HttpLine<'a> {
+    ts: String,
+    kind: &'static str,
+    listener: &'a str,
+    route: Option<&'a str>,
+    cluster: Option<&'a str>,
+    upstream: Option<&'a str>,
+    attempts: u32,
+    method: &'a str,
+    path: &'a str,
+    protocol: &'static str,
+    status: u16,
+    duration_ms: f64,
+    bytes_in: u64,
+    bytes_out: u64,
+    request_id: Option<&'a str>,
+    peer: String,
+    reason: Option<&'static str>,
+}
+
+fn version_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/?",
+    }
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Local(Option<Bytes>),
+}
+
+/// A response body that records its exchange when it ends.
+pub struct ResponseBody {
+    inner: Inner,
+    exchange: Box<Exchange>,
+}
+
+impl ResponseBody {
+    /// Streams the upstream's body.
+    pub fn upstream(body: Incoming, mut exchange: Box<Exchange>) -> Self {
+        exchange.reason = None;
+        ResponseBody { inner: Inner::Upstream(body), exchange }
+    }
+}
+
+/// The response wasp sends itself for `kind`: its status, a one-line body
+/// saying what happened, and the request id.
+pub fn local_reply(kind: Kind, mut exchange: Box<Exchange>) -> Response<ResponseBody> {
+    let status = kind.status();
+    exchange.status = status.as_u16();
+    exchange.reason = Some(kind.reason());
+    let id = exchange.request_id.clone();
+    let body = Bytes::from(format!("wasp: {}\n", kind.message()));
+    let mut resp = Response::new(ResponseBody { inner: Inner::Local(Some(body)), exchange });
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if let Some(id) = id {
+        resp.headers_mut().insert(crate::headers::X_REQUEST_ID.clone(), id);
+    }
+    resp
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.exchange.bytes_out += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.exchange.reason = Some("wasp_upstream_reset_mid_body"),
+            Poll::Ready(None) => this.exchange.complete = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Local(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if !self.exchange.complete && self.exchange.reason.is_none() && !self.is_end_stream() {
+            self.exchange.reason = Some("wasp_client_disconnect");
+        }
+    }
+}
+
+/// Every exchange is recorded exactly once, when it is dropped: with its
+/// response body, or earlier if the client went away before a response existed.
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

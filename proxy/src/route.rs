@@ -1,0 +1,118 @@
+//! The router: picks the first route whose match conditions (path prefix or
+//! exact path, host, headers, methods) all hold.
+
+use crate::config::{MatchConfig, PathMatch, RetryConfig, RouteConfig};
+use crate::metrics::RouteMetrics;
+use crate::upstream::Cluster;
+use http::Request;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A compiled route.
+pub struct Route {
+    /// Name from the config.
+    pub name: Arc<str>,
+    matcher: MatchConfig,
+    /// Where matching requests go.
+    pub cluster: Arc<Cluster>,
+    /// Deadline for the upstream's response headers.
+    pub timeout: Duration,
+    /// Retry policy.
+    pub retries: Option<RetryConfig>,
+    /// Pre-resolved metrics.
+    pub metrics: RouteMetrics,
+}
+
+impl Route {
+    /// Compiles a validated route against its (existing) cluster.
+    pub fn new(cfg: &RouteConfig, cluster: Arc<Cluster>, metrics: RouteMetrics) -> Self {
+        Route {
+            name: cfg.name.as_str().into(),
+            matcher: cfg.matcher.clone(),
+            cluster,
+            timeout: cfg.timeout,
+            retries: cfg.retries.clone(),
+            metrics,
+        }
+    }
+
+    fn matches<B>(&self, req: &Request<B>) -> bool {
+        let m = &self.matcher;
+        let path = req.uri().path();
+        let path_ok = match &m.path {
+            PathMatch::Any => true,
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Exact(p) => path == p,
+        };
+        path_ok
+            && (m.methods.is_empty() || m.methods.contains(req.method()))
+            && m.host.as_deref().is_none_or(|want| host_matches(want, request_host(req)))
+            && m.headers.iter().all(|(name, value)| req.headers().get_all(name).iter().any(|v| v == value))
+    }
+}
+
+/// The routes of one HTTP listener, in order.
+pub struct Router {
+    routes: Vec<Arc<Route>>,
+}
+
+impl Router {
+    /// A router over `routes`, tried in order.
+    pub fn new(routes: Vec<Arc<Route>>) -> Self {
+        Router { routes }
+    }
+
+    /// The first matching route.
+    pub fn route<B>(&self, req: &Request<B>) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.matches(req))
+    }
+}
+
+/// The host a request is for, without port: the URI authority (HTTP/2,
+/// absolute-form) or the `Host` header.
+pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => req.headers().get(http::header::HOST)?.to_str().ok()?,
+    };
+    Some(strip_port(raw))
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn host_matches(want: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    match want.strip_prefix("*.") {
+        Some(suffix) => {
+            host.len() > suffix.len() + 1
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+        }
+        None => host.eq_ignore_ascii_case(want),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_match_without_port_and_case() {
+        assert!(host_matches("api.local", Some("API.local")));
+        assert!(host_matches("*.example.com", Some("a.b.example.com")));
+        assert!(!host_matches("*.example.com", Some("example.com")));
+        assert!(!host_matches("*.example.com", Some("badexample.com")));
+        assert!(!host_matches("api.local", None));
+        assert_eq!(strip_port("api.local:8080"), "api.local");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("api.local"), "api.local");
+    }
+}

@@ -1,0 +1,111 @@
+//! The request body sent upstream. It can be handed to a second attempt as
+//! long as the first never started reading it: a retry never re-sends a body
+//! that was already (partly) streamed. It also counts the bytes it carried.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+/// What the attempts of one request share: the unread body and a byte count.
+pub struct Shared {
+    unread: Mutex<Option<Incoming>>,
+    bytes: AtomicU64,
+}
+
+/// A downstream request body, shareable between attempts until first read.
+pub struct RequestBody {
+    state: State,
+    hint: SizeHint,
+}
+
+enum State {
+    Empty,
+    Unread(Arc<Shared>),
+    Streaming(Incoming, Arc<Shared>),
+    Gone,
+}
+
+/// Error for an attempt that finds its body already taken (never expected).
+#[derive(Debug, thiserror::Error)]
+#[error("request body was already consumed by an earlier attempt")]
+pub struct BodyConsumed;
+
+impl RequestBody {
+    /// Wraps the downstream body; an empty body needs no sharing at all.
+    pub fn new(body: Incoming) -> (Self, Option<Arc<Shared>>) {
+        let hint = body.size_hint();
+        if body.is_end_stream() {
+            return (RequestBody { state: State::Empty, hint }, None);
+        }
+        let shared = Arc::new(Shared { unread: Mutex::new(Some(body)), bytes: AtomicU64::new(0) });
+        (RequestBody { state: State::Unread(shared.clone()), hint }, Some(shared))
+    }
+
+    /// A body for another attempt, if no attempt has read this one yet.
+    pub fn replay(&self) -> Option<RequestBody> {
+        let state = match &self.state {
+            State::Empty => State::Empty,
+            State::Unread(s) | State::Streaming(_, s) if s.is_unread() => State::Unread(s.clone()),
+            _ => return None,
+        };
+        Some(RequestBody { state, hint: self.hint })
+    }
+}
+
+impl Shared {
+    fn is_unread(&self) -> bool {
+        self.unread.lock().map(|b| b.is_some()).unwrap_or(false)
+    }
+
+    /// Bytes of request body read so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::Empty => return Poll::Ready(None),
+                State::Gone => return Poll::Ready(Some(Err(Box::new(BodyConsumed)))),
+                State::Unread(shared) => {
+                    let taken = shared.unread.lock().ok().and_then(|mut b| b.take());
+                    this.state = match taken {
+                        Some(body) => State::Streaming(body, shared.clone()),
+                        None => State::Gone,
+                    };
+                }
+                State::Streaming(body, shared) => {
+                    let polled = Pin::new(body).poll_frame(cx);
+                    if let Poll::Ready(Some(Ok(frame))) = &polled
+                        && let Some(data) = frame.data_ref()
+                    {
+                        shared.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                    return polled.map_err(Into::into);
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.state {
+            State::Empty => true,
+            State::Streaming(body, _) => body.is_end_stream(),
+            _ => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
+    }
+}

@@ -1,0 +1,103 @@
+//! Pooled upstream HTTP clients. HTTP/1.1 uses hyper-util's keep-alive pool
+//! (keyed by endpoint); HTTP/2 keeps one multiplexed connection per endpoint
+//! and re-dials when it closes. Both apply the cluster's connect timeout.
+
+use super::body::RequestBody;
+use super::endpoint::Endpoint;
+use crate::error::{Kind, ProxyError};
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client as LegacyClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// How long an idle pooled connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// A cluster's client.
+pub enum Client {
+    /// HTTP/1.1 keep-alive pool.
+    Http1(Box<LegacyClient<HttpConnector, RequestBody>>),
+    /// HTTP/2, one connection per endpoint.
+    Http2 {
+        /// TCP connect timeout.
+        connect_timeout: Duration,
+    },
+}
+
+/// An endpoint's HTTP/2 connection, shared by all requests to it.
+#[derive(Default)]
+pub struct H2Slot {
+    sender: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    dialing: tokio::sync::Mutex<()>,
+}
+
+impl Client {
+    /// An HTTP/1.1 client.
+    pub fn http1(connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let client = LegacyClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .set_host(false)
+            .build(connector);
+        Client::Http1(Box::new(client))
+    }
+
+    /// Sends `req` (URI already absolute, pointing at the right authority) to `endpoint`.
+    pub async fn send(&self, endpoint: &Endpoint, req: Request<RequestBody>) -> Result<Response<Incoming>, ProxyError> {
+        match self {
+            Client::Http1(client) => client.request(req).await.map_err(ProxyError::from_client),
+            Client::Http2 { connect_timeout } => {
+                let mut sender = h2_sender(endpoint, *connect_timeout).await?;
+                sender.ready().await.map_err(ProxyError::from_hyper)?;
+                sender.send_request(req).await.map_err(ProxyError::from_hyper)
+            }
+        }
+    }
+}
+
+async fn h2_sender(
+    endpoint: &Endpoint,
+    connect_timeout: Duration,
+) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+    if let Some(s) = live(&endpoint.h2) {
+        return Ok(s);
+    }
+    let _dialing = endpoint.h2.dialing.lock().await;
+    if let Some(s) = live(&endpoint.h2) {
+        return Ok(s);
+    }
+    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(&*endpoint.address)).await {
+        Err(_) => return Err(ProxyError::new(Kind::ConnectTimeout)),
+        Ok(Err(e)) => return Err(ProxyError::with(Kind::ConnectFailure, e)),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ProxyError::with(Kind::ConnectFailure, e))?;
+    let address = endpoint.address.clone();
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(endpoint = %address, error = %e, "upstream HTTP/2 connection ended");
+        }
+    });
+    *endpoint.h2.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+    Ok(sender)
+}
+
+fn live(slot: &H2Slot) -> Option<http2::SendRequest<RequestBody>> {
+    let guard = slot.sender.lock().unwrap_or_else(|p| p.into_inner());
+    guard.as_ref().filter(|s| !s.is_closed()).cloned()
+}

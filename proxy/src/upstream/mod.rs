@@ -1,0 +1,301 @@
+//! Upstream clusters: endpoint choice (LB + circuit breakers), the pending
+//! cap, the route timeout and retries. [`Cluster::forward`] sends one request
+//! and returns the upstream's response head with its body still streaming.
+
+mod balancer;
+pub mod body;
+mod breaker;
+mod client;
+mod endpoint;
+
+pub use body::RequestBody;
+pub use endpoint::{Endpoint, InFlight};
+
+use crate::config::model::UpstreamProtocol;
+use crate::config::{ClusterConfig, RetryConfig};
+use crate::error::{Kind, ProxyError};
+use crate::metrics::Metrics;
+use balancer::Balancer;
+use breaker::Breaker;
+use client::Client;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use prometheus::{IntCounter, IntCounterVec};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A named group of endpoints and how to reach them.
+pub struct Cluster {
+    /// Name from the config.
+    pub name: Arc<str>,
+    /// Endpoints, in config order.
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// TCP connect timeout per attempt.
+    pub connect_timeout: Duration,
+    protocol: UpstreamProtocol,
+    balancer: Balancer,
+    client: Client,
+    pending: AtomicUsize,
+    max_pending: usize,
+    errors: IntCounterVec,
+    retries: IntCounter,
+}
+
+/// The request as it goes upstream, minus its body.
+pub struct RequestHead {
+    /// Method.
+    pub method: Method,
+    /// Path and query.
+    pub path: PathAndQuery,
+    /// The host the client asked for, if any.
+    pub authority: Option<Authority>,
+    /// Headers, hop-by-hop ones already removed.
+    pub headers: HeaderMap,
+}
+
+/// What an exchange learned about its upstream attempts (for the access log).
+#[derive(Default)]
+pub struct Attempts {
+    /// The endpoint of the latest attempt.
+    pub endpoint: Option<Arc<Endpoint>>,
+    /// Attempts made.
+    pub count: u32,
+}
+
+/// An upstream response whose body is still streaming, with the counts it holds.
+pub struct Upstreamed {
+    /// The response.
+    pub response: Response<Incoming>,
+    /// Keeps the request counted against its endpoint and cluster until dropped.
+    pub guard: Held,
+}
+
+/// Counts held for a request until its response ends.
+pub struct Held {
+    _in_flight: InFlight,
+    cluster: Arc<Cluster>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.cluster.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Cluster {
+    /// Builds a cluster from validated config.
+    pub fn new(cfg: &ClusterConfig, metrics: &Metrics) -> Self {
+        let endpoints = cfg
+            .endpoints
+            .iter()
+            .map(|address| {
+                let gauge = metrics.breaker_state.with_label_values(&[&cfg.name, address]);
+                let breaker = Breaker::new(cfg.breaker.consecutive_failures, cfg.breaker.open_for, gauge);
+                Arc::new(Endpoint::new(address, breaker))
+            })
+            .collect();
+        let client = match cfg.protocol {
+            UpstreamProtocol::Http1 => Client::http1(cfg.connect_timeout),
+            UpstreamProtocol::Http2 => Client::Http2 { connect_timeout: cfg.connect_timeout },
+        };
+        Cluster {
+            name: cfg.name.as_str().into(),
+            endpoints,
+            connect_timeout: cfg.connect_timeout,
+            protocol: cfg.protocol,
+            balancer: Balancer::new(cfg.lb),
+            client,
+            pending: AtomicUsize::new(0),
+            max_pending: cfg.breaker.max_pending,
+            errors: metrics.upstream_errors.clone(),
+            retries: metrics.retries.with_label_values(&[&cfg.name]),
+        }
+    }
+
+    /// Whether the cluster can carry an HTTP/1.1 upgrade (WebSocket).
+    pub fn supports_upgrade(&self) -> bool {
+        self.protocol == UpstreamProtocol::Http1
+    }
+
+    /// An endpoint for a plain TCP connection, honouring LB and breakers.
+    pub fn pick_for_tcp(&self) -> Option<(Arc<Endpoint>, impl FnOnce(bool) + '_)> {
+        let (ep, permit) = self.balancer.pick(&self.endpoints)?;
+        Some((ep.clone(), move |ok| permit.record(ok)))
+    }
+
+    /// Counts an upstream error of `kind` (for callers outside `forward`, e.g. TCP).
+    pub fn count_error(&self, kind: Kind) {
+        if let Some(label) = kind.upstream_label() {
+            self.errors.with_label_values(&[&*self.name, label]).inc();
+        }
+    }
+
+    /// Sends a request upstream within `timeout`, retrying per `policy`.
+    pub async fn forward(
+        self: &Arc<Self>,
+        head: RequestHead,
+        body: RequestBody,
+        policy: Option<&RetryConfig>,
+        timeout: Duration,
+        attempts: &mut Attempts,
+    ) -> Result<Upstreamed, ProxyError> {
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.count_error(Kind::Overflow);
+            return Err(ProxyError::new(Kind::Overflow));
+        }
+        let result = match tokio::time::timeout(timeout, self.attempt_all(head, body, policy, attempts)).await {
+            Ok(r) => r,
+            Err(_) => {
+                if let Some(ep) = &attempts.endpoint {
+                    ep.breaker.note_failure();
+                }
+                self.count_error(Kind::Timeout);
+                Err(ProxyError::new(Kind::Timeout))
+            }
+        };
+        match result {
+            Ok((response, in_flight)) => {
+                Ok(Upstreamed { response, guard: Held { _in_flight: in_flight, cluster: self.clone() } })
+            }
+            Err(e) => {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    async fn attempt_all(
+        &self,
+        mut head: RequestHead,
+        body: RequestBody,
+        policy: Option<&RetryConfig>,
+        attempts: &mut Attempts,
+    ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+        let max_retries = policy.map_or(0, |p| p.attempts);
+        let idempotent = is_idempotent(&head.method);
+        let mut retry = 0;
+        loop {
+            let Some((endpoint, permit)) = self.balancer.pick(&self.endpoints) else {
+                self.count_error(Kind::CircuitOpen);
+                return Err(ProxyError::new(Kind::CircuitOpen));
+            };
+            attempts.endpoint = Some(endpoint.clone());
+            attempts.count += 1;
+            let last_chance = retry >= max_retries;
+            let headers = if last_chance { std::mem::take(&mut head.headers) } else { head.headers.clone() };
+            let Some(attempt_body) = body.replay() else {
+                return Err(ProxyError::new(Kind::UpstreamReset));
+            };
+            let req = self.build(&head, headers, attempt_body, endpoint);
+            let in_flight = endpoint.start();
+            let outcome = self.client.send(endpoint, req).await;
+            let retryable = |p: &RetryConfig, kind: Option<Kind>, status: Option<u16>| {
+                let wanted = match (kind, status) {
+                    (Some(Kind::ConnectFailure | Kind::ConnectTimeout), _) => p.on_connect_failure,
+                    (Some(Kind::UpstreamReset), _) => p.on_reset && idempotent,
+                    (None, Some(s)) => p.on_status.contains(&s) && idempotent,
+                    _ => false,
+                };
+                wanted && body.replay().is_some()
+            };
+            let retry_wanted = match &outcome {
+                Ok(resp) => {
+                    let status = resp.status();
+                    permit.record(!status.is_server_error());
+                    !last_chance && policy.is_some_and(|p| retryable(p, None, Some(status.as_u16())))
+                }
+                Err(e) => {
+                    permit.record(false);
+                    self.count_error(e.kind);
+                    !last_chance && policy.is_some_and(|p| retryable(p, Some(e.kind), None))
+                }
+            };
+            if !retry_wanted {
+                return outcome.map(|r| (r, in_flight));
+            }
+            drop(outcome);
+            drop(in_flight);
+            self.retries.inc();
+            if let Some(p) = policy {
+                tokio::time::sleep(backoff(p.backoff, retry)).await;
+            }
+            retry += 1;
+        }
+    }
+
+    fn build(
+        &self,
+        head: &RequestHead,
+        mut headers: HeaderMap,
+        body: RequestBody,
+        endpoint: &Endpoint,
+    ) -> Request<RequestBody> {
+        let (authority, version) = match self.protocol {
+            UpstreamProtocol::Http1 => {
+                if !headers.contains_key(http::header::HOST) {
+                    let host = head.authority.as_ref().unwrap_or(&endpoint.authority);
+                    if let Ok(v) = HeaderValue::from_str(host.as_str()) {
+                        headers.insert(http::header::HOST, v);
+                    }
+                }
+                (endpoint.authority.clone(), Version::HTTP_11)
+            }
+            UpstreamProtocol::Http2 => {
+                let host = headers
+                    .remove(http::header::HOST)
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                    .or_else(|| head.authority.clone())
+                    .unwrap_or_else(|| endpoint.authority.clone());
+                (host, Version::HTTP_2)
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(head.path.clone());
+        let uri = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = version;
+        *req.headers_mut() = headers;
+        req
+    }
+}
+
+/// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// Full-jitter exponential backoff: up to `base * 2^retry`, capped at ten times `base`.
+fn backoff(base: Duration, retry: u32) -> Duration {
+    let ceiling = base.saturating_mul(1 << retry.min(16)).min(base.saturating_mul(10));
+    ceiling.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_by_the_exponential_ceiling() {
+        let base = Duration::from_millis(25);
+        for retry in 0..20 {
+            let d = backoff(base, retry);
+            assert!(d <= base * 10, "{d:?}");
+            assert!(d <= base * 2u32.pow(retry.min(4)), "{retry}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn only_idempotent_methods_are_retried_after_sending() {
+        assert!(is_idempotent(&Method::GET));
+        assert!(is_idempotent(&Method::PUT));
+        assert!(!is_idempotent(&Method::POST));
+        assert!(!is_idempotent(&Method::PATCH));
+    }
+}

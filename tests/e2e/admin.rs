@@ -1,0 +1,50 @@
+//! The admin listener: health, readiness, effective config and metrics.
+
+use crate::support::client::{self, get, request, send};
+use crate::support::{TestProxy, Upstream, one_route, refused_addr};
+use http::Method;
+
+fn with_ready_cluster(yaml: String) -> String {
+    yaml.replace("admin: { address: 127.0.0.1:0 }", "admin: { address: 127.0.0.1:0, ready_cluster: app }")
+}
+
+#[tokio::test]
+async fn health_readiness_config_and_metrics() {
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(with_ready_cluster(one_route(&[upstream.addr], "http1", "", ""))).start();
+    let c = client::h1();
+    let health = get(&c, &proxy.admin_url("/healthz")).await;
+    assert_eq!((health.status.as_u16(), &health.body[..]), (200, &b"ok\n"[..]));
+    assert_eq!(get(&c, &proxy.admin_url("/readyz")).await.status, 200);
+
+    let config = get(&c, &proxy.admin_url("/config")).await.json();
+    assert_eq!(config["listeners"][0]["routes"][0]["timeout"], "15s", "defaults are shown");
+    assert_eq!(config["clusters"][0]["circuit_breaker"]["consecutive_failures"], 5);
+
+    get(&c, &proxy.url("ingress", "/")).await;
+    get(&c, &proxy.url("ingress", "/status/503")).await;
+    let m = String::from_utf8(get(&c, &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8");
+    for line in [
+        "wasp_requests_total{class=\"2xx\",cluster=\"app\",listener=\"ingress\",route=\"main\"} 1",
+        "wasp_requests_total{class=\"5xx\",cluster=\"app\",listener=\"ingress\",route=\"main\"} 1",
+        "wasp_request_duration_seconds_count{cluster=\"app\",listener=\"ingress\",route=\"main\"} 2",
+        "wasp_connections_total{listener=\"ingress\"}",
+        "wasp_active_connections{listener=\"ingress\"}",
+        "wasp_circuit_breaker_state{cluster=\"app\"",
+        "wasp_build_info{version=",
+    ] {
+        assert!(m.contains(line), "missing {line} in\n{m}");
+    }
+    assert_eq!(get(&c, &proxy.admin_url("/nope")).await.status, 404);
+    let post = send(&c, request(Method::POST, &proxy.admin_url("/healthz"), client::empty())).await.expect("POST");
+    assert_eq!(post.status, 405);
+}
+
+#[tokio::test]
+async fn not_ready_while_the_local_app_is_down() {
+    let proxy = TestProxy::new(with_ready_cluster(one_route(&[refused_addr()], "http1", "", ""))).start();
+    let ready = get(&client::h1(), &proxy.admin_url("/readyz")).await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.body, "not ready: cluster \"app\" does not accept connections\n");
+    assert_eq!(get(&client::h1(), &proxy.admin_url("/healthz")).await.status, 200, "alive all the same");
+}

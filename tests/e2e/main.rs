@@ -1,0 +1,15 @@
+//! End-to-end tests: each starts the real `wasp` binary on port 0 against
+//! real upstreams and checks what a client sees.
+
+mod support;
+
+mod access_log;
+mod admin;
+mod drain;
+mod forwarding;
+mod limits;
+mod resilience;
+mod routing;
+mod streaming;
+mod tcp;
+mod websocket;

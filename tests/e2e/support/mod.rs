@@ -1,0 +1,38 @@
+//! Test harness: start the real `wasp` binary on port 0 ([`TestProxy`])
+//! against real hyper upstreams ([`Upstream`]) and talk to it with real
+//! HTTP/1.1 and HTTP/2 clients ([`client`]).
+
+pub mod client;
+pub mod proxy;
+pub mod upstream;
+
+pub use proxy::{Running, TestProxy};
+pub use upstream::Upstream;
+
+/// A localhost port nothing listens on (bound, then released).
+pub fn refused_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// The usual single-route config to one cluster, with extra YAML appended to the route.
+pub fn one_route(endpoints: &[std::net::SocketAddr], protocol: &str, route_extra: &str, cluster_extra: &str) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        "admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: ingress
+    address: 127.0.0.1:0
+    routes:
+      - name: main
+        cluster: app
+{route_extra}
+clusters:
+  - name: app
+    endpoints: [{}]
+    protocol: {protocol}
+{cluster_extra}
+",
+        eps.join(", ")
+    )
+}

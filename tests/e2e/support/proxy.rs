@@ -1,0 +1,168 @@
+//! Runs the real `wasp` binary with a config written to a temp dir, learns
+//! its bound ports from its JSON logs, and captures its access log (stdout).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Builder for a wasp process.
+pub struct TestProxy {
+    yaml: String,
+}
+
+/// A running wasp process; killed on drop.
+pub struct Running {
+    child: Child,
+    /// Temp dir holding the config (and anything written next to it).
+    pub dir: tempfile::TempDir,
+    addrs: HashMap<String, SocketAddr>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestProxy {
+    /// A proxy that will run `yaml` as its config.
+    pub fn new(yaml: impl Into<String>) -> Self {
+        TestProxy { yaml: yaml.into() }
+    }
+
+    /// Starts wasp and waits until it reports "wasp started".
+    pub fn start(self) -> Running {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("wasp.yaml");
+        std::fs::write(&config, &self.yaml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("WASP_LOG_FORMAT", "json")
+            .env("WASP_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wasp");
+        let stdout = collect(child.stdout.take().expect("stdout"));
+        let stderr = collect(child.stderr.take().expect("stderr"));
+        let mut running = Running { child, dir, addrs: HashMap::new(), stdout, stderr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if running.stderr_lines().iter().any(|l| l.contains("\"wasp started\"")) {
+                break;
+            }
+            if let Ok(Some(status)) = running.child.try_wait() {
+                panic!("wasp exited during start ({status}):\n{}", running.stderr_text());
+            }
+            assert!(Instant::now() < deadline, "wasp did not start:\n{}", running.stderr_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for line in running.stderr_lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if v["message"] == "listening" {
+                let name = v["listener"].as_str().expect("listener").to_string();
+                let addr = v["address"].as_str().expect("address").parse().expect("socket addr");
+                running.addrs.insert(name, addr);
+            }
+        }
+        running
+    }
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().expect("lock").push(line);
+        }
+    });
+    lines
+}
+
+impl Running {
+    /// The bound address of listener `name` ("admin" for the admin listener).
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        *self.addrs.get(name).unwrap_or_else(|| panic!("no listener {name:?}: {:?}", self.addrs))
+    }
+
+    /// `http://<listener address><path>`
+    pub fn url(&self, listener: &str, path: &str) -> String {
+        format!("http://{}{path}", self.addr(listener))
+    }
+
+    /// `http://<admin address><path>`
+    pub fn admin_url(&self, path: &str) -> String {
+        self.url("admin", path)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (TERM, INT, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "wasp did not exit within {within:?}:\n{}", self.stderr_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Access-log lines (stdout) parsed as JSON.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        let lines = self.stdout.lock().expect("lock").clone();
+        lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect()
+    }
+
+    /// Waits until `n` access-log lines are present and returns them.
+    pub fn wait_access_log(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.access_log();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(Instant::now() < deadline, "expected {n} access-log lines, got {lines:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// stderr lines so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr_lines().join("\n")
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
