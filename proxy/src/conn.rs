@@ -7,17 +7,14 @@ use crate::access_log::AccessLog;
 use crate::config::Limits;
 use crate::metrics::RouteMetrics;
 use crate::route::Router;
+use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -71,8 +68,10 @@ impl HttpListener {
 pub struct ConnState {
     /// The client's address.
     pub peer: SocketAddr,
+    /// The client's IP as a header value, for `x-forwarded-for` (formatted once per connection).
+    pub peer_header: HeaderValue,
     in_flight: AtomicUsize,
-    last_active_ms: AtomicU64,
+    idle_since_ms: AtomicU64,
 }
 
 fn clock_ms() -> u64 {
@@ -82,11 +81,8 @@ fn clock_ms() -> u64 {
 
 impl ConnState {
     fn new(peer: SocketAddr) -> Self {
-        ConnState { peer, in_flight: AtomicUsize::new(0), last_active_ms: AtomicU64::new(clock_ms()) }
-    }
-
-    fn touch(&self) {
-        self.last_active_ms.store(clock_ms(), Ordering::Relaxed);
+        let peer_header = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        ConnState { peer, peer_header, in_flight: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(clock_ms()) }
     }
 
     /// A request began on this connection.
@@ -96,22 +92,26 @@ impl ConnState {
 
     /// A request's response ended.
     pub fn request_finished(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.touch();
+        if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.idle_since_ms.store(clock_ms(), Ordering::Relaxed);
+        }
     }
 
+    /// How long the connection has had no request in flight (`None` while one is).
+    /// Bytes without a request (a client still sending headers) do not count as
+    /// activity: `header_read_timeout` governs those.
     fn idle_for(&self) -> Option<Duration> {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
-        Some(Duration::from_millis(clock_ms().saturating_sub(self.last_active_ms.load(Ordering::Relaxed))))
+        Some(Duration::from_millis(clock_ms().saturating_sub(self.idle_since_ms.load(Ordering::Relaxed))))
     }
 }
 
 /// Serves one accepted connection until it closes, idles out or drains.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<HttpListener>, drain: CancellationToken) {
     let state = Arc::new(ConnState::new(peer));
-    let io = TokioIo::new(Tracked { inner: stream, state: state.clone() });
+    let io = TokioIo::new(stream);
     let svc = {
         let (listener, state) = (listener.clone(), state.clone());
         service_fn(move |req| crate::forward::handle(req, listener.clone(), state.clone()))
@@ -144,58 +144,5 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<HttpListen
                 None => check.as_mut().reset(tokio::time::Instant::now() + idle),
             },
         }
-    }
-}
-
-/// A TCP stream that records when bytes last moved.
-struct Tracked {
-    inner: TcpStream,
-    state: Arc<ConnState>,
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if r.is_ready() {
-            this.state.touch();
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if r.is_ready() {
-            this.state.touch();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if r.is_ready() {
-            this.state.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }

@@ -144,33 +144,10 @@ impl ProxyError {
         ProxyError { kind, cause: Some(cause.into()) }
     }
 
-    /// Classifies an error from the upstream HTTP client.
-    pub fn from_client(err: hyper_util::client::legacy::Error) -> Self {
-        let kind = if err.is_connect() {
-            if has_timed_out(&err) { Kind::ConnectTimeout } else { Kind::ConnectFailure }
-        } else {
-            classify_hyper(&err)
-        };
-        ProxyError::with(kind, err)
-    }
-
-    /// Classifies an error from an HTTP/2 connection (no connect step involved).
+    /// Classifies an error from an upstream connection (after connecting).
     pub fn from_hyper(err: hyper::Error) -> Self {
         ProxyError::with(classify_hyper(&err), err)
     }
-}
-
-fn has_timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
 }
 
 fn classify_hyper(err: &(dyn std::error::Error + 'static)) -> Kind {

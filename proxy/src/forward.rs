@@ -44,7 +44,7 @@ async fn proxy(
 ) -> Result<Upstreamed, ProxyError> {
     let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
     strip_hop_by_hop(req.headers_mut(), upgrade);
-    exchange.request_id = Some(add_forwarding(req.headers_mut(), conn.peer.ip(), "http"));
+    exchange.request_id = Some(add_forwarding(req.headers_mut(), &conn.peer_header, "http"));
     if target_len(&req) > listener.limits.max_uri_bytes {
         return Err(ProxyError::new(Kind::UriTooLong));
     }

@@ -5,7 +5,6 @@
 
 use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use std::net::IpAddr;
 
 /// `x-request-id`
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -31,12 +30,18 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, and those the `Connection` header names.
 /// With `upgrade`, keeps `Upgrade` and leaves `Connection: upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one scan over the names, no lookups.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named {
         let keep = is_end_to_end_core(&name) || (upgrade && name == UPGRADE);
@@ -44,18 +49,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.remove(&name);
         }
     }
-    headers.remove(CONNECTION);
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(TRANSFER_ENCODING);
-    if headers.get(TE).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
-        headers.remove(TE);
+    let present: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    for name in present {
+        let keep = (name == TE && headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")))
+            || (upgrade && name == UPGRADE);
+        if !keep {
+            headers.remove(&name);
+        }
     }
     if upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(UPGRADE);
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == TE
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Headers a client cannot make hop-by-hop by naming them in `Connection`.
@@ -65,15 +78,15 @@ fn is_end_to_end_core(name: &HeaderName) -> bool {
 
 /// Adds the forwarding headers and returns the request id (kept if the
 /// client sent a sane one, generated otherwise).
-pub fn add_forwarding(headers: &mut HeaderMap, peer: IpAddr, proto: &'static str) -> HeaderValue {
-    let peer_text = peer.to_string();
+pub fn add_forwarding(headers: &mut HeaderMap, peer: &HeaderValue, proto: &'static str) -> HeaderValue {
     let xff = match join_all(headers, &X_FORWARDED_FOR) {
-        Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer_text}")),
-        None => HeaderValue::from_str(&peer_text),
+        Some(prior) => {
+            let peer = peer.to_str().unwrap_or("unknown");
+            HeaderValue::from_str(&format!("{prior}, {peer}")).unwrap_or_else(|_| peer_value(peer))
+        }
+        None => peer.clone(),
     };
-    if let Ok(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
@@ -87,6 +100,10 @@ pub fn add_forwarding(headers: &mut HeaderMap, peer: IpAddr, proto: &'static str
     }
 }
 
+fn peer_value(peer: &str) -> HeaderValue {
+    HeaderValue::from_str(peer).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
 fn join_all(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
     let first = values.next()?;
@@ -98,11 +115,22 @@ fn is_sane_request_id(id: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
 }
 
-/// A fresh random (v4) request id.
+/// A fresh random request id in UUID v4 form. The randomness is fast, not
+/// cryptographic: ids correlate logs, they are not secrets.
 pub fn new_request_id() -> HeaderValue {
-    let mut buf = uuid::Uuid::encode_buffer();
-    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = (fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
+    let mut out = [0u8; 36];
+    let mut nibble = 32;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *slot = b'-';
+        } else {
+            nibble -= 1;
+            *slot = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
+        }
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 #[cfg(test)]
@@ -146,14 +174,18 @@ mod tests {
     #[test]
     fn forwarding_headers_append_and_request_id_is_kept_or_made() {
         let mut h = map(&[("x-forwarded-for", "203.0.113.7"), ("x-request-id", "abc-123")]);
-        let id = add_forwarding(&mut h, "10.1.2.3".parse().expect("ip"), "http");
+        let id = add_forwarding(&mut h, &HeaderValue::from_static("10.1.2.3"), "http");
         assert_eq!(id, "abc-123");
         assert_eq!(h.get("x-forwarded-for").expect("xff"), "203.0.113.7, 10.1.2.3");
         assert_eq!(h.get("x-forwarded-proto").expect("xfp"), "http");
 
         let mut h = map(&[("x-request-id", "")]);
-        let id = add_forwarding(&mut h, "::1".parse().expect("ip"), "http");
+        let id = add_forwarding(&mut h, &HeaderValue::from_static("::1"), "http");
         assert_eq!(id.len(), 36);
+        let text = id.to_str().expect("ascii");
+        assert_eq!(&text[14..15], "4", "version 4: {text}");
+        assert!("89ab".contains(&text[19..20]), "RFC 4122 variant: {text}");
+        assert_ne!(new_request_id(), new_request_id());
         assert_eq!(h.get("x-request-id"), Some(&id));
         assert_eq!(h.get("x-forwarded-for").expect("xff"), "::1");
     }

@@ -8,12 +8,11 @@ use crate::conn::{ConnState, HttpListener};
 use crate::error::Kind;
 use crate::route::Route;
 use crate::upstream::body::Shared as BodyShared;
-use crate::upstream::{Attempts, Held};
+use crate::upstream::{Attempts, Held, UpstreamBody};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use serde::Serialize;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -141,7 +140,7 @@ fn version_name(v: Version) -> &'static str {
 }
 
 enum Inner {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Local(Option<Bytes>),
 }
 
@@ -153,7 +152,7 @@ pub struct ResponseBody {
 
 impl ResponseBody {
     /// Streams the upstream's body.
-    pub fn upstream(body: Incoming, mut exchange: Box<Exchange>) -> Self {
+    pub fn upstream(body: UpstreamBody, mut exchange: Box<Exchange>) -> Self {
         exchange.reason = None;
         ResponseBody { inner: Inner::Upstream(body), exchange }
     }

@@ -8,6 +8,7 @@ mod admin;
 mod drain;
 mod forwarding;
 mod limits;
+mod pooling;
 mod resilience;
 mod routing;
 mod streaming;

@@ -1,27 +1,26 @@
-//! Pooled upstream HTTP clients. HTTP/1.1 uses hyper-util's keep-alive pool
-//! (keyed by endpoint); HTTP/2 keeps one multiplexed connection per endpoint
+//! Upstream HTTP clients. HTTP/1.1 uses each endpoint's keep-alive pool
+//! ([`super::pool`]); HTTP/2 keeps one multiplexed connection per endpoint
 //! and re-dials when it closes. Both apply the cluster's connect timeout.
 
 use super::body::RequestBody;
 use super::endpoint::Endpoint;
+use super::pool::UpstreamBody;
 use crate::error::{Kind, ProxyError};
-use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper::{Request, Response};
-use hyper_util::client::legacy::Client as LegacyClient;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// How long an idle pooled connection is kept.
-const POOL_IDLE: Duration = Duration::from_secs(90);
-
-/// A cluster's client.
+/// How a cluster talks to its endpoints.
+#[derive(Clone, Copy)]
 pub enum Client {
-    /// HTTP/1.1 keep-alive pool.
-    Http1(Box<LegacyClient<HttpConnector, RequestBody>>),
+    /// HTTP/1.1 with keep-alive pools.
+    Http1 {
+        /// TCP connect timeout.
+        connect_timeout: Duration,
+    },
     /// HTTP/2, one connection per endpoint.
     Http2 {
         /// TCP connect timeout.
@@ -37,27 +36,19 @@ pub struct H2Slot {
 }
 
 impl Client {
-    /// An HTTP/1.1 client.
-    pub fn http1(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        let client = LegacyClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .set_host(false)
-            .build(connector);
-        Client::Http1(Box::new(client))
-    }
-
     /// Sends `req` (URI already absolute, pointing at the right authority) to `endpoint`.
-    pub async fn send(&self, endpoint: &Endpoint, req: Request<RequestBody>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(
+        self,
+        endpoint: &Endpoint,
+        req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         match self {
-            Client::Http1(client) => client.request(req).await.map_err(ProxyError::from_client),
+            Client::Http1 { connect_timeout } => endpoint.h1.send(&endpoint.address, connect_timeout, req).await,
             Client::Http2 { connect_timeout } => {
-                let mut sender = h2_sender(endpoint, *connect_timeout).await?;
+                let mut sender = h2_sender(endpoint, connect_timeout).await?;
                 sender.ready().await.map_err(ProxyError::from_hyper)?;
-                sender.send_request(req).await.map_err(ProxyError::from_hyper)
+                let resp = sender.send_request(req).await.map_err(ProxyError::from_hyper)?;
+                Ok(resp.map(UpstreamBody::unpooled))
             }
         }
     }

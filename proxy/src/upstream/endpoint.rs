@@ -15,6 +15,8 @@ pub struct Endpoint {
     /// Circuit breaker.
     pub breaker: Breaker,
     in_flight: AtomicUsize,
+    /// Idle HTTP/1.1 connections, when the cluster speaks HTTP/1.1.
+    pub h1: Arc<super::pool::H1Pool>,
     /// HTTP/2 connection, when the cluster speaks HTTP/2.
     pub h2: super::client::H2Slot,
 }
@@ -23,7 +25,14 @@ impl Endpoint {
     /// A new endpoint; `address` must already be validated.
     pub fn new(address: &str, breaker: Breaker) -> Self {
         let authority = address.parse().unwrap_or_else(|_| Authority::from_static("invalid.endpoint"));
-        Endpoint { address: address.into(), authority, breaker, in_flight: AtomicUsize::new(0), h2: Default::default() }
+        Endpoint {
+            address: address.into(),
+            authority,
+            breaker,
+            in_flight: AtomicUsize::new(0),
+            h1: Default::default(),
+            h2: Default::default(),
+        }
     }
 
     /// Requests in flight to this endpoint.

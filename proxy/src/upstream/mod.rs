@@ -7,9 +7,11 @@ pub mod body;
 mod breaker;
 mod client;
 mod endpoint;
+mod pool;
 
 pub use body::RequestBody;
 pub use endpoint::{Endpoint, InFlight};
+pub use pool::UpstreamBody;
 
 use crate::config::model::UpstreamProtocol;
 use crate::config::{ClusterConfig, RetryConfig};
@@ -20,7 +22,6 @@ use breaker::Breaker;
 use client::Client;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use prometheus::{IntCounter, IntCounterVec};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,7 +68,7 @@ pub struct Attempts {
 /// An upstream response whose body is still streaming, with the counts it holds.
 pub struct Upstreamed {
     /// The response.
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
     /// Keeps the request counted against its endpoint and cluster until dropped.
     pub guard: Held,
 }
@@ -97,7 +98,7 @@ impl Cluster {
             })
             .collect();
         let client = match cfg.protocol {
-            UpstreamProtocol::Http1 => Client::http1(cfg.connect_timeout),
+            UpstreamProtocol::Http1 => Client::Http1 { connect_timeout: cfg.connect_timeout },
             UpstreamProtocol::Http2 => Client::Http2 { connect_timeout: cfg.connect_timeout },
         };
         Cluster {
@@ -173,7 +174,7 @@ impl Cluster {
         body: RequestBody,
         policy: Option<&RetryConfig>,
         attempts: &mut Attempts,
-    ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+    ) -> Result<(Response<UpstreamBody>, InFlight), ProxyError> {
         let max_retries = policy.map_or(0, |p| p.attempts);
         let idempotent = is_idempotent(&head.method);
         let mut retry = 0;

@@ -40,6 +40,7 @@ pub struct Upstream {
 struct State {
     name: String,
     hits: AtomicUsize,
+    connections: AtomicUsize,
     delay_ms: std::sync::atomic::AtomicU64,
     script: Mutex<VecDeque<u16>>,
 }
@@ -57,6 +58,7 @@ impl Upstream {
         let state = Arc::new(State {
             name: name.into(),
             hits: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             delay_ms: Default::default(),
             script: Mutex::new(VecDeque::new()),
         });
@@ -64,6 +66,7 @@ impl Upstream {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
+                s.connections.fetch_add(1, Ordering::SeqCst);
                 let s = s.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| answer(s.clone(), req));
@@ -79,6 +82,11 @@ impl Upstream {
     /// Requests received so far.
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     /// Delays every answer by `d` from now on.

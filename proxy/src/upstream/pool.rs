@@ -1,0 +1,160 @@
+//! HTTP/1.1 keep-alive pool for one endpoint, on hyper's connection-level
+//! client. A connection is checked out for one exchange and comes back to
+//! the pool when its response body has been read to the end; a body dropped
+//! early, an upgrade or an error means the connection is not reused.
+//! Idle connections are reused newest first and closed after [`IDLE_FOR`].
+
+use super::body::RequestBody;
+use crate::error::{Kind, ProxyError};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// How long an idle connection is kept.
+pub const IDLE_FOR: Duration = Duration::from_secs(90);
+/// Idle connections kept per endpoint.
+const MAX_IDLE: usize = 1024;
+
+type Sender = http1::SendRequest<RequestBody>;
+
+/// Idle HTTP/1.1 connections to one endpoint.
+#[derive(Default)]
+pub struct H1Pool {
+    idle: Mutex<Vec<(Sender, Instant)>>,
+}
+
+impl H1Pool {
+    fn checkout(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((sender, since)) = idle.pop() {
+            if !sender.is_closed() && since.elapsed() < IDLE_FOR {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = idle.iter().take_while(|(_, since)| since.elapsed() >= IDLE_FOR).count();
+        idle.drain(..stale);
+        if idle.len() < MAX_IDLE {
+            idle.push((sender, Instant::now()));
+        }
+    }
+
+    /// Sends `req` over a pooled or new connection to `address`.
+    pub async fn send(
+        self: &Arc<Self>,
+        address: &str,
+        connect_timeout: Duration,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        loop {
+            let (mut sender, reused) = match self.checkout() {
+                Some(s) => (s, true),
+                None => (connect(address, connect_timeout).await?, false),
+            };
+            if sender.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err(ProxyError::new(Kind::UpstreamReset));
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    // An upgraded (101) connection belongs to the tunnel, not the pool.
+                    let pool = (resp.status() != http::StatusCode::SWITCHING_PROTOCOLS).then(|| (sender, self.clone()));
+                    return Ok(resp.map(|body| UpstreamBody::pooled(body, pool)));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written (the pooled connection had just closed): try another.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(ProxyError::from_hyper(e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+async fn connect(address: &str, timeout: Duration) -> Result<Sender, ProxyError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Err(_) => return Err(ProxyError::new(Kind::ConnectTimeout)),
+        Ok(Err(e)) => return Err(ProxyError::with(Kind::ConnectFailure, e)),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) =
+        http1::handshake(TokioIo::new(stream)).await.map_err(|e| ProxyError::with(Kind::ConnectFailure, e))?;
+    let address = address.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(endpoint = %address, error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// An upstream response body; an HTTP/1.1 connection returns to its pool when the body ends.
+pub struct UpstreamBody {
+    body: Incoming,
+    pool: Option<(Sender, Arc<H1Pool>)>,
+}
+
+impl UpstreamBody {
+    /// A body whose connection goes back to `pool` at its end.
+    fn pooled(body: Incoming, pool: Option<(Sender, Arc<H1Pool>)>) -> Self {
+        let mut b = UpstreamBody { body, pool };
+        if b.body.is_end_stream() {
+            b.release();
+        }
+        b
+    }
+
+    /// A body with no pool to return to (HTTP/2).
+    pub fn unpooled(body: Incoming) -> Self {
+        UpstreamBody { body, pool: None }
+    }
+
+    fn release(&mut self) {
+        if let Some((sender, pool)) = self.pool.take() {
+            pool.give_back(sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
+            Poll::Ready(Some(Err(_))) => this.pool = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
