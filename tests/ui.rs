@@ -27,7 +27,7 @@ fn check(path: &Path) -> (bool, String, String) {
 #[test]
 fn invalid_configs_report_every_error_with_its_path() {
     let cases = files("tests/ui/invalid", &["yaml", "json"]);
-    assert!(cases.len() >= 8, "expected the golden cases, found {cases:?}");
+    assert!(cases.len() >= 10, "expected the golden cases, found {cases:?}");
     let mut failures = Vec::new();
     for case in cases {
         let (ok, _, stderr) = check(&case);

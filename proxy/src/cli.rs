@@ -51,8 +51,12 @@ pub fn main() -> ExitCode {
         },
         Some(Command::Check { config, file }) => {
             let path = config.or(file).unwrap_or_default();
-            match config::load_file(&path) {
-                Ok(_) => {
+            let checked = config::load_file(&path).and_then(|cfg| {
+                let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+                crate::filter::load_all(&cfg, &metrics).map(|_| ()).map_err(config::ConfigErrors)
+            });
+            match checked {
+                Ok(()) => {
                     println!("{}: ok", path.display());
                     ExitCode::SUCCESS
                 }

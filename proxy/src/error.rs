@@ -16,6 +16,8 @@ pub enum Source {
     Upstream,
     /// wasp's own routing or policy (no route, circuit open, overload).
     Proxy,
+    /// A Wasm filter.
+    Filter,
 }
 
 /// What failed.
@@ -45,6 +47,10 @@ pub enum Kind {
     UpgradeUnsupported,
     /// The proxy is draining.
     Draining,
+    /// A fail-closed filter trapped, timed out, ran out of memory or answered nonsense.
+    FilterFailed,
+    /// A fail-closed filter had no instance to run on (pool exhausted).
+    FilterUnavailable,
 }
 
 impl Kind {
@@ -59,6 +65,8 @@ impl Kind {
             }
             Kind::UpstreamReset | Kind::UpstreamProtocol | Kind::UpgradeUnsupported => StatusCode::BAD_GATEWAY,
             Kind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Kind::FilterFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            Kind::FilterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -77,6 +85,8 @@ impl Kind {
             Kind::Overflow => "wasp_overflow",
             Kind::UpgradeUnsupported => "wasp_upgrade_unsupported",
             Kind::Draining => "wasp_draining",
+            Kind::FilterFailed => "wasp_filter_failed",
+            Kind::FilterUnavailable => "wasp_filter_unavailable",
         }
     }
 
@@ -95,6 +105,8 @@ impl Kind {
             Kind::Overflow => "too many requests pending for this upstream",
             Kind::UpgradeUnsupported => "protocol upgrade is not supported for this upstream",
             Kind::Draining => "proxy is shutting down",
+            Kind::FilterFailed => "request failed in a filter",
+            Kind::FilterUnavailable => "filter capacity exhausted",
         }
     }
 
@@ -105,6 +117,7 @@ impl Kind {
             Kind::NoRoute | Kind::CircuitOpen | Kind::Overflow | Kind::Draining | Kind::UpgradeUnsupported => {
                 Source::Proxy
             }
+            Kind::FilterFailed | Kind::FilterUnavailable => Source::Filter,
             _ => Source::Upstream,
         }
     }

@@ -1,12 +1,14 @@
 //! The request path of an HTTP listener: limits → route → forwarding headers
-//! → cluster (LB, breaker, timeout, retries) → response, with WebSocket and
+//! → filter request phases → cluster (LB, breaker, timeout, retries) → response, with WebSocket and
 //! other HTTP/1.1 upgrades tunnelled once the upstream agrees (101).
 
 use crate::conn::{ConnState, HttpListener};
 use crate::error::{Kind, ProxyError};
+use crate::filter::{Facts, Verdict};
 use crate::headers::{add_forwarding, is_upgrade, strip_hop_by_hop};
-use crate::respond::{Exchange, ResponseBody, local_reply};
+use crate::respond::{Exchange, ResponseBody, filter_reply, local_reply};
 use crate::upstream::{RequestBody, RequestHead, Upstreamed};
+use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -22,7 +24,8 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let mut exchange = Exchange::begin(&req, listener.clone(), conn.clone());
     match proxy(req, &listener, &conn, &mut exchange).await {
-        Ok(up) => {
+        Ok(Answer::Filter { head, body }) => Ok(filter_reply(head, body, exchange)),
+        Ok(Answer::Upstream(up)) => {
             exchange.status = up.response.status().as_u16();
             exchange.held = Some(up.guard);
             let (mut parts, body) = up.response.into_parts();
@@ -36,15 +39,24 @@ pub async fn handle(
     }
 }
 
+/// How a request was answered.
+enum Answer {
+    /// By the upstream (possibly with headers changed by filters).
+    Upstream(Upstreamed),
+    /// By a filter's local reply.
+    Filter { head: http::response::Parts, body: Bytes },
+}
+
 async fn proxy(
     mut req: Request<Incoming>,
     listener: &HttpListener,
     conn: &ConnState,
     exchange: &mut Exchange,
-) -> Result<Upstreamed, ProxyError> {
+) -> Result<Answer, ProxyError> {
     let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
     strip_hop_by_hop(req.headers_mut(), upgrade);
-    exchange.request_id = Some(add_forwarding(req.headers_mut(), &conn.peer_header, "http"));
+    let request_id = add_forwarding(req.headers_mut(), &conn.peer_header, "http");
+    exchange.request_id = Some(request_id.clone());
     if target_len(&req) > listener.limits.max_uri_bytes {
         return Err(ProxyError::new(Kind::UriTooLong));
     }
@@ -54,7 +66,23 @@ async fn proxy(
         return Err(ProxyError::new(Kind::UpgradeUnsupported));
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+
+    let filters =
+        route.chain.as_ref().map(|chain| (chain, Facts { request_id, peer: conn.peer, route: route.name.clone() }));
+    let mut ran = 0;
+    if let Some((chain, facts)) = &filters {
+        let (verdict, count) = chain.on_request(&mut parts, facts);
+        ran = count;
+        if let Some(answer) = settle(verdict, exchange)? {
+            let Answer::Filter { mut head, body } = answer else { unreachable!("settle answers locally") };
+            return match settle(chain.on_response(ran, &mut head, facts), exchange)? {
+                Some(replaced) => Ok(replaced),
+                None => Ok(Answer::Filter { head, body }),
+            };
+        }
+    }
+
     let head = RequestHead {
         method: parts.method,
         path: parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
@@ -67,11 +95,33 @@ async fn proxy(
     let mut up = route.cluster.forward(head, body, policy, route.timeout, &mut exchange.attempts).await?;
     let switching = up.response.status() == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(up.response.headers_mut(), switching && upgrade);
+    if let (Some((chain, facts)), false) = (&filters, switching) {
+        let (mut head, body) = up.response.into_parts();
+        if let Some(replaced) = settle(chain.on_response(ran, &mut head, facts), exchange)? {
+            return Ok(replaced);
+        }
+        up.response = Response::from_parts(head, body);
+    }
     if let (Some(client), true) = (client_upgrade, switching) {
         let upstream = hyper::upgrade::on(&mut up.response);
         listener.tracker.spawn(tunnel(client, upstream));
     }
-    Ok(up)
+    Ok(Answer::Upstream(up))
+}
+
+/// Turns a chain verdict into: go on (`None`), a local answer, or an error.
+fn settle(verdict: Verdict, exchange: &mut Exchange) -> Result<Option<Answer>, ProxyError> {
+    match verdict {
+        Verdict::Continue => Ok(None),
+        Verdict::Reply { head, body, filter } => {
+            exchange.filter = Some(filter);
+            Ok(Some(Answer::Filter { head, body }))
+        }
+        Verdict::Fail { kind, filter } => {
+            exchange.filter = Some(filter);
+            Err(ProxyError::new(kind))
+        }
+    }
 }
 
 /// Length of the request target as the client sent it.

@@ -9,11 +9,13 @@
 //! 3. [`forward`] takes each request: [`headers`] strips hop-by-hop headers
 //!    and adds `x-forwarded-*` / `x-request-id`; [`route`] picks the first
 //!    matching route.
+//!    A route's [`filter`] chain (Wasm components) runs its request phases
+//!    here and may rewrite the request or answer it locally.
 //! 4. [`upstream`] picks an endpoint of the route's cluster (load balancing,
 //!    circuit breakers, pending cap), sends the request over a pooled
 //!    HTTP/1.1 or HTTP/2 client within the route timeout, and retries when
 //!    the policy and the request body allow.
-//! 5. [`respond`] streams the response back, or a local reply built from an
+//! 5. The chain's response phases run in reverse; [`respond`] streams the response back, or a local reply built from an
 //!    [`error::ProxyError`] in one place, and records the exchange in
 //!    [`metrics`] and the [`access_log`] when the body ends.
 //!
@@ -28,6 +30,7 @@ pub mod config;
 pub mod conn;
 pub mod demo;
 pub mod error;
+pub mod filter;
 pub mod forward;
 pub mod headers;
 pub mod listener;

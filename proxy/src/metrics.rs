@@ -2,6 +2,9 @@
 //! the request path holds pre-resolved children ([`RouteMetrics`]) so that a
 //! request costs a few atomic adds, not label lookups.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -28,7 +31,16 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
     /// `wasp_access_log_errors_total`
     pub access_log_errors: IntCounter,
+    /// `wasp_filter_errors_total{filter,reason}`
+    pub filter_errors: IntCounterVec,
+    /// `wasp_filter_duration_seconds{filter,phase}`
+    pub filter_duration: HistogramVec,
+    filter_counters: Mutex<HashMap<String, IntCounterVec>>,
+    filter_histograms: Mutex<HashMap<String, HistogramVec>>,
 }
+
+/// Filter-defined metric names a proxy accepts in all (beyond them, samples are dropped).
+const MAX_FILTER_METRICS: usize = 256;
 
 /// The status classes counted per route.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -97,6 +109,25 @@ impl Metrics {
             .expect("valid metric"),
             access_log_errors: IntCounter::new("wasp_access_log_errors_total", "Access-log writes that failed")
                 .expect("valid metric"),
+            filter_errors: IntCounterVec::new(
+                Opts::new(
+                    "wasp_filter_errors_total",
+                    "Filter failures: trap, timeout, memory, stack_overflow, invalid_output, unavailable",
+                ),
+                &["filter", "reason"],
+            )
+            .expect("valid metric"),
+            filter_duration: HistogramVec::new(
+                HistogramOpts::new("wasp_filter_duration_seconds", "Time spent in one filter call, by phase").buckets(
+                    vec![
+                        0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01, 0.05,
+                    ],
+                ),
+                &["filter", "phase"],
+            )
+            .expect("valid metric"),
+            filter_counters: Mutex::default(),
+            filter_histograms: Mutex::default(),
             registry,
         };
         let build = IntGaugeVec::new(Opts::new("wasp_build_info", "wasp version"), &["version"]).expect("valid metric");
@@ -113,6 +144,8 @@ impl Metrics {
             Box::new(m.tcp_bytes.clone()),
             Box::new(m.access_log_dropped.clone()),
             Box::new(m.access_log_errors.clone()),
+            Box::new(m.filter_errors.clone()),
+            Box::new(m.filter_duration.clone()),
             Box::new(build),
         ] {
             r.register(c).expect("metric names are unique");
@@ -126,6 +159,59 @@ impl Metrics {
             by_class: CLASSES.map(|class| self.requests.with_label_values(&[listener, route, cluster, class])),
             duration: self.duration.with_label_values(&[listener, route, cluster]),
         }
+    }
+
+    /// Adds to a filter-defined counter `wasp_filter_<name>_total{filter}`.
+    /// Invalid names, and names past the proxy-wide cap, are ignored.
+    pub fn filter_counter(&self, filter: &str, name: &str, value: u64) {
+        let family = self.filter_family(&self.filter_counters, name, |n| {
+            IntCounterVec::new(
+                Opts::new(format!("wasp_filter_{n}_total"), format!("Filter-defined counter {n}")),
+                &["filter"],
+            )
+        });
+        if let Some(f) = family {
+            f.with_label_values(&[filter]).inc_by(value);
+        }
+    }
+
+    /// Records a sample in a filter-defined histogram `wasp_filter_<name>{filter}`.
+    pub fn filter_histogram(&self, filter: &str, name: &str, value: f64) {
+        let family = self.filter_family(&self.filter_histograms, name, |n| {
+            HistogramVec::new(
+                HistogramOpts::new(format!("wasp_filter_{n}"), format!("Filter-defined histogram {n}")),
+                &["filter"],
+            )
+        });
+        if let Some(f) = family {
+            f.with_label_values(&[filter]).observe(value);
+        }
+    }
+
+    fn filter_family<V: Clone + prometheus::core::Collector + 'static>(
+        &self,
+        families: &Mutex<HashMap<String, V>>,
+        name: &str,
+        make: impl FnOnce(&str) -> prometheus::Result<V>,
+    ) -> Option<V> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !name.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            return None;
+        }
+        let mut map = families.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = map.get(name) {
+            return Some(f.clone());
+        }
+        if map.len() >= MAX_FILTER_METRICS {
+            return None;
+        }
+        let family = make(name).ok()?;
+        self.registry.register(Box::new(family.clone())).ok()?;
+        map.insert(name.to_string(), family.clone());
+        Some(family)
     }
 
     /// The Prometheus text exposition of every metric.

@@ -41,6 +41,8 @@ pub struct Exchange {
     pub status: u16,
     /// Why wasp answered or cut the exchange short.
     pub reason: Option<&'static str>,
+    /// The filter that answered or failed the request, if one did.
+    pub filter: Option<Arc<str>>,
     bytes_out: u64,
     complete: bool,
 }
@@ -63,6 +65,7 @@ impl Exchange {
             held: None,
             status: 499,
             reason: Some("wasp_client_disconnect"),
+            filter: None,
             bytes_out: 0,
             complete: false,
         })
@@ -99,6 +102,7 @@ impl Exchange {
             request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
             peer: self.conn.peer.to_string(),
             reason: self.reason,
+            filter: self.filter.as_deref(),
         };
         match serde_json::to_vec(&line) {
             Ok(bytes) => self.listener.access_log.write(bytes),
@@ -126,6 +130,7 @@ struct HttpLine<'a> {
     request_id: Option<&'a str>,
     peer: String,
     reason: Option<&'static str>,
+    filter: Option<&'a str>,
 }
 
 fn version_name(v: Version) -> &'static str {
@@ -173,6 +178,13 @@ pub fn local_reply(kind: Kind, mut exchange: Box<Exchange>) -> Response<Response
         resp.headers_mut().insert(crate::headers::X_REQUEST_ID.clone(), id);
     }
     resp
+}
+
+/// A filter's local reply.
+pub fn filter_reply(head: http::response::Parts, body: Bytes, mut exchange: Box<Exchange>) -> Response<ResponseBody> {
+    exchange.status = head.status.as_u16();
+    exchange.reason = Some("wasp_filter_reply");
+    Response::from_parts(head, ResponseBody { inner: Inner::Local(Some(body)), exchange })
 }
 
 impl Body for ResponseBody {

@@ -2,6 +2,7 @@
 //! exact path, host, headers, methods) all hold.
 
 use crate::config::{MatchConfig, PathMatch, RetryConfig, RouteConfig};
+use crate::filter::Chain;
 use crate::metrics::RouteMetrics;
 use crate::upstream::Cluster;
 use http::Request;
@@ -21,11 +22,13 @@ pub struct Route {
     pub retries: Option<RetryConfig>,
     /// Pre-resolved metrics.
     pub metrics: RouteMetrics,
+    /// Filters, when the route has any.
+    pub chain: Option<Chain>,
 }
 
 impl Route {
     /// Compiles a validated route against its (existing) cluster.
-    pub fn new(cfg: &RouteConfig, cluster: Arc<Cluster>, metrics: RouteMetrics) -> Self {
+    pub fn new(cfg: &RouteConfig, cluster: Arc<Cluster>, metrics: RouteMetrics, chain: Option<Chain>) -> Self {
         Route {
             name: cfg.name.as_str().into(),
             matcher: cfg.matcher.clone(),
@@ -33,6 +36,7 @@ impl Route {
             timeout: cfg.timeout,
             retries: cfg.retries.clone(),
             metrics,
+            chain,
         }
     }
 

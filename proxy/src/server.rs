@@ -37,6 +37,9 @@ pub enum StartError {
     /// The access log could not be opened.
     #[error("{0}")]
     AccessLog(std::io::Error),
+    /// A filter could not be loaded.
+    #[error("{0}")]
+    Filters(String),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
@@ -72,6 +75,8 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()>) -> Result<(),
             .map_err(StartError::AccessLog)?;
     let clusters: HashMap<&str, Arc<Cluster>> =
         config.clusters.iter().map(|c| (c.name.as_str(), Arc::new(Cluster::new(c, &metrics)))).collect();
+    let filters = crate::filter::load_all(&config, &metrics)
+        .map_err(|errors| StartError::Filters(crate::config::ConfigErrors(errors).to_string()))?;
     let drain = CancellationToken::new();
     let tracker = TaskTracker::new();
 
@@ -88,7 +93,9 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()>) -> Result<(),
                     .iter()
                     .map(|r| {
                         let cluster = clusters[r.cluster.as_str()].clone();
-                        Arc::new(Route::new(r, cluster, metrics.route(&l.name, &r.name, &r.cluster)))
+                        let chain = (!r.filters.is_empty())
+                            .then(|| crate::filter::Chain::new(r.filters.iter().map(|f| filters[f].clone()).collect()));
+                        Arc::new(Route::new(r, cluster, metrics.route(&l.name, &r.name, &r.cluster), chain))
                     })
                     .collect();
                 Handler::Http(Arc::new(HttpListener::new(

@@ -60,3 +60,33 @@ async fn a_connection_closed_by_the_upstream_while_idle_is_replaced() {
     let log = proxy.wait_access_log(5);
     assert!(log.iter().all(|l| l["attempts"] == 1 && l["reason"].is_null()), "{log:?}");
 }
+
+/// HTTP/1.1 upstreams get origin-form targets (`GET /path`), so they take
+/// the host from the client's Host header, never from an absolute URI.
+#[tokio::test]
+async fn http1_upstreams_get_origin_form_and_the_client_host() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.expect("accept");
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.expect("read");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        let _ = tx.send(String::from_utf8_lossy(&got).to_string());
+    });
+    let proxy = TestProxy::new(one_route(&[addr], "http1", "", "")).start();
+    let req = http::Request::builder()
+        .uri(proxy.url("ingress", "/x?y=1"))
+        .header("host", "app.example")
+        .body(client::empty())
+        .expect("request");
+    assert_eq!(client::send(&client::h1(), req).await.expect("send").status, 204);
+    let head = rx.await.expect("request head");
+    assert!(head.starts_with("GET /x?y=1 HTTP/1.1\r\n"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("\r\nhost: app.example\r\n"), "{head}");
+}

@@ -262,19 +262,53 @@ impl Default for RawCircuitBreaker {
 pub struct RawFilter {
     /// Unique filter name, referred to by routes.
     pub name: String,
-    /// Path of the Wasm component.
+    /// Path of the Wasm component (relative to the config file).
     pub module: String,
-    /// The filter's own configuration.
+    /// The filter's own configuration, handed to its `init` as JSON.
     #[serde(default)]
     pub config: serde_json::Value,
-    /// `fail-closed` or `fail-open`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_error: Option<String>,
-    /// Memory and time limits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<serde_json::Value>,
+    /// What a failing filter (trap, timeout, memory cap, invalid output) does to the request.
+    #[serde(default)]
+    pub on_error: FailurePolicy,
+    /// Resource limits of each instance.
+    #[serde(default)]
+    pub limits: RawFilterLimits,
 }
 
+/// `filters[f].on_error`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Answer 500 (no guest text reaches the client).
+    #[default]
+    FailClosed,
+    /// Skip the filter and go on; counted in `wasp_filter_errors_total`.
+    FailOpen,
+}
+
+/// `filters[f].limits`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawFilterLimits {
+    /// Linear memory an instance may grow to; growing past it traps.
+    #[serde(default = "default_filter_memory")]
+    pub memory: String,
+    /// Time one call (one phase) may run.
+    #[serde(default = "default_filter_timeout")]
+    pub timeout: String,
+}
+
+impl Default for RawFilterLimits {
+    fn default() -> Self {
+        RawFilterLimits { memory: default_filter_memory(), timeout: default_filter_timeout() }
+    }
+}
+
+fn default_filter_memory() -> String {
+    "32MiB".into()
+}
+fn default_filter_timeout() -> String {
+    "10ms".into()
+}
 fn default_access_log() -> String {
     "stdout".into()
 }

@@ -28,6 +28,27 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Clusters, in file order.
     pub clusters: Vec<ClusterConfig>,
+    /// Filters, in file order.
+    pub filters: Vec<FilterConfig>,
+}
+
+/// A validated filter entry (the module itself is checked when it is loaded).
+#[derive(Debug, Clone)]
+pub struct FilterConfig {
+    /// Name routes refer to.
+    pub name: String,
+    /// Component file.
+    pub module: PathBuf,
+    /// The module path as written in the config, for messages.
+    pub module_name: String,
+    /// Config handed to the filter's `init`, as JSON text.
+    pub config_json: String,
+    /// Failure policy.
+    pub on_error: FailurePolicy,
+    /// Memory cap per instance, bytes.
+    pub memory: usize,
+    /// Time limit per call.
+    pub timeout: Duration,
 }
 
 /// Admin listener settings.
@@ -247,9 +268,6 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
         "listener",
         raw.listeners.iter().enumerate().map(|(i, x)| (format!("listeners[{i}].name"), x.name.as_str())),
     );
-    if !raw.filters.is_empty() {
-        c.error("filters", "wasm filters are not available in this build yet");
-    }
 
     let admin = AdminConfig {
         address: c.socket_addr("admin.address".into(), &raw.admin.address),
@@ -283,12 +301,13 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
         listeners.push(listener);
     }
     let clusters = raw.clusters.iter().enumerate().map(|(i, x)| cluster(&mut c, i, x)).collect();
+    let filters = raw.filters.iter().enumerate().map(|(i, f)| filter(&mut c, i, f, base)).collect();
     if admin.address.port() != 0 && addresses.contains(&admin.address) {
         c.error("admin.address", format!("{} is used by a listener", admin.address));
     }
     if c.errors.is_empty() {
         let workers = raw.workers;
-        Ok(Config { raw, admin, access_log, workers, drain_timeout, listeners, clusters })
+        Ok(Config { raw, admin, access_log, workers, drain_timeout, listeners, clusters, filters })
     } else {
         Err(ConfigErrors(c.errors))
     }
@@ -477,6 +496,27 @@ fn cluster(c: &mut Checker, i: usize, x: &RawCluster) -> ClusterConfig {
             open_for: c.positive_duration(format!("{at}.circuit_breaker.open_for"), &b.open_for),
             max_pending: b.max_pending,
         },
+    }
+}
+
+fn filter(c: &mut Checker, i: usize, f: &RawFilter, base: &Path) -> FilterConfig {
+    let at = format!("filters[{i}]");
+    if f.module.is_empty() {
+        c.error(format!("{at}.module"), "a filter needs a module path");
+    }
+    let memory = c.size(format!("{at}.limits.memory"), &f.limits.memory);
+    if memory > 4 << 30 {
+        c.error(format!("{at}.limits.memory"), "at most 4GiB");
+    }
+    let timeout = c.positive_duration(format!("{at}.limits.timeout"), &f.limits.timeout);
+    FilterConfig {
+        name: f.name.clone(),
+        module: base.join(&f.module),
+        module_name: f.module.clone(),
+        config_json: f.config.to_string(),
+        on_error: f.on_error,
+        memory,
+        timeout,
     }
 }
 

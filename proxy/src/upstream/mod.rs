@@ -234,7 +234,9 @@ impl Cluster {
         body: RequestBody,
         endpoint: &Endpoint,
     ) -> Request<RequestBody> {
-        let (authority, version) = match self.protocol {
+        let (uri, version) = match self.protocol {
+            // HTTP/1.1 origin-form (`GET /path`): the Host header names the
+            // host; the pool already knows which endpoint to dial.
             UpstreamProtocol::Http1 => {
                 if !headers.contains_key(http::header::HOST) {
                     let host = head.authority.as_ref().unwrap_or(&endpoint.authority);
@@ -242,22 +244,22 @@ impl Cluster {
                         headers.insert(http::header::HOST, v);
                     }
                 }
-                (endpoint.authority.clone(), Version::HTTP_11)
+                (Uri::from(head.path.clone()), Version::HTTP_11)
             }
+            // HTTP/2 carries the host in `:authority`, taken from the URI.
             UpstreamProtocol::Http2 => {
                 let host = headers
                     .remove(http::header::HOST)
                     .and_then(|h| Authority::try_from(h.as_bytes()).ok())
                     .or_else(|| head.authority.clone())
                     .unwrap_or_else(|| endpoint.authority.clone());
-                (host, Version::HTTP_2)
+                let mut parts = http::uri::Parts::default();
+                parts.scheme = Some(Scheme::HTTP);
+                parts.authority = Some(host);
+                parts.path_and_query = Some(head.path.clone());
+                (Uri::from_parts(parts).unwrap_or_else(|_| Uri::from(head.path.clone())), Version::HTTP_2)
             }
         };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(authority);
-        parts.path_and_query = Some(head.path.clone());
-        let uri = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
         let mut req = Request::new(body);
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = uri;

@@ -1,0 +1,291 @@
+//! What a filter instance's store holds and the host side of every import:
+//! the `message` resource over the proxy's own request/response head, logs,
+//! filter-defined metrics, clocks and the shared key-value store.
+
+use super::bindings::wasp::filter::{host, types};
+use super::kv::Kv;
+use crate::metrics::Metrics;
+use http::{HeaderName, HeaderValue, Method};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits};
+
+/// What every instance of one filter shares.
+pub struct FilterShared {
+    /// The filter's name (log tag, metric label).
+    pub name: Arc<str>,
+    /// Its key-value store.
+    pub kv: Kv,
+    /// The proxy's metrics, for filter-defined counters and histograms.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A store's data: the resource table, the memory limiter and the filter.
+pub struct HostState {
+    /// Resources lent to the guest during a call.
+    pub table: ResourceTable,
+    /// Memory cap of this instance.
+    pub limits: StoreLimits,
+    /// The filter this instance belongs to.
+    pub shared: Arc<FilterShared>,
+}
+
+impl HostState {
+    /// The limiter wasmtime consults on memory growth.
+    pub fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limits
+    }
+}
+
+/// The head a phase works on, moved (not copied) in for the call.
+pub enum Head {
+    /// A request head.
+    Request(http::request::Parts),
+    /// A response head.
+    Response(http::response::Parts),
+}
+
+/// Host side of the `message` resource.
+pub struct MessageState {
+    /// The head.
+    pub head: Head,
+    /// Facts of the exchange.
+    pub facts: Facts,
+}
+
+/// What a filter may ask about the exchange.
+#[derive(Clone)]
+pub struct Facts {
+    /// `x-request-id`.
+    pub request_id: HeaderValue,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Route name.
+    pub route: Arc<str>,
+}
+
+impl MessageState {
+    fn headers(&self) -> &http::HeaderMap {
+        match &self.head {
+            Head::Request(p) => &p.headers,
+            Head::Response(p) => &p.headers,
+        }
+    }
+
+    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        match &mut self.head {
+            Head::Request(p) => &mut p.headers,
+            Head::Response(p) => &mut p.headers,
+        }
+    }
+}
+
+type Res<T> = wasmtime::Result<T>;
+
+fn header_pair(name: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), String> {
+    let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
+    let v = HeaderValue::from_bytes(value).map_err(|_| format!("invalid value for header {name:?}"))?;
+    Ok((n, v))
+}
+
+impl types::Host for HostState {}
+
+impl types::HostMessage for HostState {
+    fn method(&mut self, m: Resource<MessageState>) -> Res<String> {
+        Ok(match &self.table.get(&m)?.head {
+            Head::Request(p) => p.method.as_str().to_string(),
+            Head::Response(_) => String::new(),
+        })
+    }
+
+    fn set_method(&mut self, m: Resource<MessageState>, method: String) -> Res<Result<(), String>> {
+        let parsed = Method::from_bytes(method.as_bytes()).map_err(|_| format!("invalid method {method:?}"));
+        Ok(match (&mut self.table.get_mut(&m)?.head, parsed) {
+            (Head::Request(p), Ok(method)) => {
+                p.method = method;
+                Ok(())
+            }
+            (Head::Response(_), _) => Err("a response has no method".into()),
+            (_, Err(e)) => Err(e),
+        })
+    }
+
+    fn path(&mut self, m: Resource<MessageState>) -> Res<String> {
+        Ok(match &self.table.get(&m)?.head {
+            Head::Request(p) => p.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string(),
+            Head::Response(_) => String::new(),
+        })
+    }
+
+    fn set_path(&mut self, m: Resource<MessageState>, path: String) -> Res<Result<(), String>> {
+        let Head::Request(p) = &mut self.table.get_mut(&m)?.head else {
+            return Ok(Err("a response has no path".into()));
+        };
+        if !path.starts_with('/') {
+            return Ok(Err(format!("path {path:?} must start with '/'")));
+        }
+        let mut parts = p.uri.clone().into_parts();
+        match path.parse() {
+            Ok(pq) => parts.path_and_query = Some(pq),
+            Err(_) => return Ok(Err(format!("invalid path {path:?}"))),
+        }
+        Ok(match http::Uri::from_parts(parts) {
+            Ok(uri) => {
+                p.uri = uri;
+                Ok(())
+            }
+            Err(e) => Err(format!("invalid path {path:?}: {e}")),
+        })
+    }
+
+    fn authority(&mut self, m: Resource<MessageState>) -> Res<Option<String>> {
+        let Head::Request(p) = &self.table.get(&m)?.head else { return Ok(None) };
+        let from_uri = p.uri.authority().map(|a| a.as_str().to_string());
+        Ok(from_uri.or_else(|| p.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string)))
+    }
+
+    fn set_authority(&mut self, m: Resource<MessageState>, authority: String) -> Res<Result<(), String>> {
+        let Head::Request(p) = &mut self.table.get_mut(&m)?.head else {
+            return Ok(Err("a response has no authority".into()));
+        };
+        let Ok(parsed) = authority.parse::<http::uri::Authority>() else {
+            return Ok(Err(format!("invalid authority {authority:?}")));
+        };
+        if p.uri.authority().is_some() {
+            let mut parts = p.uri.clone().into_parts();
+            parts.authority = Some(parsed);
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                p.uri = uri;
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            p.headers.insert(http::header::HOST, v);
+        }
+        Ok(Ok(()))
+    }
+
+    fn status(&mut self, m: Resource<MessageState>) -> Res<u16> {
+        Ok(match &self.table.get(&m)?.head {
+            Head::Response(p) => p.status.as_u16(),
+            Head::Request(_) => 0,
+        })
+    }
+
+    fn get_header(&mut self, m: Resource<MessageState>, name: String) -> Res<Option<Vec<u8>>> {
+        Ok(self.table.get(&m)?.headers().get(name.as_str()).map(|v| v.as_bytes().to_vec()))
+    }
+
+    fn get_header_all(&mut self, m: Resource<MessageState>, name: String) -> Res<Vec<Vec<u8>>> {
+        Ok(self.table.get(&m)?.headers().get_all(name.as_str()).iter().map(|v| v.as_bytes().to_vec()).collect())
+    }
+
+    fn header_names(&mut self, m: Resource<MessageState>) -> Res<Vec<String>> {
+        Ok(self.table.get(&m)?.headers().keys().map(|k| k.as_str().to_string()).collect())
+    }
+
+    fn set_header(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
+        let pair = header_pair(&name, &value);
+        Ok(pair.map(|(n, v)| {
+            if let Ok(state) = self.table.get_mut(&m) {
+                state.headers_mut().insert(n, v);
+            }
+        }))
+    }
+
+    fn append_header(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
+        let pair = header_pair(&name, &value);
+        Ok(pair.map(|(n, v)| {
+            if let Ok(state) = self.table.get_mut(&m) {
+                state.headers_mut().append(n, v);
+            }
+        }))
+    }
+
+    fn remove_header(&mut self, m: Resource<MessageState>, name: String) -> Res<()> {
+        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+            self.table.get_mut(&m)?.headers_mut().remove(n);
+        }
+        Ok(())
+    }
+
+    fn request_id(&mut self, m: Resource<MessageState>) -> Res<String> {
+        Ok(self.table.get(&m)?.facts.request_id.to_str().unwrap_or_default().to_string())
+    }
+
+    fn peer(&mut self, m: Resource<MessageState>) -> Res<String> {
+        Ok(self.table.get(&m)?.facts.peer.to_string())
+    }
+
+    fn route(&mut self, m: Resource<MessageState>) -> Res<String> {
+        Ok(self.table.get(&m)?.facts.route.to_string())
+    }
+
+    fn drop(&mut self, m: Resource<MessageState>) -> Res<()> {
+        self.table.delete(m)?;
+        Ok(())
+    }
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: types::Level, message: String) -> Res<()> {
+        let filter = &*self.shared.name;
+        let message = truncate(&message, 4096);
+        match level {
+            types::Level::Trace => tracing::trace!(filter, "{message}"),
+            types::Level::Debug => tracing::debug!(filter, "{message}"),
+            types::Level::Info => tracing::info!(filter, "{message}"),
+            types::Level::Warn => tracing::warn!(filter, "{message}"),
+            types::Level::Error => tracing::error!(filter, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn counter_add(&mut self, name: String, value: u64) -> Res<()> {
+        self.shared.metrics.filter_counter(&self.shared.name, &name, value);
+        Ok(())
+    }
+
+    fn histogram_observe(&mut self, name: String, value: f64) -> Res<()> {
+        self.shared.metrics.filter_histogram(&self.shared.name, &name, value);
+        Ok(())
+    }
+
+    fn now_ms(&mut self) -> Res<u64> {
+        Ok(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+    }
+
+    fn monotonic_ns(&mut self) -> Res<u64> {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        Ok(START.get_or_init(Instant::now).elapsed().as_nanos() as u64)
+    }
+
+    fn kv_get(&mut self, key: String) -> Res<Option<(Vec<u8>, u64)>> {
+        Ok(self.shared.kv.get(&key))
+    }
+
+    fn kv_set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Res<()> {
+        self.shared.kv.set(&key, value, ttl_ms);
+        Ok(())
+    }
+
+    fn kv_compare_and_swap(&mut self, key: String, expected: Option<u64>, value: Vec<u8>, ttl_ms: u64) -> Res<bool> {
+        Ok(self.shared.kv.compare_and_swap(&key, expected, value, ttl_ms))
+    }
+
+    fn kv_increment(&mut self, key: String, delta: i64, ttl_ms: u64) -> Res<i64> {
+        Ok(self.shared.kv.increment(&key, delta, ttl_ms))
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,69 @@
+//! The wasmtime engine all filters share: component model, pooling
+//! allocator, epoch interruption driven by a 1 ms ticker thread, and a
+//! bounded wasm stack. Created only when the config has filters.
+
+use super::bindings::HttpFilter;
+use super::host::HostState;
+use std::time::Duration;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Epoch tick: the granularity of filter time limits.
+pub const TICK: Duration = Duration::from_millis(1);
+/// Instances alive at once across all filters (the pooling allocator's slots).
+pub const MAX_INSTANCES: u32 = 512;
+/// The largest memory any filter may be configured with.
+pub const MAX_MEMORY: usize = 1 << 30;
+/// Wasm stack per call; deeper recursion traps as `stack_overflow`.
+pub const MAX_STACK: usize = 512 * 1024;
+
+/// The shared engine and the linker with wasp's host imports. The epoch
+/// ticker thread runs for the rest of the process once an engine exists.
+pub struct Runtime {
+    /// The engine.
+    pub engine: Engine,
+    /// Host imports for the `http-filter` world.
+    pub linker: Linker<HostState>,
+}
+
+impl Runtime {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new() -> Result<Self, String> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_INSTANCES)
+            .total_core_instances(MAX_INSTANCES * 4)
+            .total_memories(MAX_INSTANCES * 2)
+            .total_tables(MAX_INSTANCES * 4)
+            .max_memory_size(MAX_MEMORY)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_STACK)
+            .memory_reservation(MAX_MEMORY as u64)
+            .memory_guard_size(64 << 10)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| format!("cannot start the filter engine: {e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        HttpFilter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| format!("cannot link host imports: {e:#}"))?;
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("wasp-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(TICK);
+                    ticker.increment_epoch();
+                }
+            })
+            .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
+        Ok(Runtime { engine, linker })
+    }
+
+    /// Epoch ticks for a time limit (at least one, plus one for the partial tick in progress).
+    pub fn ticks(limit: Duration) -> u64 {
+        (limit.as_micros().div_ceil(TICK.as_micros()) as u64).max(1) + 1
+    }
+}

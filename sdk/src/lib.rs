@@ -1,0 +1,137 @@
+//! # wasp-sdk
+//!
+//! Write [wasp](https://example.invalid/wasp) filters in Rust. A filter is a
+//! type implementing [`Filter`], exported with [`export!`], and built with
+//! `cargo build --target wasm32-wasip2 --release`: the `.wasm` file that
+//! comes out is a component wasp loads directly.
+//!
+//! ```ignore
+//! use wasp_sdk::{Decision, Filter, Reply, Request};
+//!
+//! struct DenyAdmin;
+//!
+//! impl Filter for DenyAdmin {
+//!     fn new(_config: &str) -> Result<Self, String> {
+//!         Ok(DenyAdmin)
+//!     }
+//!
+//!     fn on_request_headers(&mut self, request: &mut Request<'_>) -> Decision {
+//!         if request.path().starts_with("/admin") {
+//!             return Decision::Reply(Reply::new(403).body("admins only\n"));
+//!         }
+//!         Decision::Continue
+//!     }
+//! }
+//!
+//! wasp_sdk::export!(DenyAdmin);
+//! ```
+//!
+//! The guide in `sdk/README.md` walks from `cargo new` to a running filter.
+
+mod message;
+mod reply;
+
+pub mod host;
+
+pub use message::{Request, Response};
+pub use reply::{Decision, Reply};
+
+/// The WIT bindings this SDK wraps (generated from `wit/filter.wit`).
+#[doc(hidden)]
+pub mod bindings {
+    #![allow(missing_docs)]
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "http-filter",
+        pub_export_macro: true,
+        export_macro_name: "__export_http_filter",
+        default_bindings_module: "wasp_sdk::bindings",
+    });
+}
+
+/// A filter. One value of this type serves many requests, one at a time:
+/// fields may carry state between requests (a cache, a counter), but shared
+/// state across instances belongs in [`host::kv`].
+///
+/// Every phase has a default that lets the message through unchanged, so a
+/// filter implements only the phases it needs.
+pub trait Filter: Sized + 'static {
+    /// Builds the filter from its config (the `config:` of the filter in
+    /// wasp's config file, as JSON). Runs once per instance, when wasp loads
+    /// the filter; an error fails the load with this message (use
+    /// [`parse_config`] for typed configs with clear errors).
+    fn new(config: &str) -> Result<Self, String>;
+
+    /// Runs when a request's headers have arrived, before wasp picks an
+    /// upstream endpoint. May read and change the method, path, authority
+    /// and headers, or answer locally with [`Decision::Reply`].
+    /// Default: [`Decision::Continue`].
+    fn on_request_headers(&mut self, request: &mut Request<'_>) -> Decision {
+        let _ = request;
+        Decision::Continue
+    }
+
+    /// Runs when the response headers are known: the upstream's answer, or
+    /// a local reply from a later filter. Filters see responses in reverse
+    /// order. May change the headers, or replace the response with
+    /// [`Decision::Reply`]. Default: [`Decision::Continue`].
+    fn on_response_headers(&mut self, response: &mut Response<'_>) -> Decision {
+        let _ = response;
+        Decision::Continue
+    }
+}
+
+/// Parses a filter's JSON config into `T`, with an error that names the
+/// field at fault (for [`Filter::new`]).
+pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, String> {
+    let text = if config.trim().is_empty() { "null" } else { config };
+    serde_json::from_str(text).map_err(|e| format!("invalid config: {e}"))
+}
+
+/// Exports a [`Filter`] implementation as the component's filter.
+///
+/// Use it once, at the top level of the filter crate: `wasp_sdk::export!(MyFilter);`
+#[macro_export]
+macro_rules! export {
+    ($filter:ty) => {
+        #[doc(hidden)]
+        pub struct __WaspFilterExport;
+
+        ::std::thread_local! {
+            static __WASP_FILTER: ::core::cell::RefCell<::core::option::Option<$filter>> =
+                const { ::core::cell::RefCell::new(::core::option::Option::None) };
+        }
+
+        impl $crate::bindings::exports::wasp::filter::handler::Guest for __WaspFilterExport {
+            fn init(config: ::std::string::String) -> ::core::result::Result<(), ::std::string::String> {
+                let filter = <$filter as $crate::Filter>::new(&config)?;
+                __WASP_FILTER.with(|slot| *slot.borrow_mut() = ::core::option::Option::Some(filter));
+                ::core::result::Result::Ok(())
+            }
+
+            fn on_request_headers(
+                request: &$crate::bindings::wasp::filter::types::Message,
+            ) -> $crate::bindings::wasp::filter::types::Decision {
+                __WASP_FILTER.with(|slot| match slot.borrow_mut().as_mut() {
+                    ::core::option::Option::Some(f) => {
+                        $crate::Filter::on_request_headers(f, &mut $crate::Request::from_host(request)).into_wit()
+                    }
+                    ::core::option::Option::None => ::core::panic!("filter called before init"),
+                })
+            }
+
+            fn on_response_headers(
+                response: &$crate::bindings::wasp::filter::types::Message,
+            ) -> $crate::bindings::wasp::filter::types::Decision {
+                __WASP_FILTER.with(|slot| match slot.borrow_mut().as_mut() {
+                    ::core::option::Option::Some(f) => {
+                        $crate::Filter::on_response_headers(f, &mut $crate::Response::from_host(response)).into_wit()
+                    }
+                    ::core::option::Option::None => ::core::panic!("filter called before init"),
+                })
+            }
+        }
+
+        $crate::bindings::__export_http_filter!(__WaspFilterExport with_types_in $crate::bindings);
+    };
+}
