@@ -6,6 +6,8 @@ mod support;
 mod access_log;
 mod admin;
 mod drain;
+mod filters_header_rewrite;
+mod filters_isolation;
 mod forwarding;
 mod limits;
 mod pooling;

@@ -58,10 +58,16 @@ impl Failure {
     }
 
     fn of(err: &wasmtime::Error) -> Failure {
+        // The limiter refused a grow past the cap (`trap_on_grow_failure`):
+        // "forcing trap when growing memory to N bytes".
+        let text = format!("{err:#}");
+        if text.contains("growing memory") || text.contains("memory growth failure") {
+            return Failure::Memory;
+        }
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Failure::Timeout,
             Some(Trap::StackOverflow) => Failure::StackOverflow,
-            _ if format!("{err:#}").contains("memory") => Failure::Memory,
+            // Out-of-bounds accesses and the like are guest bugs, not the memory cap.
             _ => Failure::Trap,
         }
     }

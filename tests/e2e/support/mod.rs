@@ -3,6 +3,7 @@
 //! HTTP/1.1 and HTTP/2 clients ([`client`]).
 
 pub mod client;
+pub mod filters;
 pub mod proxy;
 pub mod upstream;
 

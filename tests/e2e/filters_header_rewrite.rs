@@ -1,0 +1,85 @@
+//! The header-rewrite filter (filters/header-rewrite) through the real binary.
+
+use crate::support::client::{self, send};
+use crate::support::filters::wasm;
+use crate::support::{TestProxy, Upstream};
+use http::Request;
+
+#[tokio::test]
+async fn rewrites_request_and_response_headers_and_path_prefixes() {
+    let upstream = Upstream::start("app").await;
+    let yaml = format!(
+        r#"admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: ingress
+    address: 127.0.0.1:0
+    routes:
+      - {{ name: api, match: {{ prefix: /old }}, cluster: app, filters: [rewrite] }}
+clusters:
+  - {{ name: app, endpoints: ["{}"] }}
+filters:
+  - name: rewrite
+    module: {}
+    config:
+      request:
+        set: {{ x-trace: "req {{request_id}} from {{peer}} via {{route}}" }}
+        add: {{ x-tag: "two" }}
+        remove: [x-secret]
+        rename: {{ x-legacy: x-modern }}
+      response:
+        add: {{ x-served-by: wasp }}
+        remove: [x-upstream]
+      path_prefix: {{ from: /old, to: /new }}
+"#,
+        upstream.addr,
+        wasm("header-rewrite").display()
+    );
+    let proxy = TestProxy::new(yaml).start();
+    let req = Request::builder()
+        .uri(proxy.url("ingress", "/old/users?x=1"))
+        .header("x-request-id", "rid-7")
+        .header("x-secret", "s3cret")
+        .header("x-legacy", "v1")
+        .header("x-tag", "one")
+        .body(client::empty())
+        .expect("request");
+    let reply = send(&client::h1(), req).await.expect("send");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-served-by"), Some("wasp"));
+    assert_eq!(reply.header("x-upstream"), None, "removed from the response");
+    let echo = reply.json();
+    assert_eq!(echo["path"], "/new/users?x=1");
+    let h = &echo["headers"];
+    let trace = h["x-trace"].as_str().expect("x-trace");
+    assert!(trace.starts_with("req rid-7 from 127.0.0.1:") && trace.ends_with(" via api"), "{trace}");
+    assert_eq!(h["x-tag"], "one|two");
+    assert_eq!(h["x-modern"], "v1");
+    assert!(h.get("x-secret").is_none() && h.get("x-legacy").is_none(), "{h}");
+    let m =
+        String::from_utf8(client::get(&client::h1(), &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8");
+    assert!(m.contains("wasp_filter_duration_seconds_count{filter=\"rewrite\",phase=\"request_headers\"} 1"), "{m}");
+}
+
+#[tokio::test]
+async fn a_config_the_filter_rejects_fails_the_load_with_its_message() {
+    let yaml = format!(
+        "listeners:\n  - {{ name: i, address: 127.0.0.1:0, routes: [{{ name: r, cluster: c, filters: [rw] }}] }}\n\
+         clusters:\n  - {{ name: c, endpoints: [\"127.0.0.1:1\"] }}\n\
+         filters:\n  - {{ name: rw, module: {}, config: {{ request: {{ set: {{ x: \"{{nope}}\" }} }} }} }}\n",
+        wasm("header-rewrite").display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wasp.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("filters[0].module: the filter rejected its config: request.set.x: unknown placeholder {nope}"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,114 @@
+//! Untrusted filters: each misbehaving filter gets its failure policy within
+//! its limits, is counted by reason, leaks nothing to clients, and never
+//! disturbs a concurrent stream of normal requests on another route.
+
+use crate::support::client::{self, get};
+use crate::support::filters::wasm;
+use crate::support::{TestProxy, Upstream};
+use std::time::{Duration, Instant};
+
+fn config(upstream: std::net::SocketAddr) -> String {
+    let route = |name: &str, filter: &str| {
+        format!("      - {{ name: {name}, match: {{ prefix: /{name} }}, cluster: app, filters: [{filter}] }}\n")
+    };
+    let filter = |name: &str, module: &str, extra: &str| {
+        format!(
+            "  - {{ name: {name}, module: {}, limits: {{ memory: 16MiB, timeout: 20ms }}{extra} }}\n",
+            wasm(module).display()
+        )
+    };
+    format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: ingress\n    address: 127.0.0.1:0\n    routes:\n{}{}{}{}{}{}      - {{ name: ok, match: {{ prefix: / }}, cluster: app }}\n\
+         clusters:\n  - {{ name: app, endpoints: [\"{upstream}\"] }}\nfilters:\n{}{}{}{}{}{}",
+        route("spin", "spin"),
+        route("grow", "grow"),
+        route("recurse", "recurse"),
+        route("trap", "trap"),
+        route("open", "trap-open"),
+        route("bad", "bad"),
+        filter("spin", "test-spin", ""),
+        filter("grow", "test-grow", ""),
+        filter("recurse", "test-recurse", ""),
+        filter("trap", "test-trap", ""),
+        filter("trap-open", "test-trap", ", on_error: fail-open"),
+        filter("bad", "test-bad-output", ""),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_filters_get_their_policy_while_other_routes_keep_serving() {
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(config(upstream.addr)).start();
+    let ok_url = proxy.url("ingress", "/healthy");
+    let steady = tokio::spawn(async move {
+        let c = client::h1();
+        let mut statuses = Vec::new();
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            statuses.push(get(&c, &ok_url).await.status.as_u16());
+        }
+        statuses
+    });
+    let c = client::h1();
+    let cases = [
+        ("/spin", "spin", "timeout"),
+        ("/grow", "grow", "memory"),
+        ("/recurse", "recurse", "stack_overflow"),
+        ("/trap/boom", "trap", "trap"),
+        ("/bad", "bad", "invalid_output"),
+        ("/bad/header", "bad", "invalid_output"),
+    ];
+    for round in 0..2 {
+        for (path, _, _) in cases {
+            let start = Instant::now();
+            let r = get(&c, &proxy.url("ingress", path)).await;
+            assert_eq!(r.status, 500, "{path} (round {round})");
+            assert_eq!(r.body, "wasp: request failed in a filter\n", "no guest text reaches the client");
+            assert!(start.elapsed() < Duration::from_secs(2), "{path} took {:?}", start.elapsed());
+        }
+        let open = get(&c, &proxy.url("ingress", "/open/boom")).await;
+        assert_eq!(open.status, 200, "fail-open skips the failing filter");
+        assert_eq!(
+            get(&c, &proxy.url("ingress", "/trap/fine")).await.status,
+            200,
+            "a new instance serves after a trap"
+        );
+    }
+    let statuses = steady.await.expect("join");
+    assert!(statuses.len() > 20, "the steady stream made progress: {}", statuses.len());
+    assert!(statuses.iter().all(|s| *s == 200), "steady stream failed: {statuses:?}");
+
+    let m = String::from_utf8(get(&c, &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8");
+    for (_, filter, reason) in cases {
+        let line = format!("wasp_filter_errors_total{{filter=\"{filter}\",reason=\"{reason}\"}}");
+        let count: f64 = m.lines().find_map(|l| l.strip_prefix(&line)?.trim().parse().ok()).unwrap_or(0.0);
+        assert!(count >= 2.0, "{line} = {count}\n{m}");
+    }
+    assert!(m.contains("wasp_filter_errors_total{filter=\"trap-open\",reason=\"trap\"} 2"), "{m}");
+    let log = proxy.access_log();
+    let failed: Vec<_> = log.iter().filter(|l| l["status"] == 500).collect();
+    assert!(failed.iter().all(|l| l["reason"] == "wasp_filter_failed" && l["filter"].is_string()), "{failed:?}");
+}
+
+#[tokio::test]
+async fn a_filter_that_traps_in_init_is_refused_at_load() {
+    let yaml = format!(
+        "listeners:\n  - {{ name: i, address: 127.0.0.1:0, routes: [{{ name: r, cluster: c, filters: [bad] }}] }}\n\
+         clusters:\n  - {{ name: c, endpoints: [\"127.0.0.1:1\"] }}\n\
+         filters:\n  - {{ name: bad, module: {} }}\n",
+        wasm("test-init-trap").display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wasp.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    for cmd in ["check", "run"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .args([cmd, "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("filters[0].module: init failed (trap)"), "{cmd}: {stderr}");
+    }
+}
