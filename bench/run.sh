@@ -26,7 +26,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
-SHARED=${SHARED:-/work/shared/bench}
+SHARED=${SHARED:-$ROOT/../shared/bench}
 DURATION=${DURATION:-10}
 REPS=${REPS:-3}
 WARMUP=${WARMUP:-2}
