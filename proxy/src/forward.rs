@@ -70,13 +70,13 @@ async fn proxy(
 
     let filters =
         route.chain.as_ref().map(|chain| (chain, Facts { request_id, peer: conn.peer, route: route.name.clone() }));
-    let mut ran = 0;
+    let mut leases = Vec::new();
     if let Some((chain, facts)) = &filters {
-        let (verdict, count) = chain.on_request(&mut parts, facts);
-        ran = count;
+        let (verdict, leased) = chain.on_request(&mut parts, facts);
+        leases = leased;
         if let Some(answer) = settle(verdict, exchange)? {
             let Answer::Filter { mut head, body } = answer else { unreachable!("settle answers locally") };
-            return match settle(chain.on_response(ran, &mut head, facts), exchange)? {
+            return match settle(chain.on_response(&mut leases, &mut head, facts), exchange)? {
                 Some(replaced) => Ok(replaced),
                 None => Ok(Answer::Filter { head, body }),
             };
@@ -97,7 +97,7 @@ async fn proxy(
     strip_hop_by_hop(up.response.headers_mut(), switching && upgrade);
     if let (Some((chain, facts)), false) = (&filters, switching) {
         let (mut head, body) = up.response.into_parts();
-        if let Some(replaced) = settle(chain.on_response(ran, &mut head, facts), exchange)? {
+        if let Some(replaced) = settle(chain.on_response(&mut leases, &mut head, facts), exchange)? {
             return Ok(replaced);
         }
         up.response = Response::from_parts(head, body);

@@ -83,3 +83,42 @@ async fn a_config_the_filter_rejects_fails_the_load_with_its_message() {
         "{stderr}"
     );
 }
+
+/// A filter instance belongs to one request from its request phase to its
+/// response phase: concurrent requests never see each other's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_keep_their_own_filter_state() {
+    let upstream = Upstream::start("app").await;
+    let yaml = format!(
+        r#"admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: ingress
+    address: 127.0.0.1:0
+    routes:
+      - {{ name: api, cluster: app, filters: [rewrite] }}
+clusters:
+  - {{ name: app, endpoints: ["{}"] }}
+filters:
+  - name: rewrite
+    module: {}
+    config: {{ response: {{ set: {{ x-echo-id: "{{request_id}}" }} }} }}
+"#,
+        upstream.addr,
+        wasm("header-rewrite").display()
+    );
+    let proxy = TestProxy::new(yaml).start();
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let url = proxy.url("ingress", &format!("/delay/{}", 50 + (i * 37) % 200));
+        tasks.push(tokio::spawn(async move {
+            let id = format!("req-{i}");
+            let req = Request::builder().uri(url).header("x-request-id", &id).body(client::empty()).expect("request");
+            let reply = send(&client::h1(), req).await.expect("send");
+            (id, reply.header("x-echo-id").map(str::to_string))
+        }));
+    }
+    for t in tasks {
+        let (id, echoed) = t.await.expect("join");
+        assert_eq!(echoed.as_deref(), Some(id.as_str()), "response phase saw another request's state");
+    }
+}

@@ -5,7 +5,7 @@
 
 use super::bindings::wasp::filter::types::{Decision, LocalReply};
 use super::host::{Facts, Head};
-use super::loaded::{Failure, LoadedFilter, Phase};
+use super::loaded::{Failure, Lease, LoadedFilter, Phase};
 use crate::config::model::FailurePolicy;
 use crate::error::Kind;
 use bytes::Bytes;
@@ -45,30 +45,41 @@ impl Chain {
         Chain { filters }
     }
 
-    /// Runs the request phases. Returns the verdict and how many filters'
-    /// response phases must run (those that ran before a reply or failure).
-    pub fn on_request(&self, parts: &mut http::request::Parts, facts: &Facts) -> (Verdict, usize) {
-        for (i, f) in self.filters.iter().enumerate() {
-            let (head, outcome) = f.call(Phase::RequestHeaders, Head::Request(take_request(parts)), facts);
+    /// Runs the request phases. Returns the verdict and the leases of the
+    /// filters whose request phase ran: their response phases run on the
+    /// same instances.
+    pub fn on_request(&self, parts: &mut http::request::Parts, facts: &Facts) -> (Verdict, Vec<Lease>) {
+        let mut leases = Vec::with_capacity(self.filters.len());
+        for f in &self.filters {
+            let mut lease = match f.lease() {
+                Ok(l) => l,
+                Err(failure) => match judge(f, Err(failure)) {
+                    Step::Next => continue,
+                    Step::Stop(verdict) => return (verdict, leases),
+                },
+            };
+            let (head, outcome) = lease.call(Phase::RequestHeaders, Head::Request(take_request(parts)), facts);
             if let Head::Request(p) = head {
                 *parts = p;
             }
+            let continued = matches!(outcome, Ok(Decision::Continue));
             match judge(f, outcome) {
-                Step::Next => {}
-                Step::Stop(verdict) => return (verdict, i),
+                Step::Next if continued => leases.push(lease),
+                Step::Next => {} // fail-open: skipped, and so are its response phases
+                Step::Stop(verdict) => return (verdict, leases),
             }
         }
-        (Verdict::Continue, self.filters.len())
+        (Verdict::Continue, leases)
     }
 
-    /// Runs the response phases of the first `ran` filters, last first.
-    pub fn on_response(&self, ran: usize, parts: &mut http::response::Parts, facts: &Facts) -> Verdict {
-        for f in self.filters[..ran].iter().rev() {
-            let (head, outcome) = f.call(Phase::ResponseHeaders, Head::Response(take_response(parts)), facts);
+    /// Runs the response phases on the leased instances, last first.
+    pub fn on_response(&self, leases: &mut [Lease], parts: &mut http::response::Parts, facts: &Facts) -> Verdict {
+        for lease in leases.iter_mut().rev() {
+            let (head, outcome) = lease.call(Phase::ResponseHeaders, Head::Response(take_response(parts)), facts);
             if let Head::Response(p) = head {
                 *parts = p;
             }
-            if let Step::Stop(verdict) = judge(f, outcome) {
+            if let Step::Stop(verdict) = judge(lease.filter(), outcome) {
                 return verdict;
             }
         }

@@ -4,8 +4,10 @@
 //!
 //! Instances are reused across requests: a fresh instance costs ~29 µs
 //! (instantiate + `init`), a call on a reused one ~0.5 µs, so wasp keeps
-//! idle instances and creates more only under concurrency. An instance
-//! that trapped, timed out or ran out of memory is dropped, never reused.
+//! idle instances and creates more only under concurrency. Each request
+//! leases an instance for all its phases ([`Lease`]), so per-request state
+//! in a filter's fields is never seen by another request. An instance that
+//! trapped, timed out or ran out of memory is dropped, never reused.
 
 use super::bindings::wasp::filter::types::Decision;
 use super::bindings::{HttpFilter, HttpFilterPre};
@@ -153,65 +155,25 @@ impl LoadedFilter {
         }
     }
 
-    fn checkout(&self) -> Result<Instance, Failure> {
-        if let Some(i) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(i);
-        }
-        self.instantiate(self.ticks * u64::from(INIT_BUDGET)).map_err(|e| {
-            tracing::warn!(filter = %self.name, error = %e, "cannot create a filter instance");
-            Failure::Unavailable
-        })
+    /// Leases an instance to one request for all its phases (a pooled one,
+    /// or a new one when all are busy).
+    pub fn lease(self: &Arc<Self>) -> Result<Lease, Failure> {
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let instance = match pooled {
+            Some(i) => i,
+            None => self.instantiate(self.ticks * u64::from(INIT_BUDGET)).map_err(|e| {
+                tracing::warn!(filter = %self.name, error = %e, "cannot create a filter instance");
+                self.count(Failure::Unavailable);
+                Failure::Unavailable
+            })?,
+        };
+        Ok(Lease { filter: self.clone(), instance: Some(instance) })
     }
 
     fn give_back(&self, instance: Instance) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(instance);
-        }
-    }
-
-    /// Runs one phase on an instance within the filter's limits. The head is
-    /// lent to the guest as a `message` resource and always comes back, even
-    /// when the call fails; a failed instance is dropped and the failure counted.
-    pub fn call(&self, phase: Phase, head: Head, facts: &Facts) -> (Head, Result<Decision, Failure>) {
-        let mut inst = match self.checkout() {
-            Ok(i) => i,
-            Err(failure) => {
-                self.count(failure);
-                return (head, Err(failure));
-            }
-        };
-        let lent = match inst.store.data_mut().table.push(MessageState { head, facts: facts.clone() }) {
-            Ok(r) => r,
-            Err(_) => unreachable_table(),
-        };
-        inst.store.set_epoch_deadline(self.ticks);
-        let start = Instant::now();
-        let borrowed = Resource::<MessageState>::new_borrow(lent.rep());
-        let result = match phase {
-            Phase::RequestHeaders => {
-                inst.bindings.wasp_filter_handler().call_on_request_headers(&mut inst.store, borrowed)
-            }
-            Phase::ResponseHeaders => {
-                inst.bindings.wasp_filter_handler().call_on_response_headers(&mut inst.store, borrowed)
-            }
-        };
-        self.durations[phase as usize].observe(start.elapsed().as_secs_f64());
-        let head = match inst.store.data_mut().table.delete(lent) {
-            Ok(state) => state.head,
-            Err(_) => unreachable_table(),
-        };
-        match result {
-            Ok(decision) => {
-                self.give_back(inst);
-                (head, Ok(decision))
-            }
-            Err(trap) => {
-                let failure = Failure::of(&trap);
-                tracing::warn!(filter = %self.name, reason = failure.label(), error = %root_cause(&trap), "filter failed");
-                self.count(failure);
-                (head, Err(failure))
-            }
         }
     }
 
@@ -223,6 +185,66 @@ impl LoadedFilter {
     /// The filter's shared state (key-value store).
     pub fn shared(&self) -> &FilterShared {
         &self.shared
+    }
+}
+
+/// An instance lent to one request: both its phases run on it, so a filter
+/// may keep per-request state in its fields. It goes back to the pool when
+/// the request is done, unless a call on it failed.
+pub struct Lease {
+    filter: Arc<LoadedFilter>,
+    instance: Option<Instance>,
+}
+
+impl Lease {
+    /// The filter this lease belongs to.
+    pub fn filter(&self) -> &Arc<LoadedFilter> {
+        &self.filter
+    }
+
+    /// Runs one phase within the filter's limits. The head is lent to the
+    /// guest as a `message` resource and always comes back, even when the
+    /// call fails; a failed instance is discarded and the failure counted.
+    pub fn call(&mut self, phase: Phase, head: Head, facts: &Facts) -> (Head, Result<Decision, Failure>) {
+        let f = &self.filter;
+        let Some(inst) = self.instance.as_mut() else {
+            return (head, Err(Failure::Unavailable));
+        };
+        let lent = match inst.store.data_mut().table.push(MessageState { head, facts: facts.clone() }) {
+            Ok(r) => r,
+            Err(_) => unreachable_table(),
+        };
+        inst.store.set_epoch_deadline(f.ticks);
+        let start = Instant::now();
+        let borrowed = Resource::<MessageState>::new_borrow(lent.rep());
+        let handler = inst.bindings.wasp_filter_handler();
+        let result = match phase {
+            Phase::RequestHeaders => handler.call_on_request_headers(&mut inst.store, borrowed),
+            Phase::ResponseHeaders => handler.call_on_response_headers(&mut inst.store, borrowed),
+        };
+        f.durations[phase as usize].observe(start.elapsed().as_secs_f64());
+        let head = match inst.store.data_mut().table.delete(lent) {
+            Ok(state) => state.head,
+            Err(_) => unreachable_table(),
+        };
+        match result {
+            Ok(decision) => (head, Ok(decision)),
+            Err(trap) => {
+                let failure = Failure::of(&trap);
+                tracing::warn!(filter = %f.name, reason = failure.label(), error = %root_cause(&trap), "filter failed");
+                f.count(failure);
+                self.instance = None;
+                (head, Err(failure))
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            self.filter.give_back(instance);
+        }
     }
 }
 
