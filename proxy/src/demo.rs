@@ -1,5 +1,6 @@
 //! `wasp` with no arguments: a built-in demo upstream on localhost behind an
-//! ingress listener, so a newcomer sees a request go through with one command.
+//! ingress listener with a demo filter (header-rewrite), so a newcomer sees a
+//! request go through a Wasm filter with one command.
 
 use crate::config;
 use crate::server::{self, StartError};
@@ -14,8 +15,28 @@ use std::convert::Infallible;
 use std::path::Path;
 use tokio::net::TcpListener;
 
-/// The demo's config, with `@UPSTREAM@` standing for the demo upstream's address.
+/// The demo's config, with `@UPSTREAM@` standing for the demo upstream's
+/// address and `@FILTER@` for the demo filter's file.
 pub const DEMO_CONFIG: &str = include_str!("demo.yaml");
+
+/// The header-rewrite filter, built by `build.rs` (empty when the
+/// wasm32-wasip2 target was missing at build time).
+const DEMO_FILTER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo-filter.wasm"));
+
+/// The demo config for an upstream at `upstream`, with the filter written
+/// to `dir` (or left out when this build has no demo filter).
+fn demo_config(upstream: &str, dir: &Path) -> Result<String, String> {
+    let text = DEMO_CONFIG.replace("@UPSTREAM@", upstream);
+    if DEMO_FILTER.is_empty() {
+        eprintln!("wasp demo: built without the demo filter; `rustup target add wasm32-wasip2` and rebuild to see it");
+        let without = text.replace("        filters: [demo-rewrite]\n", "");
+        return Ok(without[..without.find("filters:\n").unwrap_or(without.len())].to_string());
+    }
+    let path = dir.join("demo-filter.wasm");
+    std::fs::write(&path, DEMO_FILTER)
+        .map_err(|e| format!("cannot write the demo filter to {}: {e}", path.display()))?;
+    Ok(text.replace("@FILTER@", &path.display().to_string()))
+}
 
 /// Runs the demo until SIGTERM/SIGINT.
 pub fn run() -> Result<(), String> {
@@ -23,12 +44,14 @@ pub fn run() -> Result<(), String> {
     let result = runtime.block_on(async {
         let upstream = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("demo upstream: {e}"))?;
         let address = upstream.local_addr().map_err(|e| e.to_string())?;
-        let text = DEMO_CONFIG.replace("@UPSTREAM@", &address.to_string());
+        let dir = std::env::temp_dir().join(format!("wasp-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let text = demo_config(&address.to_string(), &dir)?;
         let config = config::parse(&text, Path::new(".")).map_err(|e| format!("embedded demo config: {e}"))?;
         tokio::spawn(serve_upstream(upstream));
         eprintln!(
             "\nwasp demo: an ingress listener on 127.0.0.1:15006 forwards to a demo app on {address}.\n  \
-             try:     curl -i http://127.0.0.1:15006/hello\n  \
+             try:     curl -i http://127.0.0.1:15006/hello   (see x-greeting and x-wasp-filter)\n  \
              metrics: curl http://127.0.0.1:9901/metrics\n  \
              stop:    Ctrl-C\n"
         );

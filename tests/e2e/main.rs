@@ -5,6 +5,7 @@ mod support;
 
 mod access_log;
 mod admin;
+mod demo;
 mod drain;
 mod filters_header_rewrite;
 mod filters_isolation;

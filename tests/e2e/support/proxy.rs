@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// Builder for a wasp process.
 pub struct TestProxy {
-    yaml: String,
+    yaml: Option<String>,
 }
 
 /// A running wasp process; killed on drop.
@@ -26,17 +26,24 @@ pub struct Running {
 impl TestProxy {
     /// A proxy that will run `yaml` as its config.
     pub fn new(yaml: impl Into<String>) -> Self {
-        TestProxy { yaml: yaml.into() }
+        TestProxy { yaml: Some(yaml.into()) }
+    }
+
+    /// Plain `wasp`: the embedded demo on its fixed ports.
+    pub fn demo() -> Self {
+        TestProxy { yaml: None }
     }
 
     /// Starts wasp and waits until it reports "wasp started".
     pub fn start(self) -> Running {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("wasp.yaml");
-        std::fs::write(&config, &self.yaml).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasp"))
-            .args(["run", "--config"])
-            .arg(&config)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasp"));
+        if let Some(yaml) = &self.yaml {
+            let config = dir.path().join("wasp.yaml");
+            std::fs::write(&config, yaml).expect("write config");
+            cmd.args(["run", "--config"]).arg(&config);
+        }
+        let mut child = cmd
             .env("WASP_LOG_FORMAT", "json")
             .env("WASP_LOG", "info")
             .stdin(Stdio::null())
