@@ -9,6 +9,7 @@ mod demo;
 mod drain;
 mod filters_header_rewrite;
 mod filters_isolation;
+mod filters_rate_limit;
 mod forwarding;
 mod limits;
 mod pooling;
