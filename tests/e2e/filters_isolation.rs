@@ -90,25 +90,42 @@ async fn misbehaving_filters_get_their_policy_while_other_routes_keep_serving() 
     assert!(failed.iter().all(|l| l["reason"] == "wasp_filter_failed" && l["filter"].is_string()), "{failed:?}");
 }
 
-#[tokio::test]
-async fn a_filter_that_traps_in_init_is_refused_at_load() {
+/// `wasp check` and `wasp run` refuse a filter, naming the problem at its config path.
+fn refused(module: &str) -> Vec<String> {
     let yaml = format!(
-        "listeners:\n  - {{ name: i, address: 127.0.0.1:0, routes: [{{ name: r, cluster: c, filters: [bad] }}] }}\n\
+        "listeners:\n  - {{ name: i, address: 127.0.0.1:0, routes: [{{ name: r, cluster: c, filters: [f] }}] }}\n\
          clusters:\n  - {{ name: c, endpoints: [\"127.0.0.1:1\"] }}\n\
-         filters:\n  - {{ name: bad, module: {} }}\n",
-        wasm("test-init-trap").display()
+         filters:\n  - {{ name: f, module: {} }}\n",
+        wasm(module).display()
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("wasp.yaml");
     std::fs::write(&path, yaml).expect("write");
-    for cmd in ["check", "run"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"))
-            .args([cmd, "--config"])
-            .arg(&path)
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(1), "{cmd}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("filters[0].module: init failed (trap)"), "{cmd}: {stderr}");
+    ["check", "run"]
+        .iter()
+        .map(|cmd| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"))
+                .args([cmd, "--config"])
+                .arg(&path)
+                .output()
+                .expect("run");
+            assert_eq!(out.status.code(), Some(1), "{cmd}");
+            String::from_utf8_lossy(&out.stderr).to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_component_for_another_wit_version_is_refused_naming_both() {
+    for stderr in refused("test-wrong-version") {
+        assert!(stderr.contains("built for wasp:filter@9.0.0, but this wasp provides wasp:filter@0.1.0"), "{stderr}");
+        assert!(stderr.contains("filters[0].module: "), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_filter_that_traps_in_init_is_refused_at_load() {
+    for stderr in refused("test-init-trap") {
+        assert!(stderr.contains("filters[0].module: init failed (trap)"), "{stderr}");
     }
 }
