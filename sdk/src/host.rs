@@ -8,6 +8,10 @@ use crate::bindings::wasp::filter::types::Level;
 pub mod log {
     use super::*;
 
+    /// Logs at trace level.
+    pub fn trace(message: &str) {
+        wit::log(Level::Trace, message);
+    }
     /// Logs at debug level.
     pub fn debug(message: &str) {
         wit::log(Level::Debug, message);

@@ -19,8 +19,9 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// A reply with `status` (100–599; anything else is refused by wasp and
-    /// counted as the filter's error), no headers and an empty body.
+    /// A reply with `status` (a final status, 200–599; anything else is
+    /// refused by wasp and counted as the filter's `invalid_output`), no
+    /// headers and an empty body.
     pub fn new(status: u16) -> Self {
         Reply { status, headers: Vec::new(), body: Vec::new() }
     }

@@ -146,8 +146,27 @@ struct CompiledRules {
     rename: Vec<(String, String)>,
 }
 
+/// RFC 9110 token characters: what a header name may contain.
+fn check_name(side: &str, op: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok { Ok(()) } else { Err(format!("{side}.{op}: invalid header name {name:?}")) }
+}
+
 impl CompiledRules {
     fn compile(rules: Rules, side: &str) -> Result<Self, String> {
+        for name in rules.add.keys() {
+            check_name(side, "add", name)?;
+        }
+        for name in rules.set.keys() {
+            check_name(side, "set", name)?;
+        }
+        for name in &rules.remove {
+            check_name(side, "remove", name)?;
+        }
+        for (from, to) in &rules.rename {
+            check_name(side, "rename", from)?;
+            check_name(side, "rename", to)?;
+        }
         let templates = |map: BTreeMap<String, String>, op: &str| {
             map.into_iter()
                 .map(|(name, value)| {
@@ -222,12 +241,16 @@ fn apply(rules: &CompiledRules, msg: &mut impl Headers, facts: &Facts) {
     }
     for (name, t) in &rules.set {
         if msg.set(name, t.render(facts).as_bytes()).is_err() {
-            wasp_sdk::host::log::warn(&format!("cannot set header {name}: invalid value"));
+            wasp_sdk::host::log::warn(&format!(
+                "cannot set header {name}: the rendered value is not a valid header value"
+            ));
         }
     }
     for (name, t) in &rules.add {
         if msg.append(name, t.render(facts).as_bytes()).is_err() {
-            wasp_sdk::host::log::warn(&format!("cannot add header {name}: invalid value"));
+            wasp_sdk::host::log::warn(&format!(
+                "cannot add header {name}: the rendered value is not a valid header value"
+            ));
         }
     }
 }

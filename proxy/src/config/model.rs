@@ -264,8 +264,8 @@ pub struct RawFilter {
     pub name: String,
     /// Path of the Wasm component (relative to the config file).
     pub module: String,
-    /// The filter's own configuration, handed to its `init` as JSON.
-    #[serde(default)]
+    /// The filter's own configuration, handed to its `init` as JSON (`{}` when omitted).
+    #[serde(default = "empty_object")]
     pub config: serde_json::Value,
     /// What a failing filter (trap, timeout, memory cap, invalid output) does to the request.
     #[serde(default)]
@@ -301,6 +301,10 @@ impl Default for RawFilterLimits {
     fn default() -> Self {
         RawFilterLimits { memory: default_filter_memory(), timeout: default_filter_timeout() }
     }
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
 }
 
 fn default_filter_memory() -> String {

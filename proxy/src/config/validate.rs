@@ -505,8 +505,8 @@ fn filter(c: &mut Checker, i: usize, f: &RawFilter, base: &Path) -> FilterConfig
         c.error(format!("{at}.module"), "a filter needs a module path");
     }
     let memory = c.size(format!("{at}.limits.memory"), &f.limits.memory);
-    if memory > 4 << 30 {
-        c.error(format!("{at}.limits.memory"), "at most 4GiB");
+    if memory > crate::filter::runtime::MAX_MEMORY {
+        c.error(format!("{at}.limits.memory"), "at most 1GiB");
     }
     let timeout = c.positive_duration(format!("{at}.limits.timeout"), &f.limits.timeout);
     FilterConfig {

@@ -12,7 +12,7 @@
 use super::bindings::wasp::filter::types::Decision;
 use super::bindings::{HttpFilter, HttpFilterPre};
 use super::host::{Facts, FilterShared, Head, HostState, MessageState};
-use super::runtime::{MAX_MEMORY, Runtime};
+use super::runtime::Runtime;
 use crate::config::FilterConfig;
 use crate::config::model::FailurePolicy;
 use crate::metrics::Metrics;
@@ -103,9 +103,6 @@ impl LoadedFilter {
     /// The error says what is wrong, in terms of the file or the filter's own message.
     pub fn load(runtime: &Runtime, cfg: &FilterConfig, metrics: &Arc<Metrics>) -> Result<Self, String> {
         let path = &cfg.module_name;
-        if cfg.memory > MAX_MEMORY {
-            return Err(format!("memory limit {} exceeds the engine's {MAX_MEMORY} bytes", cfg.memory));
-        }
         let bytes = std::fs::read(&cfg.module).map_err(|e| format!("cannot read {path}: {e}"))?;
         if !bytes.starts_with(b"\0asm") {
             return Err(format!("{path} is not a WebAssembly file (no \\0asm header)"));
