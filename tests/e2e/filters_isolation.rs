@@ -4,7 +4,7 @@
 
 use crate::support::client::{self, get};
 use crate::support::filters::wasm;
-use crate::support::{TestProxy, Upstream};
+use crate::support::{TestProxy, Upstream, refused};
 use std::time::{Duration, Instant};
 
 fn config(upstream: std::net::SocketAddr) -> String {
@@ -93,34 +93,18 @@ async fn misbehaving_filters_get_their_policy_while_other_routes_keep_serving() 
     assert!(failed.iter().all(|l| l["reason"] == "wasp_filter_failed" && l["filter"].is_string()), "{failed:?}");
 }
 
-/// `wasp check` and `wasp run` refuse a filter, naming the problem at its config path.
-fn refused(module: &str) -> Vec<String> {
-    let yaml = format!(
+fn one_filter(module: &str) -> String {
+    format!(
         "listeners:\n  - {{ name: i, address: 127.0.0.1:0, routes: [{{ name: r, cluster: c, filters: [f] }}] }}\n\
          clusters:\n  - {{ name: c, endpoints: [\"127.0.0.1:1\"] }}\n\
          filters:\n  - {{ name: f, module: {} }}\n",
         wasm(module).display()
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("wasp.yaml");
-    std::fs::write(&path, yaml).expect("write");
-    ["check", "run"]
-        .iter()
-        .map(|cmd| {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"))
-                .args([cmd, "--config"])
-                .arg(&path)
-                .output()
-                .expect("run");
-            assert_eq!(out.status.code(), Some(1), "{cmd}");
-            String::from_utf8_lossy(&out.stderr).to_string()
-        })
-        .collect()
+    )
 }
 
 #[tokio::test]
 async fn a_component_for_another_wit_version_is_refused_naming_both() {
-    for stderr in refused("test-wrong-version") {
+    for stderr in refused(&one_filter("test-wrong-version")) {
         assert!(stderr.contains("built for wasp:filter@9.0.0, but this wasp provides wasp:filter@0.1.0"), "{stderr}");
         assert!(stderr.contains("filters[0].module: "), "{stderr}");
     }
@@ -128,7 +112,7 @@ async fn a_component_for_another_wit_version_is_refused_naming_both() {
 
 #[tokio::test]
 async fn a_filter_that_traps_in_init_is_refused_at_load() {
-    for stderr in refused("test-init-trap") {
+    for stderr in refused(&one_filter("test-init-trap")) {
         assert!(stderr.contains("filters[0].module: init failed (trap)"), "{stderr}");
     }
 }

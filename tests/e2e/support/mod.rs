@@ -7,7 +7,7 @@ pub mod filters;
 pub mod proxy;
 pub mod upstream;
 
-pub use proxy::{Running, TestProxy};
+pub use proxy::{Running, TestProxy, refused};
 pub use upstream::Upstream;
 
 /// A localhost port nothing listens on (bound, then released).

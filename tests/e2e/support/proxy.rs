@@ -173,3 +173,20 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `wasp check` and `wasp run` on `yaml`; both must refuse it with exit
+/// code 1. Returns their stderr.
+pub fn refused(yaml: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wasp.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    ["check", "run"]
+        .iter()
+        .map(|cmd| {
+            let out =
+                Command::new(env!("CARGO_BIN_EXE_wasp")).args([cmd, "--config"]).arg(&path).output().expect("run");
+            assert_eq!(out.status.code(), Some(1), "wasp {cmd} must refuse");
+            String::from_utf8_lossy(&out.stderr).to_string()
+        })
+        .collect()
+}
