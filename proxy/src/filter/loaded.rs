@@ -17,6 +17,7 @@ use crate::config::FilterConfig;
 use crate::config::model::FailurePolicy;
 use crate::metrics::Metrics;
 use prometheus::{Histogram, IntCounterVec};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::component::{Component, Resource};
@@ -101,14 +102,28 @@ pub struct LoadedFilter {
 impl LoadedFilter {
     /// Compiles, checks, links and initialises the filter described by `cfg`.
     /// The error says what is wrong, in terms of the file or the filter's own message.
-    pub fn load(runtime: &Runtime, cfg: &FilterConfig, metrics: &Arc<Metrics>) -> Result<Self, String> {
+    /// `compiled` holds the components compiled so far in this load, by file
+    /// content, so filters sharing a module compile (and map its code) once.
+    pub fn load(
+        runtime: &Runtime,
+        cfg: &FilterConfig,
+        metrics: &Arc<Metrics>,
+        compiled: &mut HashMap<Vec<u8>, Component>,
+    ) -> Result<Self, String> {
         let path = &cfg.module_name;
         let bytes = std::fs::read(&cfg.module).map_err(|e| format!("cannot read {path}: {e}"))?;
         if !bytes.starts_with(b"\0asm") {
             return Err(format!("{path} is not a WebAssembly file (no \\0asm header)"));
         }
-        let component = Component::from_binary(&runtime.engine, &bytes)
-            .map_err(|e| format!("{path} is not a valid WebAssembly component: {}", root_cause(&e)))?;
+        let component = match compiled.get(&bytes) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Component::from_binary(&runtime.engine, &bytes)
+                    .map_err(|e| format!("{path} is not a valid WebAssembly component: {}", root_cause(&e)))?;
+                compiled.insert(bytes, c.clone());
+                c
+            }
+        };
         check_version(&runtime.engine, &component).map_err(|e| format!("{path}: {e}"))?;
         let mut linker = runtime.linker.clone();
         // No WASI: a filter gets only wasp's own imports; anything else traps if called.

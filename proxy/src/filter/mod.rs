@@ -36,8 +36,9 @@ pub fn load_all(
     let runtime = Runtime::new().map_err(|message| vec![ConfigError { path: "filters".into(), message }])?;
     let mut loaded = HashMap::new();
     let mut errors = Vec::new();
+    let mut compiled = HashMap::new();
     for (i, f) in config.filters.iter().enumerate() {
-        match LoadedFilter::load(&runtime, f, metrics) {
+        match LoadedFilter::load(&runtime, f, metrics, &mut compiled) {
             Ok(l) => {
                 loaded.insert(f.name.clone(), Arc::new(l));
             }
