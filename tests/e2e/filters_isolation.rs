@@ -116,3 +116,38 @@ async fn a_filter_that_traps_in_init_is_refused_at_load() {
         assert!(stderr.contains("filters[0].module: init failed (trap)"), "{stderr}");
     }
 }
+
+/// With every filter instance slot taken, further requests get a prompt 503
+/// (fail-closed), never a hang; capacity comes back when requests finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_exhaustion_is_a_prompt_503() {
+    let upstream = Upstream::start("app").await;
+    let yaml = format!(
+        "filter_instances: 2\nadmin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: ingress\n    address: 127.0.0.1:0\n    routes:\n      - {{ name: api, cluster: app, filters: [rw] }}\n\
+         clusters:\n  - {{ name: app, endpoints: [\"{}\"] }}\nfilters:\n  - {{ name: rw, module: {} }}\n",
+        upstream.addr,
+        wasm("header-rewrite").display()
+    );
+    let proxy = TestProxy::new(yaml).start();
+    let url = proxy.url("ingress", "/delay/800");
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let u = url.clone();
+        slow.push(tokio::spawn(async move { get(&client::h1(), &u).await.status.as_u16() }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let start = Instant::now();
+    let over = get(&client::h1(), &proxy.url("ingress", "/")).await;
+    assert_eq!(over.status, 503);
+    assert_eq!(over.body, "wasp: filter capacity exhausted\n");
+    assert!(start.elapsed() < Duration::from_millis(500), "took {:?}", start.elapsed());
+    for s in slow {
+        assert_eq!(s.await.expect("join"), 200, "requests holding instances complete");
+    }
+    assert_eq!(get(&client::h1(), &proxy.url("ingress", "/")).await.status, 200, "capacity comes back");
+    let m = String::from_utf8(get(&client::h1(), &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8");
+    assert!(m.contains("wasp_filter_errors_total{filter=\"rw\",reason=\"unavailable\"} 1"), "{m}");
+    let log = proxy.access_log();
+    assert!(log.iter().any(|l| l["status"] == 503 && l["reason"] == "wasp_filter_unavailable"), "{log:?}");
+}

@@ -21,6 +21,10 @@ pub struct RawConfig {
     /// Runtime worker threads; 0 means one per available CPU.
     #[serde(default)]
     pub workers: usize,
+    /// Filter instances alive at once, across all filters (the pooling
+    /// allocator's slots); a request that finds none gets 503.
+    #[serde(default = "default_filter_instances")]
+    pub filter_instances: u32,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: String,
@@ -315,6 +319,9 @@ fn default_filter_timeout() -> String {
 }
 fn default_access_log() -> String {
     "stdout".into()
+}
+fn default_filter_instances() -> u32 {
+    512
 }
 fn default_drain_timeout() -> String {
     "20s".into()

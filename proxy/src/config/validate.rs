@@ -24,6 +24,8 @@ pub struct Config {
     pub workers: usize,
     /// Drain deadline after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
+    /// Filter instances alive at once, process-wide.
+    pub filter_instances: u32,
     /// Listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
     /// Clusters, in file order.
@@ -288,6 +290,9 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
         path => AccessLogTarget::File(base.join(path)),
     };
     let drain_timeout = c.duration("drain_timeout".into(), &raw.drain_timeout);
+    if !(1..=10_000).contains(&raw.filter_instances) {
+        c.error("filter_instances", "must be between 1 and 10000");
+    }
     if raw.listeners.is_empty() {
         c.error("listeners", "at least one listener is required");
     }
@@ -306,8 +311,8 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
         c.error("admin.address", format!("{} is used by a listener", admin.address));
     }
     if c.errors.is_empty() {
-        let workers = raw.workers;
-        Ok(Config { raw, admin, access_log, workers, drain_timeout, listeners, clusters, filters })
+        let (workers, filter_instances) = (raw.workers, raw.filter_instances);
+        Ok(Config { raw, admin, access_log, workers, drain_timeout, filter_instances, listeners, clusters, filters })
     } else {
         Err(ConfigErrors(c.errors))
     }

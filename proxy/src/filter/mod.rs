@@ -33,7 +33,8 @@ pub fn load_all(
     if config.filters.is_empty() {
         return Ok(HashMap::new());
     }
-    let runtime = Runtime::new().map_err(|message| vec![ConfigError { path: "filters".into(), message }])?;
+    let runtime = Runtime::new(config.filter_instances)
+        .map_err(|message| vec![ConfigError { path: "filters".into(), message }])?;
     let mut loaded = HashMap::new();
     let mut errors = Vec::new();
     let mut compiled = HashMap::new();

@@ -10,8 +10,6 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 /// Epoch tick: the granularity of filter time limits.
 pub const TICK: Duration = Duration::from_millis(1);
-/// Instances alive at once across all filters (the pooling allocator's slots).
-pub const MAX_INSTANCES: u32 = 512;
 /// The largest memory any filter may be configured with.
 pub const MAX_MEMORY: usize = 1 << 30;
 /// Wasm stack per call; deeper recursion traps as `stack_overflow`.
@@ -27,13 +25,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine and starts its epoch ticker.
-    pub fn new() -> Result<Self, String> {
+    /// Builds the engine with room for `instances` filter instances at once
+    /// and starts its epoch ticker.
+    pub fn new(instances: u32) -> Result<Self, String> {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(MAX_INSTANCES)
-            .total_core_instances(MAX_INSTANCES * 4)
-            .total_memories(MAX_INSTANCES * 2)
-            .total_tables(MAX_INSTANCES * 4)
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 4)
+            .total_memories(instances * 2)
+            .total_tables(instances * 4)
             .max_memory_size(MAX_MEMORY)
             .max_memories_per_component(4)
             .max_tables_per_component(16);
