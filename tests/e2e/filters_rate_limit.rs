@@ -6,6 +6,10 @@ use crate::support::{Running, TestProxy, Upstream};
 use http::Request;
 
 fn proxy(upstream: std::net::SocketAddr, rate: &str, burst: u32) -> Running {
+    proxy_with(upstream, rate, burst, "[log, metrics, clock, kv]")
+}
+
+fn proxy_with(upstream: std::net::SocketAddr, rate: &str, burst: u32, allow: &str) -> Running {
     TestProxy::new(format!(
         r#"admin: {{ address: 127.0.0.1:0 }}
 listeners:
@@ -19,6 +23,7 @@ filters:
   - name: limit
     module: {}
     config: {{ rate: {rate}, burst: {burst}, key: "header:x-api-key" }}
+    allow: {allow}
 "#,
         wasm("rate-limit").display()
     ))
@@ -76,4 +81,21 @@ async fn the_bucket_is_exact_under_concurrency_across_instances() {
     }
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 10, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 20, "{statuses:?}");
+}
+
+/// The key-value store is a capability: without `kv` in `allow`, the
+/// filter's store calls trap and its failure policy applies.
+#[tokio::test]
+async fn a_capability_the_config_does_not_grant_is_refused() {
+    let upstream = Upstream::start("app").await;
+    let proxy = proxy_with(upstream.addr, "10", 10, "[log, metrics, clock]");
+    let r = call(&proxy, "/", "carol").await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.body, "wasp: request failed in a filter\n");
+    assert_eq!(upstream.hits(), 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !proxy.stderr_lines().iter().any(|l| l.contains("capability `kv` is not granted to filter")) {
+        assert!(std::time::Instant::now() < deadline, "the log names the missing grant:\n{:?}", proxy.stderr_lines());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -277,6 +277,27 @@ pub struct RawFilter {
     /// Resource limits of each instance.
     #[serde(default)]
     pub limits: RawFilterLimits,
+    /// Host capabilities granted to the filter: `log`, `metrics`, `clock`, `kv`.
+    #[serde(default = "default_allow")]
+    pub allow: Vec<Capability>,
+}
+
+/// A host capability a filter may be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// Write to wasp's log.
+    Log,
+    /// Define counters and histograms.
+    Metrics,
+    /// Read the clocks.
+    Clock,
+    /// Use the filter's shared key-value store.
+    Kv,
+}
+
+fn default_allow() -> Vec<Capability> {
+    vec![Capability::Log, Capability::Metrics, Capability::Clock]
 }
 
 /// `filters[f].on_error`

@@ -51,6 +51,8 @@ pub struct FilterConfig {
     pub memory: usize,
     /// Time limit per call.
     pub timeout: Duration,
+    /// Granted host capabilities.
+    pub allow: Vec<Capability>,
 }
 
 /// Admin listener settings.
@@ -522,6 +524,7 @@ fn filter(c: &mut Checker, i: usize, f: &RawFilter, base: &Path) -> FilterConfig
         on_error: f.on_error,
         memory,
         timeout,
+        allow: f.allow.clone(),
     }
 }
 

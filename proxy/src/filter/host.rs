@@ -4,6 +4,7 @@
 
 use super::bindings::wasp::filter::{host, types};
 use super::kv::Kv;
+use crate::config::model::Capability;
 use crate::metrics::Metrics;
 use http::{HeaderName, HeaderValue, Method};
 use std::net::SocketAddr;
@@ -20,6 +21,27 @@ pub struct FilterShared {
     pub kv: Kv,
     /// The proxy's metrics, for filter-defined counters and histograms.
     pub metrics: Arc<Metrics>,
+    /// Capabilities the config grants.
+    pub allow: Vec<Capability>,
+}
+
+impl FilterShared {
+    /// Traps the call unless the config granted `cap`; the message tells the operator how to grant it.
+    fn require(&self, cap: Capability) -> wasmtime::Result<()> {
+        if self.allow.contains(&cap) {
+            return Ok(());
+        }
+        let name = match cap {
+            Capability::Log => "log",
+            Capability::Metrics => "metrics",
+            Capability::Clock => "clock",
+            Capability::Kv => "kv",
+        };
+        wasmtime::bail!(
+            "capability `{name}` is not granted to filter {:?}; add it to the filter's `allow` list",
+            &*self.name
+        )
+    }
 }
 
 /// A store's data: the resource table, the memory limiter and the filter.
@@ -230,6 +252,7 @@ impl types::HostMessage for HostState {
 
 impl host::Host for HostState {
     fn log(&mut self, level: types::Level, message: String) -> Res<()> {
+        self.shared.require(Capability::Log)?;
         let filter = &*self.shared.name;
         let message = truncate(&message, 4096);
         match level {
@@ -243,38 +266,46 @@ impl host::Host for HostState {
     }
 
     fn counter_add(&mut self, name: String, value: u64) -> Res<()> {
+        self.shared.require(Capability::Metrics)?;
         self.shared.metrics.filter_counter(&self.shared.name, &name, value);
         Ok(())
     }
 
     fn histogram_observe(&mut self, name: String, value: f64) -> Res<()> {
+        self.shared.require(Capability::Metrics)?;
         self.shared.metrics.filter_histogram(&self.shared.name, &name, value);
         Ok(())
     }
 
     fn now_ms(&mut self) -> Res<u64> {
+        self.shared.require(Capability::Clock)?;
         Ok(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
     }
 
     fn monotonic_ns(&mut self) -> Res<u64> {
+        self.shared.require(Capability::Clock)?;
         static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         Ok(START.get_or_init(Instant::now).elapsed().as_nanos() as u64)
     }
 
     fn kv_get(&mut self, key: String) -> Res<Option<(Vec<u8>, u64)>> {
+        self.shared.require(Capability::Kv)?;
         Ok(self.shared.kv.get(&key))
     }
 
     fn kv_set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Res<()> {
+        self.shared.require(Capability::Kv)?;
         self.shared.kv.set(&key, value, ttl_ms);
         Ok(())
     }
 
     fn kv_compare_and_swap(&mut self, key: String, expected: Option<u64>, value: Vec<u8>, ttl_ms: u64) -> Res<bool> {
+        self.shared.require(Capability::Kv)?;
         Ok(self.shared.kv.compare_and_swap(&key, expected, value, ttl_ms))
     }
 
     fn kv_increment(&mut self, key: String, delta: i64, ttl_ms: u64) -> Res<i64> {
+        self.shared.require(Capability::Kv)?;
         Ok(self.shared.kv.increment(&key, delta, ttl_ms))
     }
 }

@@ -136,7 +136,12 @@ impl LoadedFilter {
             .map_err(|e| format!("{path} does not implement the wasp:filter http-filter world: {}", root_cause(&e)))?;
         let name: Arc<str> = cfg.name.as_str().into();
         let filter = LoadedFilter {
-            shared: Arc::new(FilterShared { name: name.clone(), kv: Default::default(), metrics: metrics.clone() }),
+            shared: Arc::new(FilterShared {
+                name: name.clone(),
+                kv: Default::default(),
+                metrics: metrics.clone(),
+                allow: cfg.allow.clone(),
+            }),
             durations: ["request_headers", "response_headers"]
                 .map(|phase| metrics.filter_duration.with_label_values(&[&cfg.name, phase])),
             errors: metrics.filter_errors.clone(),
