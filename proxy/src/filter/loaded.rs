@@ -153,17 +153,18 @@ impl LoadedFilter {
             ticks: Runtime::ticks(cfg.timeout),
             idle: Mutex::new(Vec::new()),
         };
-        let first = filter.instantiate(filter.ticks * u64::from(INIT_BUDGET)).map_err(|e| e.to_string())?;
+        let first = filter.instantiate().map_err(|e| e.to_string())?;
         filter.give_back(first);
         Ok(filter)
     }
 
-    fn instantiate(&self, init_ticks: u64) -> Result<Instance, InitError> {
+    /// A new instance, initialised with the filter's config (init gets [`INIT_BUDGET`] times a call's time).
+    fn instantiate(&self) -> Result<Instance, InitError> {
         let limits = StoreLimitsBuilder::new().memory_size(self.memory).trap_on_grow_failure(true).build();
         let state = HostState { table: Default::default(), limits, shared: self.shared.clone() };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(HostState::limiter);
-        store.set_epoch_deadline(init_ticks);
+        store.set_epoch_deadline(self.ticks * u64::from(INIT_BUDGET));
         let bindings = self.pre.instantiate(&mut store).map_err(|e| InitError::Instantiate(root_cause(&e)))?;
         match bindings.wasp_filter_handler().call_init(&mut store, &self.config_json) {
             Ok(Ok(())) => Ok(Instance { store, bindings }),
@@ -178,7 +179,7 @@ impl LoadedFilter {
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let instance = match pooled {
             Some(i) => i,
-            None => self.instantiate(self.ticks * u64::from(INIT_BUDGET)).map_err(|e| {
+            None => self.instantiate().map_err(|e| {
                 tracing::warn!(filter = %self.name, error = %e, "cannot create a filter instance");
                 self.count(Failure::Unavailable);
                 Failure::Unavailable
@@ -197,11 +198,6 @@ impl LoadedFilter {
     /// Counts a failure found outside a call (e.g. invalid output).
     pub fn count(&self, failure: Failure) {
         self.errors.with_label_values(&[&self.name, failure.label()]).inc();
-    }
-
-    /// The filter's shared state (key-value store).
-    pub fn shared(&self) -> &FilterShared {
-        &self.shared
     }
 }
 
