@@ -74,12 +74,10 @@ async fn proxy(
     if let Some((chain, facts)) = &filters {
         let (verdict, leased) = chain.on_request(&mut parts, facts);
         leases = leased;
-        if let Some(answer) = settle(verdict, exchange)? {
-            let Answer::Filter { mut head, body } = answer else { unreachable!("settle answers locally") };
-            return match settle(chain.on_response(&mut leases, &mut head, facts), exchange)? {
-                Some(replaced) => Ok(replaced),
-                None => Ok(Answer::Filter { head, body }),
-            };
+        if let Some((mut head, body)) = settle(verdict, exchange)? {
+            let replaced = settle(chain.on_response(&mut leases, &mut head, facts), exchange)?;
+            let (head, body) = replaced.unwrap_or((head, body));
+            return Ok(Answer::Filter { head, body });
         }
     }
 
@@ -97,8 +95,8 @@ async fn proxy(
     strip_hop_by_hop(up.response.headers_mut(), switching && upgrade);
     if let (Some((chain, facts)), false) = (&filters, switching) {
         let (mut head, body) = up.response.into_parts();
-        if let Some(replaced) = settle(chain.on_response(&mut leases, &mut head, facts), exchange)? {
-            return Ok(replaced);
+        if let Some((head, body)) = settle(chain.on_response(&mut leases, &mut head, facts), exchange)? {
+            return Ok(Answer::Filter { head, body });
         }
         up.response = Response::from_parts(head, body);
     }
@@ -109,13 +107,13 @@ async fn proxy(
     Ok(Answer::Upstream(up))
 }
 
-/// Turns a chain verdict into: go on (`None`), a local answer, or an error.
-fn settle(verdict: Verdict, exchange: &mut Exchange) -> Result<Option<Answer>, ProxyError> {
+/// Turns a chain verdict into: go on (`None`), a filter's local reply, or an error.
+fn settle(verdict: Verdict, exchange: &mut Exchange) -> Result<Option<(http::response::Parts, Bytes)>, ProxyError> {
     match verdict {
         Verdict::Continue => Ok(None),
         Verdict::Reply { head, body, filter } => {
             exchange.filter = Some(filter);
-            Ok(Some(Answer::Filter { head, body }))
+            Ok(Some((head, body)))
         }
         Verdict::Fail { kind, filter } => {
             exchange.filter = Some(filter);

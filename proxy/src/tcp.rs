@@ -5,7 +5,7 @@
 
 use crate::access_log::{AccessLog, timestamp};
 use crate::error::Kind;
-use crate::upstream::Cluster;
+use crate::upstream::{Cluster, dial};
 use prometheus::IntCounter;
 use serde::Serialize;
 use std::io;
@@ -82,17 +82,15 @@ impl TcpProxy {
             return Err((None, Kind::CircuitOpen.reason().into()));
         };
         let address = endpoint.address.clone();
-        let server = match tokio::time::timeout(self.cluster.connect_timeout, TcpStream::connect(&*address)).await {
-            Ok(Ok(s)) => s,
-            failed => {
+        let server = match dial(&address, self.cluster.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
                 record(false);
-                let kind = if failed.is_err() { Kind::ConnectTimeout } else { Kind::ConnectFailure };
-                self.cluster.count_error(kind);
-                return Err((Some(address), kind.reason().into()));
+                self.cluster.count_error(e.kind);
+                return Err((Some(address), e.kind.reason().into()));
             }
         };
         record(true);
-        let _ = server.set_nodelay(true);
         let (cr, cw) = client.into_split();
         let (sr, sw) = server.into_split();
         let result = tokio::try_join!(pump(cr, sw, &self.bytes_up, up), pump(sr, cw, &self.bytes_down, down));

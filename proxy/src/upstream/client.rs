@@ -11,7 +11,6 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// How a cluster talks to its endpoints.
 #[derive(Clone, Copy)]
@@ -65,12 +64,7 @@ async fn h2_sender(
     if let Some(s) = live(&endpoint.h2) {
         return Ok(s);
     }
-    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(&*endpoint.address)).await {
-        Err(_) => return Err(ProxyError::new(Kind::ConnectTimeout)),
-        Ok(Err(e)) => return Err(ProxyError::with(Kind::ConnectFailure, e)),
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = super::dial(&endpoint.address, connect_timeout).await?;
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))

@@ -269,6 +269,19 @@ impl Cluster {
     }
 }
 
+/// Opens a TCP connection to an upstream `address` within `timeout`, with
+/// Nagle off; failures are classified as connect timeout or connect failure.
+pub async fn dial(address: &str, timeout: Duration) -> Result<tokio::net::TcpStream, ProxyError> {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+        Err(_) => Err(ProxyError::new(Kind::ConnectTimeout)),
+        Ok(Err(e)) => Err(ProxyError::with(Kind::ConnectFailure, e)),
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+    }
+}
+
 /// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
 fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)

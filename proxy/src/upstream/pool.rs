@@ -16,7 +16,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 /// How long an idle connection is kept.
 pub const IDLE_FOR: Duration = Duration::from_secs(90);
@@ -89,12 +88,7 @@ impl H1Pool {
 }
 
 async fn connect(address: &str, timeout: Duration) -> Result<Sender, ProxyError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-        Err(_) => return Err(ProxyError::new(Kind::ConnectTimeout)),
-        Ok(Err(e)) => return Err(ProxyError::with(Kind::ConnectFailure, e)),
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = super::dial(address, timeout).await?;
     let (sender, conn) =
         http1::handshake(TokioIo::new(stream)).await.map_err(|e| ProxyError::with(Kind::ConnectFailure, e))?;
     let address = address.to_string();
