@@ -81,7 +81,7 @@ async fn a_1_gib_upload_streams_without_buffering() {
     let sampler = {
         let (pid, peak) = (proxy.pid(), peak.clone());
         tokio::spawn(async move {
-            while let Some(rss) = rss_of(pid) {
+            while let Some(rss) = crate::support::proxy::rss_kib(pid) {
                 peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
@@ -93,9 +93,4 @@ async fn a_1_gib_upload_streams_without_buffering() {
     assert_eq!(got["sha256"], pattern_sha256(n).as_str());
     let growth = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(before);
     assert!(growth < 64 * 1024, "peak RSS grew by {growth} KiB while streaming 1 GiB");
-}
-
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()
 }
