@@ -53,7 +53,8 @@ pub fn main() -> ExitCode {
             let path = config.or(file).unwrap_or_default();
             let checked = config::load_file(&path).and_then(|cfg| {
                 let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-                crate::filter::load_all(&cfg, &metrics).map(|_| ()).map_err(config::ConfigErrors)
+                let clusters = crate::server::clusters(&cfg, &metrics);
+                crate::filter::load_all(&cfg, &metrics, &clusters).map(|_| ()).map_err(config::ConfigErrors)
             });
             match checked {
                 Ok(()) => {

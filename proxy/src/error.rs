@@ -51,6 +51,12 @@ pub enum Kind {
     FilterFailed,
     /// A fail-closed filter had no instance to run on (pool exhausted).
     FilterUnavailable,
+    /// A filter asked for the whole request body and it is over the filter's `limits.body`.
+    RequestTooLarge,
+    /// A filter asked for the whole response body and it is over the filter's `limits.body`.
+    ResponseTooLarge,
+    /// The client's request body failed (reset, malformed framing) while a filter buffered it.
+    ClientBody,
 }
 
 impl Kind {
@@ -67,6 +73,9 @@ impl Kind {
             Kind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Kind::FilterFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Kind::FilterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::ResponseTooLarge => StatusCode::BAD_GATEWAY,
+            Kind::ClientBody => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -87,6 +96,9 @@ impl Kind {
             Kind::Draining => "wasp_draining",
             Kind::FilterFailed => "wasp_filter_failed",
             Kind::FilterUnavailable => "wasp_filter_unavailable",
+            Kind::RequestTooLarge => "wasp_request_body_too_large",
+            Kind::ResponseTooLarge => "wasp_response_body_too_large",
+            Kind::ClientBody => "wasp_request_body_error",
         }
     }
 
@@ -107,13 +119,16 @@ impl Kind {
             Kind::Draining => "proxy is shutting down",
             Kind::FilterFailed => "request failed in a filter",
             Kind::FilterUnavailable => "filter capacity exhausted",
+            Kind::RequestTooLarge => "request body too large",
+            Kind::ResponseTooLarge => "upstream response body too large",
+            Kind::ClientBody => "request body could not be read",
         }
     }
 
     /// Who is to blame.
     pub fn source(self) -> Source {
         match self {
-            Kind::UriTooLong | Kind::BadRequest => Source::Client,
+            Kind::UriTooLong | Kind::BadRequest | Kind::RequestTooLarge | Kind::ClientBody => Source::Client,
             Kind::NoRoute | Kind::CircuitOpen | Kind::Overflow | Kind::Draining | Kind::UpgradeUnsupported => {
                 Source::Proxy
             }
@@ -210,6 +225,11 @@ mod tests {
             Overflow,
             UpgradeUnsupported,
             Draining,
+            FilterFailed,
+            FilterUnavailable,
+            RequestTooLarge,
+            ResponseTooLarge,
+            ClientBody,
         ] {
             assert!(k.status().is_client_error() || k.status().is_server_error(), "{k:?}");
             assert!(k.reason().starts_with("wasp_"), "{k:?}");

@@ -1,16 +1,22 @@
 //! The request path of an HTTP listener: limits → route → forwarding headers
-//! → filter request phases → cluster (LB, breaker, timeout, retries) → response, with WebSocket and
-//! other HTTP/1.1 upgrades tunnelled once the upstream agrees (101).
+//! → filter request phases (and request body, if filters asked for it) →
+//! cluster (LB, breaker, timeout, retries) → filter response phases (and
+//! response body) → client, with WebSocket and other HTTP/1.1 upgrades
+//! tunnelled once the upstream agrees (101).
 
 use crate::conn::{ConnState, HttpListener};
 use crate::error::{Kind, ProxyError};
-use crate::filter::{Facts, Verdict};
+use crate::filter::body::{BufferError, Filtered, buffer, set_length};
+use crate::filter::{BodyMode, Facts, Run, Side, Verdict};
 use crate::headers::{add_forwarding, is_upgrade, strip_hop_by_hop};
-use crate::respond::{Exchange, ResponseBody, filter_reply, local_reply};
-use crate::upstream::{RequestBody, RequestHead, Upstreamed};
+use crate::respond::{Exchange, Payload, ResponseBody, filter_reply, local_reply};
+use crate::upstream::body::{Shared as BodyShared, Source};
+use crate::upstream::{Held, RequestBody, RequestHead, UpstreamBody};
 use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
@@ -25,12 +31,11 @@ pub async fn handle(
     let mut exchange = Exchange::begin(&req, listener.clone(), conn.clone());
     match proxy(req, &listener, &conn, &mut exchange).await {
         Ok(Answer::Filter { head, body }) => Ok(filter_reply(head, body, exchange)),
-        Ok(Answer::Upstream(up)) => {
-            exchange.status = up.response.status().as_u16();
-            exchange.held = Some(up.guard);
-            let (mut parts, body) = up.response.into_parts();
-            parts.version = Version::HTTP_11;
-            Ok(Response::from_parts(parts, ResponseBody::upstream(body, exchange)))
+        Ok(Answer::Upstream { mut head, body, guard }) => {
+            exchange.status = head.status.as_u16();
+            exchange.held = Some(guard);
+            head.version = Version::HTTP_11;
+            Ok(Response::from_parts(head, ResponseBody::upstream(body, exchange)))
         }
         Err(e) => {
             tracing::debug!(listener = %listener.name, error = %e, "local reply");
@@ -41,10 +46,16 @@ pub async fn handle(
 
 /// How a request was answered.
 enum Answer {
-    /// By the upstream (possibly with headers changed by filters).
-    Upstream(Upstreamed),
+    /// By the upstream (possibly changed by filters).
+    Upstream { head: http::response::Parts, body: Payload, guard: Held },
     /// By a filter's local reply.
     Filter { head: http::response::Parts, body: Bytes },
+}
+
+/// Go on with `T`, or answer now.
+enum Flow<T> {
+    Go(T),
+    Answer(Box<Answer>),
 }
 
 async fn proxy(
@@ -68,18 +79,23 @@ async fn proxy(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
-    let filters =
-        route.chain.as_ref().map(|chain| (chain, Facts { request_id, peer: conn.peer, route: route.name.clone() }));
-    let mut leases = Vec::new();
-    if let Some((chain, facts)) = &filters {
-        let (verdict, leased) = chain.on_request(&mut parts, facts);
-        leases = leased;
-        if let Some((mut head, body)) = settle(verdict, exchange)? {
-            let replaced = settle(chain.on_response(&mut leases, &mut head, facts), exchange)?;
-            let (head, body) = replaced.unwrap_or((head, body));
-            return Ok(Answer::Filter { head, body });
+    let mut run = None;
+    if let Some(chain) = &route.chain {
+        let facts = Facts { request_id, peer: conn.peer, route: route.name.clone() };
+        let (verdict, r) = chain.on_request(&mut parts, facts).await;
+        if let Some(reply) = settle(verdict, exchange)? {
+            return reply_through(&r, reply, exchange);
         }
+        run = Some(r);
     }
+    let (body, shared) = match &run {
+        Some(run) => match filtered_request_body(run, &mut parts, body, exchange).await? {
+            Flow::Go(body) => body,
+            Flow::Answer(answer) => return Ok(*answer),
+        },
+        None => RequestBody::new(Source::Incoming(body)),
+    };
+    exchange.request_body = shared;
 
     let head = RequestHead {
         method: parts.method,
@@ -87,24 +103,110 @@ async fn proxy(
         authority: parts.uri.authority().cloned(),
         headers: parts.headers,
     };
-    let (body, shared) = RequestBody::new(body);
-    exchange.request_body = shared;
     let policy = if upgrade { None } else { route.retries.as_ref() };
-    let mut up = route.cluster.forward(head, body, policy, route.timeout, &mut exchange.attempts).await?;
+    let forwarded = route.cluster.forward(head, body, policy, route.timeout, &mut exchange.attempts).await;
+    let mut up = match (forwarded, &run) {
+        (Ok(up), _) => up,
+        // A streamed request-body phase may have ended the request: answer as it decided.
+        (Err(e), Some(run)) => match run.take_abort() {
+            Some(verdict) => match settle(verdict, exchange)? {
+                Some(reply) => return reply_through(run, reply, exchange),
+                None => return Err(e),
+            },
+            None => return Err(e),
+        },
+        (Err(e), None) => return Err(e),
+    };
     let switching = up.response.status() == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(up.response.headers_mut(), switching && upgrade);
-    if let (Some((chain, facts)), false) = (&filters, switching) {
-        let (mut head, body) = up.response.into_parts();
-        if let Some((head, body)) = settle(chain.on_response(&mut leases, &mut head, facts), exchange)? {
-            return Ok(Answer::Filter { head, body });
-        }
-        up.response = Response::from_parts(head, body);
-    }
     if let (Some(client), true) = (client_upgrade, switching) {
         let upstream = hyper::upgrade::on(&mut up.response);
         listener.tracker.spawn(tunnel(client, upstream));
     }
-    Ok(Answer::Upstream(up))
+    let (head, body) = up.response.into_parts();
+    match run {
+        Some(run) if !switching => filtered_response(&run, head, body, up.guard, exchange).await,
+        _ => Ok(Answer::Upstream { head, body: Payload::Upstream(body), guard: up.guard }),
+    }
+}
+
+/// The request body as the chain's filters asked for it: untouched, streamed
+/// through their body phases, or buffered whole (413 over the smallest
+/// limit) and given to their body phases, which may still change the head.
+async fn filtered_request_body(
+    run: &Run,
+    parts: &mut http::request::Parts,
+    body: Incoming,
+    exchange: &mut Exchange,
+) -> Result<Flow<(RequestBody, Option<Arc<BodyShared>>)>, ProxyError> {
+    Ok(Flow::Go(match run.body_mode(Side::Request) {
+        None => RequestBody::new(Source::Incoming(body)),
+        Some((BodyMode::Stream, _)) => {
+            parts.headers.remove(CONTENT_LENGTH);
+            let filtered = Filtered::new(Source::Incoming(body), run.clone(), Side::Request);
+            RequestBody::new(Source::Boxed(BodyExt::boxed(filtered)))
+        }
+        Some((BodyMode::Buffer, limit)) => {
+            let chunk = buffer(body, &parts.headers, limit).await.map_err(|e| match e {
+                BufferError::TooLarge => ProxyError::new(Kind::RequestTooLarge),
+                BufferError::Failed(cause) => ProxyError::with(Kind::ClientBody, cause),
+            })?;
+            let (verdict, chunk) = run.on_request_body(parts, chunk).await;
+            if let Some(reply) = settle(verdict, exchange)? {
+                return Ok(Flow::Answer(Box::new(reply_through(run, reply, exchange)?)));
+            }
+            set_length(&mut parts.headers, &chunk);
+            let (body, shared) = RequestBody::full(chunk.data, chunk.trailers);
+            (body, Some(shared))
+        }
+    }))
+}
+
+/// Runs the response phases over the upstream's answer, then its body as
+/// the filters asked: untouched, streamed through them, or buffered whole
+/// (502 over the smallest limit).
+async fn filtered_response(
+    run: &Run,
+    mut head: http::response::Parts,
+    body: UpstreamBody,
+    guard: Held,
+    exchange: &mut Exchange,
+) -> Result<Answer, ProxyError> {
+    if let Some((head, body)) = settle(run.on_response(&mut head), exchange)? {
+        return Ok(Answer::Filter { head, body });
+    }
+    let body = match run.body_mode(Side::Response) {
+        None => Payload::Upstream(body),
+        Some((BodyMode::Stream, _)) => {
+            head.headers.remove(CONTENT_LENGTH);
+            Payload::Filtered(Box::new(Filtered::new(body, run.clone(), Side::Response)))
+        }
+        Some((BodyMode::Buffer, limit)) => {
+            let chunk = buffer(body, &head.headers, limit).await.map_err(|e| match e {
+                BufferError::TooLarge => ProxyError::new(Kind::ResponseTooLarge),
+                BufferError::Failed(cause) => ProxyError::with(Kind::UpstreamReset, cause),
+            })?;
+            let (verdict, chunk) = run.on_response_body(&mut head, chunk);
+            if let Some((head, body)) = settle(verdict, exchange)? {
+                return Ok(Answer::Filter { head, body });
+            }
+            set_length(&mut head.headers, &chunk);
+            Payload::Whole(Some(chunk.data), chunk.trailers)
+        }
+    };
+    Ok(Answer::Upstream { head, body, guard })
+}
+
+/// A filter's reply to a request, after the response phases of the filters
+/// that already ran (which may replace it).
+fn reply_through(
+    run: &Run,
+    (mut head, body): (http::response::Parts, Bytes),
+    exchange: &mut Exchange,
+) -> Result<Answer, ProxyError> {
+    let replaced = settle(run.on_response(&mut head), exchange)?;
+    let (head, body) = replaced.unwrap_or((head, body));
+    Ok(Answer::Filter { head, body })
 }
 
 /// Turns a chain verdict into: go on (`None`), a filter's local reply, or an error.

@@ -6,12 +6,13 @@
 use crate::access_log::timestamp;
 use crate::conn::{ConnState, HttpListener};
 use crate::error::Kind;
+use crate::filter::body::{Aborted, Filtered};
 use crate::route::Route;
-use crate::upstream::body::Shared as BodyShared;
+use crate::upstream::body::{BoxError, Shared as BodyShared};
 use crate::upstream::{Attempts, Held, UpstreamBody};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Method, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use serde::Serialize;
 use std::pin::Pin;
@@ -144,22 +145,27 @@ fn version_name(v: Version) -> &'static str {
     }
 }
 
-enum Inner {
+/// What a response body carries.
+pub enum Payload {
+    /// The upstream's body, streamed as it comes.
     Upstream(UpstreamBody),
-    Local(Option<Bytes>),
+    /// The upstream's body through streaming filters.
+    Filtered(Box<Filtered<UpstreamBody>>),
+    /// A whole body (a local reply, or one filters buffered), then trailers.
+    Whole(Option<Bytes>, Option<HeaderMap>),
 }
 
 /// A response body that records its exchange when it ends.
 pub struct ResponseBody {
-    inner: Inner,
+    inner: Payload,
     exchange: Box<Exchange>,
 }
 
 impl ResponseBody {
-    /// Streams the upstream's body.
-    pub fn upstream(body: UpstreamBody, mut exchange: Box<Exchange>) -> Self {
+    /// The upstream's answer, possibly through filters.
+    pub fn upstream(body: Payload, mut exchange: Box<Exchange>) -> Self {
         exchange.reason = None;
-        ResponseBody { inner: Inner::Upstream(body), exchange }
+        ResponseBody { inner: body, exchange }
     }
 }
 
@@ -171,7 +177,7 @@ pub fn local_reply(kind: Kind, mut exchange: Box<Exchange>) -> Response<Response
     exchange.reason = Some(kind.reason());
     let id = exchange.request_id.clone();
     let body = Bytes::from(format!("wasp: {}\n", kind.message()));
-    let mut resp = Response::new(ResponseBody { inner: Inner::Local(Some(body)), exchange });
+    let mut resp = Response::new(ResponseBody { inner: Payload::Whole(Some(body), None), exchange });
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if let Some(id) = id {
@@ -184,18 +190,22 @@ pub fn local_reply(kind: Kind, mut exchange: Box<Exchange>) -> Response<Response
 pub fn filter_reply(head: http::response::Parts, body: Bytes, mut exchange: Box<Exchange>) -> Response<ResponseBody> {
     exchange.status = head.status.as_u16();
     exchange.reason = Some("wasp_filter_reply");
-    Response::from_parts(head, ResponseBody { inner: Inner::Local(Some(body)), exchange })
+    Response::from_parts(head, ResponseBody { inner: Payload::Whole(Some(body), None), exchange })
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
-            Inner::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Payload::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Payload::Filtered(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            Payload::Whole(data, trailers) => Poll::Ready(match data.take().filter(|d| !d.is_empty()) {
+                Some(d) => Some(Ok(Frame::data(d))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -203,7 +213,10 @@ impl Body for ResponseBody {
                     this.exchange.bytes_out += data.len() as u64;
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.exchange.reason = Some("wasp_upstream_reset_mid_body"),
+            Poll::Ready(Some(Err(e))) => {
+                this.exchange.reason =
+                    Some(if e.is::<Aborted>() { "wasp_filter_aborted_body" } else { "wasp_upstream_reset_mid_body" })
+            }
             Poll::Ready(None) => this.exchange.complete = true,
             Poll::Pending => {}
         }
@@ -212,15 +225,18 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Upstream(b) => b.is_end_stream(),
-            Inner::Local(b) => b.is_none(),
+            Payload::Upstream(b) => b.is_end_stream(),
+            Payload::Filtered(b) => b.is_end_stream(),
+            Payload::Whole(data, trailers) => data.as_ref().is_none_or(Bytes::is_empty) && trailers.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Upstream(b) => b.size_hint(),
-            Inner::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Payload::Upstream(b) => b.size_hint(),
+            Payload::Filtered(b) => b.size_hint(),
+            Payload::Whole(data, None) => SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64)),
+            Payload::Whole(_, Some(_)) => SizeHint::default(),
         }
     }
 }

@@ -66,6 +66,11 @@ pub fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, StartError> {
     builder.enable_all().build().map_err(StartError::Runtime)
 }
 
+/// The config's clusters, by name.
+pub fn clusters<'a>(config: &'a Config, metrics: &Arc<Metrics>) -> HashMap<&'a str, Arc<Cluster>> {
+    config.clusters.iter().map(|c| (c.name.as_str(), Arc::new(Cluster::new(c, metrics)))).collect()
+}
+
 /// Serves `config` until `stop` completes, then drains.
 pub async fn serve(config: Config, stop: impl Future<Output = ()>) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
@@ -73,9 +78,8 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()>) -> Result<(),
         AccessLog::start(&config.access_log, metrics.access_log_dropped.clone(), metrics.access_log_errors.clone())
             .await
             .map_err(StartError::AccessLog)?;
-    let clusters: HashMap<&str, Arc<Cluster>> =
-        config.clusters.iter().map(|c| (c.name.as_str(), Arc::new(Cluster::new(c, &metrics)))).collect();
-    let filters = crate::filter::load_all(&config, &metrics)
+    let clusters = clusters(&config, &metrics);
+    let filters = crate::filter::load_all(&config, &metrics, &clusters)
         .map_err(|errors| StartError::Filters(crate::config::ConfigErrors(errors).to_string()))?;
     let drain = CancellationToken::new();
     let tracker = TaskTracker::new();

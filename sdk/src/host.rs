@@ -1,5 +1,6 @@
-//! What wasp offers a filter: logs, metrics, clocks and a shared key-value
-//! store. Each call goes to the proxy; none blocks on the network.
+//! What wasp offers a filter: logs, metrics, clocks, a shared key-value
+//! store and HTTP calls to clusters. Each call goes to the proxy and none
+//! blocks on the network: HTTP calls are sent when the phase returns.
 
 use crate::bindings::wasp::filter::host as wit;
 use crate::bindings::wasp::filter::types::Level;
@@ -78,5 +79,109 @@ pub mod kv {
     /// Adds `delta` to the integer at `key` (absent is 0) and returns the result.
     pub fn increment(key: &str, delta: i64, ttl_ms: u64) -> i64 {
         wit::kv_increment(key, delta, ttl_ms)
+    }
+}
+
+/// HTTP calls to clusters the filter's config lists in `http_clusters`
+/// (e.g. an authorization service). A call is prepared here and sent when
+/// the phase returns [`crate::Decision::Wait`]; its answer arrives in
+/// [`crate::Filter::on_call_response`].
+pub mod http {
+    use crate::bindings::wasp::filter::host as wit;
+    use crate::bindings::wasp::filter::types as t;
+
+    /// A request to a cluster.
+    #[derive(Debug, Clone)]
+    pub struct CallRequest {
+        method: String,
+        path: String,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Vec<u8>,
+        timeout_ms: u32,
+    }
+
+    impl CallRequest {
+        /// A request with `method` for `path` (path and query, starting with `/`).
+        pub fn new(method: &str, path: &str) -> Self {
+            CallRequest {
+                method: method.to_string(),
+                path: path.to_string(),
+                headers: Vec::new(),
+                body: Vec::new(),
+                timeout_ms: 0,
+            }
+        }
+
+        /// A `GET` for `path`.
+        pub fn get(path: &str) -> Self {
+            Self::new("GET", path)
+        }
+
+        /// A `POST` for `path`.
+        pub fn post(path: &str) -> Self {
+            Self::new("POST", path)
+        }
+
+        /// Adds a header.
+        pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+            self.headers.push((name.to_string(), value.as_ref().to_vec()));
+            self
+        }
+
+        /// Sets the body.
+        pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+            self.body = body.into();
+            self
+        }
+
+        /// Time limit for the whole call (default 1 s).
+        pub fn timeout_ms(mut self, ms: u32) -> Self {
+            self.timeout_ms = ms;
+            self
+        }
+    }
+
+    /// A cluster's answer (bodies over 1 MiB fail the call).
+    #[derive(Debug, Clone)]
+    pub struct CallResponse {
+        /// Status code.
+        pub status: u16,
+        /// Headers, lower-case names, in order.
+        pub headers: Vec<(String, Vec<u8>)>,
+        /// Body.
+        pub body: Vec<u8>,
+    }
+
+    impl CallResponse {
+        #[doc(hidden)]
+        pub fn from_wit(r: t::CallResponse) -> Self {
+            CallResponse {
+                status: r.status,
+                headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+                body: r.body,
+            }
+        }
+
+        /// The first value of header `name` (lower-case) as text.
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers.iter().find(|(n, _)| n == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+        }
+    }
+
+    /// Prepares `request` to `cluster` and returns its id. Fails on an invalid
+    /// request or when too many calls are pending; calling a cluster the
+    /// config does not list traps.
+    pub fn call(cluster: &str, request: CallRequest) -> Result<u64, String> {
+        let headers = request.headers.into_iter().map(|(name, value)| t::Header { name, value }).collect();
+        wit::http_call(
+            cluster,
+            &t::CallRequest {
+                method: request.method,
+                path: request.path,
+                headers,
+                body: request.body,
+                timeout_ms: request.timeout_ms,
+            },
+        )
     }
 }

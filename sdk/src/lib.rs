@@ -33,8 +33,11 @@ mod reply;
 
 pub mod host;
 
-pub use message::{Request, Response};
+pub use message::{BodyMode, Request, Response};
 pub use reply::{Decision, Reply};
+
+#[doc(hidden)]
+pub use bindings::wasp::filter::types::{CallResponse as __CallResponse, Decision as __Decision, Message as __Message};
 
 /// The WIT bindings this SDK wraps (generated from `wit/filter.wit`).
 #[doc(hidden)]
@@ -79,6 +82,42 @@ pub trait Filter: Sized + 'static {
         let _ = response;
         Decision::Continue
     }
+
+    /// Runs with the request body, if [`Request::read_body`] asked for it in
+    /// [`Filter::on_request_headers`]: the whole body at once
+    /// ([`BodyMode::Buffer`]; headers may still change), or each chunk as it
+    /// passes ([`BodyMode::Stream`]; headers are already sent, and
+    /// [`Request::end_of_stream`] marks the last call). Read it with
+    /// [`Request::body`], change it with [`Request::set_body`].
+    /// Default: [`Decision::Continue`].
+    fn on_request_body(&mut self, request: &mut Request<'_>) -> Decision {
+        let _ = request;
+        Decision::Continue
+    }
+
+    /// Runs with the response body, if [`Response::read_body`] asked for it
+    /// in [`Filter::on_response_headers`]; as [`Filter::on_request_body`].
+    /// Default: [`Decision::Continue`].
+    fn on_response_body(&mut self, response: &mut Response<'_>) -> Decision {
+        let _ = response;
+        Decision::Continue
+    }
+
+    /// Runs when a call made with [`host::http::call`] finished, after the
+    /// phase that made it returned [`Decision::Wait`]: `response` is the
+    /// cluster's answer, or why there is none (connect failure, timeout...).
+    /// `request` is the request of that phase. Return [`Decision::Wait`]
+    /// again to send further calls made here.
+    /// Default: [`Decision::Continue`].
+    fn on_call_response(
+        &mut self,
+        request: &mut Request<'_>,
+        id: u64,
+        response: Result<host::http::CallResponse, String>,
+    ) -> Decision {
+        let _ = (request, id, response);
+        Decision::Continue
+    }
 }
 
 /// Parses a filter's JSON config into `T`, with an error that names the
@@ -102,6 +141,13 @@ macro_rules! export {
                 const { ::core::cell::RefCell::new(::core::option::Option::None) };
         }
 
+        fn __wasp_with<R>(call: impl FnOnce(&mut $filter) -> R) -> R {
+            __WASP_FILTER.with(|slot| match slot.borrow_mut().as_mut() {
+                ::core::option::Option::Some(f) => call(f),
+                ::core::option::Option::None => ::core::panic!("filter called before init"),
+            })
+        }
+
         impl $crate::bindings::exports::wasp::filter::handler::Guest for __WaspFilterExport {
             fn init(config: ::std::string::String) -> ::core::result::Result<(), ::std::string::String> {
                 let filter = <$filter as $crate::Filter>::new(&config)?;
@@ -109,25 +155,30 @@ macro_rules! export {
                 ::core::result::Result::Ok(())
             }
 
-            fn on_request_headers(
-                request: &$crate::bindings::wasp::filter::types::Message,
-            ) -> $crate::bindings::wasp::filter::types::Decision {
-                __WASP_FILTER.with(|slot| match slot.borrow_mut().as_mut() {
-                    ::core::option::Option::Some(f) => {
-                        $crate::Filter::on_request_headers(f, &mut $crate::Request::from_host(request)).into_wit()
-                    }
-                    ::core::option::Option::None => ::core::panic!("filter called before init"),
-                })
+            fn on_request_headers(m: &$crate::__Message) -> $crate::__Decision {
+                __wasp_with(|f| $crate::Filter::on_request_headers(f, &mut $crate::Request::from_host(m)).into_wit())
             }
 
-            fn on_response_headers(
-                response: &$crate::bindings::wasp::filter::types::Message,
-            ) -> $crate::bindings::wasp::filter::types::Decision {
-                __WASP_FILTER.with(|slot| match slot.borrow_mut().as_mut() {
-                    ::core::option::Option::Some(f) => {
-                        $crate::Filter::on_response_headers(f, &mut $crate::Response::from_host(response)).into_wit()
-                    }
-                    ::core::option::Option::None => ::core::panic!("filter called before init"),
+            fn on_response_headers(m: &$crate::__Message) -> $crate::__Decision {
+                __wasp_with(|f| $crate::Filter::on_response_headers(f, &mut $crate::Response::from_host(m)).into_wit())
+            }
+
+            fn on_request_body(m: &$crate::__Message) -> $crate::__Decision {
+                __wasp_with(|f| $crate::Filter::on_request_body(f, &mut $crate::Request::from_host(m)).into_wit())
+            }
+
+            fn on_response_body(m: &$crate::__Message) -> $crate::__Decision {
+                __wasp_with(|f| $crate::Filter::on_response_body(f, &mut $crate::Response::from_host(m)).into_wit())
+            }
+
+            fn on_call_response(
+                m: &$crate::__Message,
+                id: u64,
+                response: ::core::result::Result<$crate::__CallResponse, ::std::string::String>,
+            ) -> $crate::__Decision {
+                let response = response.map($crate::host::http::CallResponse::from_wit);
+                __wasp_with(|f| {
+                    $crate::Filter::on_call_response(f, &mut $crate::Request::from_host(m), id, response).into_wit()
                 })
             }
         }

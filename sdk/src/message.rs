@@ -1,16 +1,28 @@
 //! Typed views of the request and response a phase works on. wasp keeps the
 //! message; these calls read or change only what the filter asks for.
 
-use crate::bindings::wasp::filter::types::Message;
+use crate::bindings::wasp::filter::types::{self as wit, Message};
 
-/// The request, during [`crate::Filter::on_request_headers`].
+/// The request, during a request phase (or [`crate::Filter::on_call_response`]).
 pub struct Request<'a> {
     inner: &'a Message,
 }
 
-/// The response, during [`crate::Filter::on_response_headers`].
+/// The response, during a response phase.
 pub struct Response<'a> {
     inner: &'a Message,
+}
+
+/// How a filter wants to see a body (see [`Request::read_body`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMode {
+    /// The whole body in one body-phase call, buffered by wasp up to the
+    /// filter's `limits.body` (over it: a request is answered 413, a
+    /// response 502). Headers may still be changed in that call.
+    Buffer,
+    /// Each chunk in its own body-phase call as it passes; the headers are
+    /// already sent. [`Request::end_of_stream`] marks the last call.
+    Stream,
 }
 
 macro_rules! header_methods {
@@ -64,6 +76,42 @@ macro_rules! header_methods {
         /// The name of the route that took the request.
         pub fn route(&self) -> String {
             self.inner.route()
+        }
+
+        /// Asks to see the body in the body phase: whole or chunk by chunk.
+        /// Call it in the headers phase; without it the body phase does not run.
+        pub fn read_body(&mut self, mode: BodyMode) {
+            self.inner.read_body(match mode {
+                BodyMode::Buffer => wit::BodyMode::Buffer,
+                BodyMode::Stream => wit::BodyMode::Stream,
+            })
+        }
+
+        /// In the body phase: the whole body (buffered) or this chunk (streamed).
+        pub fn body(&self) -> Vec<u8> {
+            self.inner.body()
+        }
+
+        /// In the body phase: replaces the whole body or this chunk. wasp
+        /// fixes `content-length` (or sends the body chunked when streamed).
+        pub fn set_body(&mut self, body: impl Into<Vec<u8>>) {
+            self.inner.set_body(&body.into())
+        }
+
+        /// In the body phase: whether this is the last call for this body.
+        pub fn end_of_stream(&self) -> bool {
+            self.inner.end_of_stream()
+        }
+
+        /// At the end of the body: its trailers (e.g. `grpc-status`), if any.
+        pub fn trailers(&self) -> Vec<(String, Vec<u8>)> {
+            self.inner.trailers().into_iter().map(|h| (h.name, h.value)).collect()
+        }
+
+        /// At the end of the body: sets a trailer. Fails on an invalid name or
+        /// value, or before the end of the body.
+        pub fn set_trailer(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), String> {
+            self.inner.set_trailer(name, value.as_ref())
         }
     };
 }

@@ -7,8 +7,13 @@ use crate::bindings::wasp::filter::types as wit;
 pub enum Decision {
     /// Go on: the next filter, then the upstream (or the client).
     Continue,
-    /// Stop the chain and answer with this response.
+    /// Stop the chain and answer with this response. In a streamed body
+    /// phase, whose headers are already sent, it aborts the message instead.
     Reply(Reply),
+    /// Send the calls this phase made with [`crate::host::http::call`] and
+    /// hand each answer to [`crate::Filter::on_call_response`]. Only from
+    /// request phases.
+    Wait,
 }
 
 /// A response a filter sends instead of forwarding the request.
@@ -44,6 +49,7 @@ impl Decision {
     pub fn into_wit(self) -> wit::Decision {
         match self {
             Decision::Continue => wit::Decision::Continue,
+            Decision::Wait => wit::Decision::Wait,
             Decision::Reply(r) => wit::Decision::Reply(wit::LocalReply {
                 status: r.status,
                 headers: r.headers.into_iter().map(|(name, value)| wit::Header { name, value }).collect(),

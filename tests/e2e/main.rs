@@ -7,6 +7,8 @@ mod access_log;
 mod admin;
 mod demo;
 mod drain;
+mod filters_body;
+mod filters_ext_authz;
 mod filters_header_rewrite;
 mod filters_isolation;
 mod filters_rate_limit;

@@ -280,6 +280,9 @@ pub struct RawFilter {
     /// Host capabilities granted to the filter: `log`, `metrics`, `clock`, `kv`.
     #[serde(default = "default_allow")]
     pub allow: Vec<Capability>,
+    /// Clusters the filter may send HTTP calls to (`http-call`); none by default.
+    #[serde(default)]
+    pub http_clusters: Vec<String>,
 }
 
 /// A host capability a filter may be granted.
@@ -320,11 +323,18 @@ pub struct RawFilterLimits {
     /// Time one call (one phase) may run.
     #[serde(default = "default_filter_timeout")]
     pub timeout: String,
+    /// The largest body the filter may ask to see whole (`read-body(buffer)`).
+    #[serde(default = "default_filter_body")]
+    pub body: String,
 }
 
 impl Default for RawFilterLimits {
     fn default() -> Self {
-        RawFilterLimits { memory: default_filter_memory(), timeout: default_filter_timeout() }
+        RawFilterLimits {
+            memory: default_filter_memory(),
+            timeout: default_filter_timeout(),
+            body: default_filter_body(),
+        }
     }
 }
 
@@ -337,6 +347,9 @@ fn default_filter_memory() -> String {
 }
 fn default_filter_timeout() -> String {
     "10ms".into()
+}
+fn default_filter_body() -> String {
+    "1MiB".into()
 }
 fn default_access_log() -> String {
     "stdout".into()

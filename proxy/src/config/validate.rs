@@ -53,6 +53,10 @@ pub struct FilterConfig {
     pub timeout: Duration,
     /// Granted host capabilities.
     pub allow: Vec<Capability>,
+    /// The largest body the filter may see whole, bytes.
+    pub max_body: usize,
+    /// Clusters the filter may call.
+    pub http_clusters: Vec<String>,
 }
 
 /// Admin listener settings.
@@ -308,7 +312,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
         listeners.push(listener);
     }
     let clusters = raw.clusters.iter().enumerate().map(|(i, x)| cluster(&mut c, i, x)).collect();
-    let filters = raw.filters.iter().enumerate().map(|(i, f)| filter(&mut c, i, f, base)).collect();
+    let filters = raw.filters.iter().enumerate().map(|(i, f)| filter(&mut c, i, f, base, &clusters_named)).collect();
     if admin.address.port() != 0 && addresses.contains(&admin.address) {
         c.error("admin.address", format!("{} is used by a listener", admin.address));
     }
@@ -506,7 +510,7 @@ fn cluster(c: &mut Checker, i: usize, x: &RawCluster) -> ClusterConfig {
     }
 }
 
-fn filter(c: &mut Checker, i: usize, f: &RawFilter, base: &Path) -> FilterConfig {
+fn filter(c: &mut Checker, i: usize, f: &RawFilter, base: &Path, clusters: &HashSet<String>) -> FilterConfig {
     let at = format!("filters[{i}]");
     if f.module.is_empty() {
         c.error(format!("{at}.module"), "a filter needs a module path");
@@ -516,6 +520,21 @@ fn filter(c: &mut Checker, i: usize, f: &RawFilter, base: &Path) -> FilterConfig
         c.error(format!("{at}.limits.memory"), "at most 1GiB");
     }
     let timeout = c.positive_duration(format!("{at}.limits.timeout"), &f.limits.timeout);
+    let max_body = c.size(format!("{at}.limits.body"), &f.limits.body);
+    if memory > 0 && max_body > memory / 2 {
+        c.error(
+            format!("{at}.limits.body"),
+            format!(
+                "a whole body is copied into the filter's memory: at most half of limits.memory ({})",
+                f.limits.memory
+            ),
+        );
+    }
+    for (k, name) in f.http_clusters.iter().enumerate() {
+        if !clusters.contains(name) {
+            c.error(format!("{at}.http_clusters[{k}]"), format!("no cluster named {name:?}"));
+        }
+    }
     FilterConfig {
         name: f.name.clone(),
         module: base.join(&f.module),
@@ -525,6 +544,8 @@ fn filter(c: &mut Checker, i: usize, f: &RawFilter, base: &Path) -> FilterConfig
         memory,
         timeout,
         allow: f.allow.clone(),
+        max_body,
+        http_clusters: f.http_clusters.clone(),
     }
 }
 

@@ -2,15 +2,24 @@
 //! reverse over the filters whose request phase ran. A local reply stops the
 //! chain; a failing filter gets its policy (fail-closed: the request fails
 //! with a generic 500 or 503; fail-open: the filter is skipped).
+//!
+//! One request's pass through the chain is a [`Run`]: the instances leased
+//! for it (every phase of a filter runs on the same instance) and what each
+//! filter asked to see of the bodies. Request phases may `wait` for HTTP
+//! calls; response and streamed body phases may not.
 
 use super::bindings::wasp::filter::types::{Decision, LocalReply};
-use super::host::{Facts, Head};
+use super::host::{BodyMode, Chunk, Facts, Head, MessageState};
 use super::loaded::{Failure, Lease, LoadedFilter, Phase};
 use crate::config::model::FailurePolicy;
 use crate::error::Kind;
 use bytes::Bytes;
+use futures_util::future::join_all;
 use http::{HeaderName, HeaderValue, StatusCode};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Rounds of `wait` one phase may go through before it counts as invalid output.
+const MAX_WAIT_ROUNDS: usize = 4;
 
 /// The filters of one route, in config order.
 pub struct Chain {
@@ -39,52 +48,245 @@ pub enum Verdict {
     },
 }
 
+/// A filter leased for one request, and what it asked of the bodies.
+struct Slot {
+    lease: Lease,
+    request_body: Option<BodyMode>,
+    response_body: Option<BodyMode>,
+}
+
+struct Slots {
+    slots: Vec<Slot>,
+    /// How a streamed phase ended the exchange, for the request path to answer with.
+    abort: Option<Verdict>,
+}
+
+/// One request's pass through a chain. Shared with streamed bodies, which
+/// run their filters' body phases as chunks pass.
+#[derive(Clone)]
+pub struct Run {
+    state: Arc<Mutex<Slots>>,
+    facts: Facts,
+}
+
+/// Which body a streamed or buffered body phase works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The request body: filters in order.
+    Request,
+    /// The response body: filters in reverse order.
+    Response,
+}
+
 impl Chain {
     /// A chain over `filters`.
     pub fn new(filters: Vec<Arc<LoadedFilter>>) -> Self {
         Chain { filters }
     }
 
-    /// Runs the request phases. Returns the verdict and the leases of the
-    /// filters whose request phase ran: their response phases run on the
-    /// same instances.
-    pub fn on_request(&self, parts: &mut http::request::Parts, facts: &Facts) -> (Verdict, Vec<Lease>) {
-        let mut leases = Vec::with_capacity(self.filters.len());
-        for f in &self.filters {
-            let mut lease = match f.lease() {
-                Ok(l) => l,
-                Err(failure) => match judge(f, Err(failure)) {
-                    Step::Next => continue,
-                    Step::Stop(verdict) => return (verdict, leases),
-                },
-            };
-            let (head, outcome) = lease.call(Phase::RequestHeaders, Head::Request(take_request(parts)), facts);
-            if let Head::Request(p) = head {
-                *parts = p;
+    /// Runs the request-headers phases (waiting for HTTP calls where a
+    /// filter asks). The run keeps the leases of the filters whose phase
+    /// ran: their later phases run on the same instances.
+    pub async fn on_request(&self, parts: &mut http::request::Parts, facts: Facts) -> (Verdict, Run) {
+        let mut slots = Vec::with_capacity(self.filters.len());
+        let verdict = 'chain: {
+            for f in &self.filters {
+                let mut lease = match f.lease() {
+                    Ok(l) => l,
+                    Err(failure) => match judge(f, Err(failure)) {
+                        Step::Next => continue,
+                        Step::Stop(verdict) => break 'chain verdict,
+                    },
+                };
+                let msg = MessageState::head(Head::Request(take_request(parts)), &facts);
+                let (msg, outcome) = call_and_wait(&mut lease, Phase::RequestHeaders, msg).await;
+                let wants = msg.wants;
+                if let Head::Request(p) = msg.head {
+                    *parts = p;
+                }
+                let continued = matches!(outcome, Ok(Decision::Continue));
+                match judge(f, outcome) {
+                    Step::Next if continued => slots.push(Slot { lease, request_body: wants, response_body: None }),
+                    Step::Next => {} // fail-open: skipped, and so are its later phases
+                    Step::Stop(verdict) => break 'chain verdict,
+                }
             }
-            let continued = matches!(outcome, Ok(Decision::Continue));
-            match judge(f, outcome) {
-                Step::Next if continued => leases.push(lease),
-                Step::Next => {} // fail-open: skipped, and so are its response phases
-                Step::Stop(verdict) => return (verdict, leases),
-            }
-        }
-        (Verdict::Continue, leases)
+            Verdict::Continue
+        };
+        (verdict, Run { state: Arc::new(Mutex::new(Slots { slots, abort: None })), facts })
+    }
+}
+
+impl Run {
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs the response phases on the leased instances, last first.
-    pub fn on_response(&self, leases: &mut [Lease], parts: &mut http::response::Parts, facts: &Facts) -> Verdict {
-        for lease in leases.iter_mut().rev() {
-            let (head, outcome) = lease.call(Phase::ResponseHeaders, Head::Response(take_response(parts)), facts);
-            if let Head::Response(p) = head {
+    /// How the filters want `side`'s body: buffered whole (with the smallest
+    /// limit among those asking) if any filter asked for that, else streamed.
+    pub fn body_mode(&self, side: Side) -> Option<(BodyMode, usize)> {
+        let state = self.lock();
+        let mut mode = None;
+        for slot in &state.slots {
+            match (slot.wants(side), mode) {
+                (Some(BodyMode::Buffer), Some((BodyMode::Buffer, limit))) => {
+                    mode = Some((BodyMode::Buffer, slot.lease.filter().max_body.min(limit)))
+                }
+                (Some(BodyMode::Buffer), _) => mode = Some((BodyMode::Buffer, slot.lease.filter().max_body)),
+                (Some(BodyMode::Stream), None) => mode = Some((BodyMode::Stream, usize::MAX)),
+                _ => {}
+            }
+        }
+        mode
+    }
+
+    /// Runs the request-body phases over the whole buffered body; header
+    /// changes still apply, and filters may `wait` for calls.
+    pub async fn on_request_body(&self, parts: &mut http::request::Parts, body: Chunk) -> (Verdict, Chunk) {
+        // Nothing else holds the run yet: take the slots out to call across awaits.
+        let mut slots = std::mem::take(&mut self.lock().slots);
+        let mut msg = MessageState { body, ..MessageState::head(Head::Request(take_request(parts)), &self.facts) };
+        let mut verdict = Verdict::Continue;
+        for slot in slots.iter_mut().filter(|s| s.request_body.is_some()) {
+            let (back, outcome) = call_and_wait(&mut slot.lease, Phase::RequestBody, msg).await;
+            msg = back;
+            if let Some(v) = slot.settle(Side::Request, outcome) {
+                verdict = v;
+                break;
+            }
+        }
+        self.lock().slots = slots;
+        if let Head::Request(p) = msg.head {
+            *parts = p;
+        }
+        (verdict, msg.body)
+    }
+
+    /// Runs the response-headers phases, last filter first.
+    pub fn on_response(&self, parts: &mut http::response::Parts) -> Verdict {
+        let mut state = self.lock();
+        for slot in state.slots.iter_mut().rev() {
+            let msg = MessageState::head(Head::Response(take_response(parts)), &self.facts);
+            let (msg, outcome) = slot.lease.call(Phase::ResponseHeaders, msg);
+            slot.response_body = msg.wants;
+            if let Head::Response(p) = msg.head {
                 *parts = p;
             }
-            if let Step::Stop(verdict) = judge(lease.filter(), outcome) {
+            if let Step::Stop(verdict) = judge(slot.lease.filter(), outcome) {
                 return verdict;
             }
         }
         Verdict::Continue
     }
+
+    /// Runs the response-body phases over the whole buffered body, last filter first.
+    pub fn on_response_body(&self, parts: &mut http::response::Parts, body: Chunk) -> (Verdict, Chunk) {
+        let mut state = self.lock();
+        let mut msg = MessageState { body, ..MessageState::head(Head::Response(take_response(parts)), &self.facts) };
+        let mut verdict = Verdict::Continue;
+        for slot in state.slots.iter_mut().rev().filter(|s| s.response_body.is_some()) {
+            let (back, outcome) = slot.lease.call(Phase::ResponseBody, msg);
+            msg = back;
+            if let Some(v) = slot.settle(Side::Response, outcome) {
+                verdict = v;
+                break;
+            }
+        }
+        if let Head::Response(p) = msg.head {
+            *parts = p;
+        }
+        (verdict, msg.body)
+    }
+
+    /// Passes one chunk of a streamed body through the filters that asked to
+    /// stream it. `None` means a filter ended the message: the stream must be
+    /// aborted (see [`Run::take_abort`] for what the filter decided).
+    pub fn on_chunk(&self, side: Side, chunk: Chunk) -> Option<Chunk> {
+        let mut state = self.lock();
+        let Slots { slots, abort } = &mut *state;
+        let phase = if side == Side::Request { Phase::RequestBody } else { Phase::ResponseBody };
+        let mut msg = MessageState { body: chunk, ..MessageState::head(Head::Sent, &self.facts) };
+        let order: Box<dyn Iterator<Item = &mut Slot>> =
+            if side == Side::Request { Box::new(slots.iter_mut()) } else { Box::new(slots.iter_mut().rev()) };
+        for slot in order.filter(|s| s.wants(side).is_some()) {
+            let (back, outcome) = slot.lease.call(phase, msg);
+            msg = back;
+            if let Some(v) = slot.settle(side, outcome) {
+                *abort = Some(v);
+                return None;
+            }
+        }
+        Some(msg.body)
+    }
+
+    /// What ended a streamed body early, if a filter did.
+    pub fn take_abort(&self) -> Option<Verdict> {
+        self.lock().abort.take()
+    }
+}
+
+impl Slot {
+    fn wants(&self, side: Side) -> Option<BodyMode> {
+        match side {
+            Side::Request => self.request_body,
+            Side::Response => self.response_body,
+        }
+    }
+
+    /// Judges a body phase's outcome; `Some` stops the chain. A fail-open
+    /// filter that failed sees no more of this body.
+    fn settle(&mut self, side: Side, outcome: Result<Decision, Failure>) -> Option<Verdict> {
+        let continued = matches!(outcome, Ok(Decision::Continue));
+        match judge(self.lease.filter(), outcome) {
+            Step::Next if !continued => {
+                match side {
+                    Side::Request => self.request_body = None,
+                    Side::Response => self.response_body = None,
+                }
+                None
+            }
+            Step::Next => None,
+            Step::Stop(verdict) => Some(verdict),
+        }
+    }
+}
+
+/// Calls a request phase; while it answers `wait`, sends the calls it
+/// prepared and hands each answer to `on-call-response` (in the order the
+/// calls were made). A reply or failure stops at once; `wait` again sends
+/// the calls made meanwhile.
+async fn call_and_wait(
+    lease: &mut Lease,
+    phase: Phase,
+    msg: MessageState,
+) -> (MessageState, Result<Decision, Failure>) {
+    let (mut msg, mut outcome) = lease.call(phase, msg);
+    for _ in 0..MAX_WAIT_ROUNDS {
+        if !matches!(outcome, Ok(Decision::Wait)) {
+            return (msg, outcome);
+        }
+        let calls = lease.take_calls();
+        if calls.is_empty() {
+            break;
+        }
+        let answers = join_all(calls.into_iter().map(|c| async move { (c.id, c.future.await) })).await;
+        outcome = Ok(Decision::Continue);
+        for (id, answer) in &answers {
+            let (back, out) = lease.call_response(msg, *id, answer);
+            msg = back;
+            match out {
+                Ok(Decision::Continue) => {}
+                Ok(Decision::Wait) => outcome = Ok(Decision::Wait),
+                other => return (msg, other),
+            }
+        }
+    }
+    if matches!(outcome, Ok(Decision::Wait)) {
+        tracing::warn!(filter = %lease.filter().name, "invalid decision: wait with no call prepared (or too many rounds)");
+        lease.filter().count(Failure::InvalidOutput);
+        outcome = Err(Failure::InvalidOutput);
+    }
+    (msg, outcome)
 }
 
 enum Step {
@@ -103,6 +305,11 @@ fn judge(f: &Arc<LoadedFilter>, outcome: Result<Decision, Failure>) -> Step {
                 Failure::InvalidOutput
             }
         },
+        Ok(Decision::Wait) => {
+            tracing::warn!(filter = %f.name, "invalid decision: wait is only allowed in request phases");
+            f.count(Failure::InvalidOutput);
+            Failure::InvalidOutput
+        }
         Err(failure) => failure,
     };
     match f.policy {

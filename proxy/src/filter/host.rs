@@ -1,12 +1,17 @@
 //! What a filter instance's store holds and the host side of every import:
-//! the `message` resource over the proxy's own request/response head, logs,
-//! filter-defined metrics, clocks and the shared key-value store.
+//! the `message` resource over the proxy's own request/response head and
+//! body, logs, filter-defined metrics, clocks, the shared key-value store and
+//! outbound HTTP calls.
 
 use super::bindings::wasp::filter::{host, types};
+use super::call::{Pending, prepare};
 use super::kv::Kv;
 use crate::config::model::Capability;
 use crate::metrics::Metrics;
-use http::{HeaderName, HeaderValue, Method};
+use crate::upstream::Cluster;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -23,6 +28,8 @@ pub struct FilterShared {
     pub metrics: Arc<Metrics>,
     /// Capabilities the config grants.
     pub allow: Vec<Capability>,
+    /// Clusters it may call, by name.
+    pub clusters: HashMap<String, Arc<Cluster>>,
 }
 
 impl FilterShared {
@@ -52,6 +59,10 @@ pub struct HostState {
     pub limits: StoreLimits,
     /// The filter this instance belongs to.
     pub shared: Arc<FilterShared>,
+    /// HTTP calls prepared during the current phase, sent if it returns `wait`.
+    pub calls: Vec<Pending>,
+    /// Id of the next call.
+    pub next_call: u64,
 }
 
 impl HostState {
@@ -67,6 +78,22 @@ pub enum Head {
     Request(http::request::Parts),
     /// A response head.
     Response(http::response::Parts),
+    /// Already sent (streamed body phases): nothing to read or change.
+    Sent,
+}
+
+/// What a filter asked to see of a body.
+pub use types::BodyMode;
+
+/// The body a body phase works on: the whole body or one chunk.
+#[derive(Default)]
+pub struct Chunk {
+    /// The bytes.
+    pub data: Bytes,
+    /// Whether this is the end of the body.
+    pub end: bool,
+    /// Trailers, at the end.
+    pub trailers: Option<HeaderMap>,
 }
 
 /// Host side of the `message` resource.
@@ -75,6 +102,17 @@ pub struct MessageState {
     pub head: Head,
     /// Facts of the exchange.
     pub facts: Facts,
+    /// The body of a body phase (empty in headers phases).
+    pub body: Chunk,
+    /// What the filter asked for with `read-body`.
+    pub wants: Option<BodyMode>,
+}
+
+impl MessageState {
+    /// A message for a headers phase.
+    pub fn head(head: Head, facts: &Facts) -> Self {
+        MessageState { head, facts: facts.clone(), body: Chunk::default(), wants: None }
+    }
 }
 
 /// What a filter may ask about the exchange.
@@ -89,19 +127,25 @@ pub struct Facts {
 }
 
 impl MessageState {
-    fn headers(&self) -> &http::HeaderMap {
+    fn headers(&self) -> Option<&HeaderMap> {
         match &self.head {
-            Head::Request(p) => &p.headers,
-            Head::Response(p) => &p.headers,
+            Head::Request(p) => Some(&p.headers),
+            Head::Response(p) => Some(&p.headers),
+            Head::Sent => None,
         }
     }
 
-    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+    fn headers_mut(&mut self) -> Result<&mut HeaderMap, String> {
         match &mut self.head {
-            Head::Request(p) => &mut p.headers,
-            Head::Response(p) => &mut p.headers,
+            Head::Request(p) => Ok(&mut p.headers),
+            Head::Response(p) => Ok(&mut p.headers),
+            Head::Sent => Err("the headers were already sent (streamed body phase)".into()),
         }
     }
+}
+
+fn header_list(map: &HeaderMap) -> Vec<types::Header> {
+    map.iter().map(|(n, v)| types::Header { name: n.as_str().to_string(), value: v.as_bytes().to_vec() }).collect()
 }
 
 type Res<T> = wasmtime::Result<T>;
@@ -118,7 +162,7 @@ impl types::HostMessage for HostState {
     fn method(&mut self, m: Resource<MessageState>) -> Res<String> {
         Ok(match &self.table.get(&m)?.head {
             Head::Request(p) => p.method.as_str().to_string(),
-            Head::Response(_) => String::new(),
+            Head::Response(_) | Head::Sent => String::new(),
         })
     }
 
@@ -130,6 +174,7 @@ impl types::HostMessage for HostState {
                 Ok(())
             }
             (Head::Response(_), _) => Err("a response has no method".into()),
+            (Head::Sent, _) => Err("the headers were already sent".into()),
             (_, Err(e)) => Err(e),
         })
     }
@@ -137,13 +182,13 @@ impl types::HostMessage for HostState {
     fn path(&mut self, m: Resource<MessageState>) -> Res<String> {
         Ok(match &self.table.get(&m)?.head {
             Head::Request(p) => p.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string(),
-            Head::Response(_) => String::new(),
+            Head::Response(_) | Head::Sent => String::new(),
         })
     }
 
     fn set_path(&mut self, m: Resource<MessageState>, path: String) -> Res<Result<(), String>> {
         let Head::Request(p) = &mut self.table.get_mut(&m)?.head else {
-            return Ok(Err("a response has no path".into()));
+            return Ok(Err("not a request head (a response, or already sent)".into()));
         };
         if !path.starts_with('/') {
             return Ok(Err(format!("path {path:?} must start with '/'")));
@@ -170,7 +215,7 @@ impl types::HostMessage for HostState {
 
     fn set_authority(&mut self, m: Resource<MessageState>, authority: String) -> Res<Result<(), String>> {
         let Head::Request(p) = &mut self.table.get_mut(&m)?.head else {
-            return Ok(Err("a response has no authority".into()));
+            return Ok(Err("not a request head (a response, or already sent)".into()));
         };
         let Ok(parsed) = authority.parse::<http::uri::Authority>() else {
             return Ok(Err(format!("invalid authority {authority:?}")));
@@ -191,43 +236,43 @@ impl types::HostMessage for HostState {
     fn status(&mut self, m: Resource<MessageState>) -> Res<u16> {
         Ok(match &self.table.get(&m)?.head {
             Head::Response(p) => p.status.as_u16(),
-            Head::Request(_) => 0,
+            Head::Request(_) | Head::Sent => 0,
         })
     }
 
     fn get_header(&mut self, m: Resource<MessageState>, name: String) -> Res<Option<Vec<u8>>> {
-        Ok(self.table.get(&m)?.headers().get(name.as_str()).map(|v| v.as_bytes().to_vec()))
+        Ok(self.table.get(&m)?.headers().and_then(|h| h.get(name.as_str())).map(|v| v.as_bytes().to_vec()))
     }
 
     fn get_header_all(&mut self, m: Resource<MessageState>, name: String) -> Res<Vec<Vec<u8>>> {
-        Ok(self.table.get(&m)?.headers().get_all(name.as_str()).iter().map(|v| v.as_bytes().to_vec()).collect())
+        let Some(headers) = self.table.get(&m)?.headers() else { return Ok(Vec::new()) };
+        Ok(headers.get_all(name.as_str()).iter().map(|v| v.as_bytes().to_vec()).collect())
     }
 
     fn header_names(&mut self, m: Resource<MessageState>) -> Res<Vec<String>> {
-        Ok(self.table.get(&m)?.headers().keys().map(|k| k.as_str().to_string()).collect())
+        Ok(self.table.get(&m)?.headers().map_or_else(Vec::new, |h| h.keys().map(|k| k.as_str().to_string()).collect()))
     }
 
     fn set_header(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
-        let pair = header_pair(&name, &value);
-        Ok(pair.map(|(n, v)| {
-            if let Ok(state) = self.table.get_mut(&m) {
-                state.headers_mut().insert(n, v);
-            }
+        let state = self.table.get_mut(&m)?;
+        Ok(header_pair(&name, &value).and_then(|(n, v)| {
+            state.headers_mut()?.insert(n, v);
+            Ok(())
         }))
     }
 
     fn append_header(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
-        let pair = header_pair(&name, &value);
-        Ok(pair.map(|(n, v)| {
-            if let Ok(state) = self.table.get_mut(&m) {
-                state.headers_mut().append(n, v);
-            }
+        let state = self.table.get_mut(&m)?;
+        Ok(header_pair(&name, &value).and_then(|(n, v)| {
+            state.headers_mut()?.append(n, v);
+            Ok(())
         }))
     }
 
     fn remove_header(&mut self, m: Resource<MessageState>, name: String) -> Res<()> {
-        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-            self.table.get_mut(&m)?.headers_mut().remove(n);
+        let state = self.table.get_mut(&m)?;
+        if let (Ok(n), Ok(headers)) = (HeaderName::from_bytes(name.as_bytes()), state.headers_mut()) {
+            headers.remove(n);
         }
         Ok(())
     }
@@ -242,6 +287,38 @@ impl types::HostMessage for HostState {
 
     fn route(&mut self, m: Resource<MessageState>) -> Res<String> {
         Ok(self.table.get(&m)?.facts.route.to_string())
+    }
+
+    fn read_body(&mut self, m: Resource<MessageState>, mode: BodyMode) -> Res<()> {
+        self.table.get_mut(&m)?.wants = Some(mode);
+        Ok(())
+    }
+
+    fn body(&mut self, m: Resource<MessageState>) -> Res<Vec<u8>> {
+        Ok(self.table.get(&m)?.body.data.to_vec())
+    }
+
+    fn set_body(&mut self, m: Resource<MessageState>, body: Vec<u8>) -> Res<()> {
+        self.table.get_mut(&m)?.body.data = Bytes::from(body);
+        Ok(())
+    }
+
+    fn end_of_stream(&mut self, m: Resource<MessageState>) -> Res<bool> {
+        Ok(self.table.get(&m)?.body.end)
+    }
+
+    fn trailers(&mut self, m: Resource<MessageState>) -> Res<Vec<types::Header>> {
+        Ok(self.table.get(&m)?.body.trailers.as_ref().map_or_else(Vec::new, header_list))
+    }
+
+    fn set_trailer(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
+        let body = &mut self.table.get_mut(&m)?.body;
+        if !body.end {
+            return Ok(Err("trailers can only be set at the end of the body".into()));
+        }
+        Ok(header_pair(&name, &value).map(|(n, v)| {
+            body.trailers.get_or_insert_with(HeaderMap::new).insert(n, v);
+        }))
     }
 
     fn drop(&mut self, m: Resource<MessageState>) -> Res<()> {
@@ -307,6 +384,23 @@ impl host::Host for HostState {
     fn kv_increment(&mut self, key: String, delta: i64, ttl_ms: u64) -> Res<i64> {
         self.shared.require(Capability::Kv)?;
         Ok(self.shared.kv.increment(&key, delta, ttl_ms))
+    }
+
+    fn http_call(&mut self, cluster: String, request: types::CallRequest) -> Res<Result<u64, String>> {
+        let Some(target) = self.shared.clusters.get(&cluster) else {
+            wasmtime::bail!(
+                "filter {:?} may not call cluster {cluster:?}; add it to the filter's `http_clusters`",
+                &*self.shared.name
+            )
+        };
+        if self.calls.len() >= super::call::MAX_PENDING {
+            return Ok(Err(format!("at most {} calls may be pending at once", super::call::MAX_PENDING)));
+        }
+        Ok(prepare(target.clone(), request).map(|future| {
+            self.next_call += 1;
+            self.calls.push(Pending { id: self.next_call, future });
+            self.next_call
+        }))
     }
 }
 

@@ -9,13 +9,16 @@
 //! in a filter's fields is never seen by another request. An instance that
 //! trapped, timed out or ran out of memory is dropped, never reused.
 
+use super::bindings::exports::wasp::filter::handler::Guest;
 use super::bindings::wasp::filter::types::Decision;
 use super::bindings::{HttpFilter, HttpFilterPre};
-use super::host::{Facts, FilterShared, Head, HostState, MessageState};
+use super::call::{Answer, Pending};
+use super::host::{FilterShared, HostState, MessageState};
 use super::runtime::Runtime;
 use crate::config::FilterConfig;
 use crate::config::model::FailurePolicy;
 use crate::metrics::Metrics;
+use crate::upstream::Cluster;
 use prometheus::{Histogram, IntCounterVec};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -88,6 +91,8 @@ pub struct LoadedFilter {
     pub name: Arc<str>,
     /// Failure policy.
     pub policy: FailurePolicy,
+    /// The largest body it may see whole.
+    pub max_body: usize,
     pre: HttpFilterPre<HostState>,
     shared: Arc<FilterShared>,
     config_json: String,
@@ -95,8 +100,8 @@ pub struct LoadedFilter {
     ticks: u64,
     idle: Mutex<Vec<Instance>>,
     errors: IntCounterVec,
-    /// Call duration per phase: request headers, response headers.
-    pub durations: [Histogram; 2],
+    /// Call duration per [`Phase`].
+    pub durations: [Histogram; 5],
 }
 
 impl LoadedFilter {
@@ -108,6 +113,7 @@ impl LoadedFilter {
         runtime: &Runtime,
         cfg: &FilterConfig,
         metrics: &Arc<Metrics>,
+        clusters: &HashMap<&str, Arc<Cluster>>,
         compiled: &mut HashMap<Vec<u8>, Component>,
     ) -> Result<Self, String> {
         let path = &cfg.module_name;
@@ -141,12 +147,13 @@ impl LoadedFilter {
                 kv: Default::default(),
                 metrics: metrics.clone(),
                 allow: cfg.allow.clone(),
+                clusters: cfg.http_clusters.iter().map(|n| (n.clone(), clusters[n.as_str()].clone())).collect(),
             }),
-            durations: ["request_headers", "response_headers"]
-                .map(|phase| metrics.filter_duration.with_label_values(&[&cfg.name, phase])),
+            durations: Phase::LABELS.map(|phase| metrics.filter_duration.with_label_values(&[&cfg.name, phase])),
             errors: metrics.filter_errors.clone(),
             name,
             policy: cfg.on_error,
+            max_body: cfg.max_body,
             pre,
             config_json: cfg.config_json.clone(),
             memory: cfg.memory,
@@ -161,7 +168,13 @@ impl LoadedFilter {
     /// A new instance, initialised with the filter's config (init gets [`INIT_BUDGET`] times a call's time).
     fn instantiate(&self) -> Result<Instance, InitError> {
         let limits = StoreLimitsBuilder::new().memory_size(self.memory).trap_on_grow_failure(true).build();
-        let state = HostState { table: Default::default(), limits, shared: self.shared.clone() };
+        let state = HostState {
+            table: Default::default(),
+            limits,
+            shared: self.shared.clone(),
+            calls: Vec::new(),
+            next_call: 0,
+        };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(HostState::limiter);
         store.set_epoch_deadline(self.ticks * u64::from(INIT_BUDGET));
@@ -215,39 +228,72 @@ impl Lease {
         &self.filter
     }
 
-    /// Runs one phase within the filter's limits. The head is lent to the
-    /// guest as a `message` resource and always comes back, even when the
-    /// call fails; a failed instance is discarded and the failure counted.
-    pub fn call(&mut self, phase: Phase, head: Head, facts: &Facts) -> (Head, Result<Decision, Failure>) {
+    /// Runs one phase within the filter's limits. The message is lent to
+    /// the guest as a `message` resource and always comes back, even when
+    /// the call fails; a failed instance is discarded and the failure counted.
+    pub fn call(&mut self, phase: Phase, msg: MessageState) -> (MessageState, Result<Decision, Failure>) {
+        self.run(phase as usize, msg, |handler, store, m| match phase {
+            Phase::RequestHeaders => handler.call_on_request_headers(store, m),
+            Phase::RequestBody => handler.call_on_request_body(store, m),
+            Phase::ResponseHeaders => handler.call_on_response_headers(store, m),
+            Phase::ResponseBody => handler.call_on_response_body(store, m),
+        })
+    }
+
+    /// Hands the answer of call `id` to the filter, with the request of the
+    /// phase that made the call.
+    pub fn call_response(
+        &mut self,
+        msg: MessageState,
+        id: u64,
+        answer: &Answer,
+    ) -> (MessageState, Result<Decision, Failure>) {
+        self.run(CALL_RESPONSE, msg, |handler, store, m| {
+            handler.call_on_call_response(store, m, id, answer.as_ref().map_err(String::as_str))
+        })
+    }
+
+    /// The calls the last phase prepared (sent only if it returned `wait`).
+    pub fn take_calls(&mut self) -> Vec<Pending> {
+        self.instance.as_mut().map(|i| std::mem::take(&mut i.store.data_mut().calls)).unwrap_or_default()
+    }
+
+    fn run(
+        &mut self,
+        phase: usize,
+        msg: MessageState,
+        call: impl FnOnce(&Guest, &mut Store<HostState>, Resource<MessageState>) -> wasmtime::Result<Decision>,
+    ) -> (MessageState, Result<Decision, Failure>) {
         let f = &self.filter;
         let Some(inst) = self.instance.as_mut() else {
-            return (head, Err(Failure::Unavailable));
+            return (msg, Err(Failure::Unavailable));
         };
-        let lent = match inst.store.data_mut().table.push(MessageState { head, facts: facts.clone() }) {
+        inst.store.data_mut().calls.clear();
+        let lent = match inst.store.data_mut().table.push(msg) {
             Ok(r) => r,
             Err(_) => unreachable_table(),
         };
         inst.store.set_epoch_deadline(f.ticks);
         let start = Instant::now();
         let borrowed = Resource::<MessageState>::new_borrow(lent.rep());
-        let handler = inst.bindings.wasp_filter_handler();
-        let result = match phase {
-            Phase::RequestHeaders => handler.call_on_request_headers(&mut inst.store, borrowed),
-            Phase::ResponseHeaders => handler.call_on_response_headers(&mut inst.store, borrowed),
-        };
-        f.durations[phase as usize].observe(start.elapsed().as_secs_f64());
-        let head = match inst.store.data_mut().table.delete(lent) {
-            Ok(state) => state.head,
+        let result = call(inst.bindings.wasp_filter_handler(), &mut inst.store, borrowed);
+        f.durations[phase].observe(start.elapsed().as_secs_f64());
+        let data = inst.store.data_mut();
+        let msg = match data.table.delete(lent) {
+            Ok(state) => state,
             Err(_) => unreachable_table(),
         };
+        if !matches!(result, Ok(Decision::Wait)) {
+            data.calls.clear();
+        }
         match result {
-            Ok(decision) => (head, Ok(decision)),
+            Ok(decision) => (msg, Ok(decision)),
             Err(trap) => {
                 let failure = Failure::of(&trap);
                 tracing::warn!(filter = %f.name, reason = failure.label(), error = %root_cause(&trap), "filter failed");
                 f.count(failure);
                 self.instance = None;
-                (head, Err(failure))
+                (msg, Err(failure))
             }
         }
     }
@@ -262,12 +308,25 @@ impl Drop for Lease {
 }
 
 /// A phase of the chain.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// `on-request-headers`
     RequestHeaders = 0,
+    /// `on-request-body`
+    RequestBody = 1,
     /// `on-response-headers`
-    ResponseHeaders = 1,
+    ResponseHeaders = 2,
+    /// `on-response-body`
+    ResponseBody = 3,
+}
+
+/// Index of `on-call-response` among the duration histograms.
+const CALL_RESPONSE: usize = 4;
+
+impl Phase {
+    /// `wasp_filter_duration_seconds{phase}` labels: the phases, then `on-call-response`.
+    pub const LABELS: [&'static str; 5] =
+        ["request_headers", "request_body", "response_headers", "response_body", "call_response"];
 }
 
 /// The table only fails when full or when a handle is stale; wasp pushes one

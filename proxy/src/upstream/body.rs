@@ -1,18 +1,59 @@
 //! The request body sent upstream. It can be handed to a second attempt as
 //! long as the first never started reading it: a retry never re-sends a body
-//! that was already (partly) streamed. It also counts the bytes it carried.
+//! that was already (partly) streamed. A body a filter buffered whole can be
+//! sent any number of times. It also counts the bytes it carried.
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+/// Errors of a request body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where a streamed request body comes from: the client, or the client
+/// through streaming filters.
+pub enum Source {
+    /// The client's body as it arrives.
+    Incoming(Incoming),
+    /// Any other body (e.g. passed through filters chunk by chunk).
+    Boxed(BoxBody<Bytes, BoxError>),
+}
+
+impl Body for Source {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Source::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Source::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Incoming(b) => b.is_end_stream(),
+            Source::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Source::Incoming(b) => b.size_hint(),
+            Source::Boxed(b) => b.size_hint(),
+        }
+    }
+}
+
 /// What the attempts of one request share: the unread body and a byte count.
 pub struct Shared {
-    unread: Mutex<Option<Incoming>>,
+    unread: Mutex<Option<Source>>,
     bytes: AtomicU64,
 }
 
@@ -25,7 +66,9 @@ pub struct RequestBody {
 enum State {
     Empty,
     Unread(Arc<Shared>),
-    Streaming(Incoming, Arc<Shared>),
+    Streaming(Source, Arc<Shared>),
+    /// A whole body: data, then trailers.
+    Full(Option<Bytes>, Option<HeaderMap>),
     Gone,
 }
 
@@ -36,7 +79,7 @@ pub struct BodyConsumed;
 
 impl RequestBody {
     /// Wraps the downstream body; an empty body needs no sharing at all.
-    pub fn new(body: Incoming) -> (Self, Option<Arc<Shared>>) {
+    pub fn new(body: Source) -> (Self, Option<Arc<Shared>>) {
         let hint = body.size_hint();
         if body.is_end_stream() {
             return (RequestBody { state: State::Empty, hint }, None);
@@ -45,10 +88,19 @@ impl RequestBody {
         (RequestBody { state: State::Unread(shared.clone()), hint }, Some(shared))
     }
 
+    /// A whole body (buffered by a filter, or a filter's own call): it can be
+    /// sent again on every attempt. `received` is what the client sent.
+    pub fn full(data: Bytes, trailers: Option<HeaderMap>) -> (Self, Arc<Shared>) {
+        let hint = SizeHint::with_exact(data.len() as u64);
+        let shared = Arc::new(Shared { unread: Mutex::new(None), bytes: AtomicU64::new(data.len() as u64) });
+        (RequestBody { state: State::Full(Some(data), trailers), hint }, shared)
+    }
+
     /// A body for another attempt, if no attempt has read this one yet.
     pub fn replay(&self) -> Option<RequestBody> {
         let state = match &self.state {
             State::Empty => State::Empty,
+            State::Full(data, trailers) if data.is_some() => State::Full(data.clone(), trailers.clone()),
             State::Unread(s) | State::Streaming(_, s) if s.is_unread() => State::Unread(s.clone()),
             _ => return None,
         };
@@ -76,6 +128,16 @@ impl Body for RequestBody {
         loop {
             match &mut this.state {
                 State::Empty => return Poll::Ready(None),
+                State::Full(data, trailers) => {
+                    let frame = match data.take() {
+                        Some(d) if !d.is_empty() => Frame::data(d),
+                        _ => match trailers.take() {
+                            Some(t) => Frame::trailers(t),
+                            None => return Poll::Ready(None),
+                        },
+                    };
+                    return Poll::Ready(Some(Ok(frame)));
+                }
                 State::Gone => return Poll::Ready(Some(Err(Box::new(BodyConsumed)))),
                 State::Unread(shared) => {
                     let taken = shared.unread.lock().ok().and_then(|mut b| b.take());
@@ -91,7 +153,7 @@ impl Body for RequestBody {
                     {
                         shared.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                     }
-                    return polled.map_err(Into::into);
+                    return polled;
                 }
             }
         }
@@ -101,6 +163,7 @@ impl Body for RequestBody {
         match &self.state {
             State::Empty => true,
             State::Streaming(body, _) => body.is_end_stream(),
+            State::Full(data, trailers) => data.as_ref().is_none_or(Bytes::is_empty) && trailers.is_none(),
             _ => false,
         }
     }

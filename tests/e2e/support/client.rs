@@ -39,6 +39,8 @@ pub struct Reply {
     pub headers: HeaderMap,
     /// Body.
     pub body: Bytes,
+    /// Trailers, if any came.
+    pub trailers: Option<HeaderMap>,
 }
 
 impl Reply {
@@ -57,8 +59,9 @@ impl Reply {
 pub async fn send(client: &TestClient, req: Request<Body>) -> Result<Reply, String> {
     let resp = client.request(req).await.map_err(|e| format!("request failed: {e:?}"))?;
     let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map_err(|e| format!("body failed: {e:?}"))?.to_bytes();
-    Ok(Reply { status: parts.status, headers: parts.headers, body })
+    let collected = body.collect().await.map_err(|e| format!("body failed: {e:?}"))?;
+    let trailers = collected.trailers().cloned();
+    Ok(Reply { status: parts.status, headers: parts.headers, body: collected.to_bytes(), trailers })
 }
 
 /// GET `url` and read the whole response; panics on transport errors.

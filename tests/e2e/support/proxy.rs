@@ -152,6 +152,18 @@ impl Running {
         self.stderr.lock().expect("lock").clone()
     }
 
+    /// Waits until a stderr line contains `needle` and returns it.
+    pub fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.stderr_lines().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(Instant::now() < deadline, "no stderr line contains {needle:?}:\n{}", self.stderr_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn stderr_text(&self) -> String {
         self.stderr_lines().join("\n")
     }

@@ -7,6 +7,12 @@
 //! - `/scripted`: the next status from [`Upstream::script`], 200 when empty
 //! - `/drop`: closes the connection without answering
 //! - `/truncate/N`: promises 2N bytes, sends N, then dies
+//! - `POST /reflect`: streams the request body back (and its trailers as
+//!   response trailers); `x-request-length` tells the framing it came with
+//! - `/trailers`: `hello` then trailers `grpc-status: 0`, `x-upstream-trailer: yes`
+//! - `/authz/...`: an authorization service: `authorization: Bearer good`
+//!   → 200 with `x-user: alice`; `Bearer slow` → the same after 2 s;
+//!   anything else → 403 `denied by authz` with `www-authenticate`
 //! - anything else: JSON echo of method, path, version and headers
 
 use bytes::Bytes;
@@ -188,6 +194,39 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             full(status, format!("scripted {status}\n"))
         }
         "drop" => return Err("dropping the connection on purpose".into()),
+        "reflect" => {
+            let length = req.headers().get(http::header::CONTENT_LENGTH).cloned();
+            let mut r = Response::new(BodyExt::boxed(req.into_body().map_err(Error::from)));
+            r.headers_mut()
+                .insert("x-request-length", length.unwrap_or_else(|| http::HeaderValue::from_static("none")));
+            r
+        }
+        "trailers" => {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            trailers.insert("x-upstream-trailer", http::HeaderValue::from_static("yes"));
+            let frames = vec![Ok::<_, Error>(Frame::data(Bytes::from("hello"))), Ok(Frame::trailers(trailers))];
+            Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames))))
+        }
+        "authz" => {
+            let auth = req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+            match auth.as_deref() {
+                Some(b"Bearer good") | Some(b"Bearer slow") => {
+                    if auth.as_deref() == Some(b"Bearer slow") {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    let mut r = full(200, "ok\n");
+                    r.headers_mut().insert("x-user", http::HeaderValue::from_static("alice"));
+                    r
+                }
+                _ => {
+                    let mut r = full(403, "denied by authz\n");
+                    r.headers_mut()
+                        .insert("www-authenticate", http::HeaderValue::from_static("Bearer realm=\"authz\""));
+                    r
+                }
+            }
+        }
         "truncate" => {
             let n: u64 = arg.parse()?;
             let stream = futures_util::stream::iter(vec![
