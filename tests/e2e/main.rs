@@ -7,6 +7,7 @@ mod access_log;
 mod admin;
 mod demo;
 mod drain;
+mod filters_auth;
 mod filters_body;
 mod filters_ext_authz;
 mod filters_header_rewrite;
