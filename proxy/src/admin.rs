@@ -1,8 +1,9 @@
 //! The admin listener: `/healthz` (alive), `/readyz` (listeners bound, not
-//! draining, local app reachable), `/config` (effective config as JSON) and
-//! `/metrics` (Prometheus text). It keeps serving while the proxy drains, so
+//! draining, local app reachable), `/config` (effective config as JSON),
+//! `/filters` (each filter's serving version) and `/metrics` (Prometheus text). It keeps serving while the proxy drains, so
 //! `/readyz` reports 503 and `/metrics` stays observable until exit.
 
+use crate::filter::Registry;
 use crate::metrics::Metrics;
 use crate::upstream::Cluster;
 use bytes::Bytes;
@@ -29,6 +30,8 @@ pub struct Admin {
     pub ready_cluster: Option<Arc<Cluster>>,
     /// Fires when the proxy starts draining.
     pub draining: CancellationToken,
+    /// The filters, if any are configured.
+    pub filters: Option<Arc<Registry>>,
 }
 
 impl Admin {
@@ -66,7 +69,15 @@ impl Admin {
             },
             "/config" => body(StatusCode::OK, "application/json", self.config_json.clone()),
             "/metrics" => body(StatusCode::OK, "text/plain; version=0.0.4", Bytes::from(self.metrics.render())),
-            _ => text(StatusCode::NOT_FOUND, "unknown admin path; try /healthz /readyz /config /metrics\n"),
+            "/filters" => {
+                let statuses = self.filters.as_ref().map(|r| r.statuses()).unwrap_or_default();
+                body(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_vec_pretty(&statuses).unwrap_or_default().into(),
+                )
+            }
+            _ => text(StatusCode::NOT_FOUND, "unknown admin path; try /healthz /readyz /config /filters /metrics\n"),
         }
     }
 

@@ -82,7 +82,7 @@ async fn proxy(
     let mut run = None;
     if let Some(chain) = &route.chain {
         let facts = Facts { request_id, peer: conn.peer, route: route.name.clone() };
-        let (verdict, r) = chain.on_request(&mut parts, facts).await;
+        let (verdict, r) = chain.on_request(&mut parts, facts, &mut exchange.generations).await;
         if let Some(reply) = settle(verdict, exchange)? {
             return reply_through(&r, reply, exchange);
         }

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub filter_errors: IntCounterVec,
     /// `wasp_filter_duration_seconds{filter,phase}`
     pub filter_duration: HistogramVec,
+    /// `wasp_filter_reloads_total{filter,result}`
+    pub filter_reloads: IntCounterVec,
+    /// `wasp_filter_generation{filter}`
+    pub filter_generation: IntGaugeVec,
     filter_counters: Mutex<HashMap<String, IntCounterVec>>,
     filter_histograms: Mutex<HashMap<String, HistogramVec>>,
 }
@@ -126,6 +130,22 @@ impl Metrics {
                 &["filter", "phase"],
             )
             .expect("valid metric"),
+            filter_reloads: IntCounterVec::new(
+                Opts::new(
+                    "wasp_filter_reloads_total",
+                    "Filter reloads after a module file changed, by result (ok, error)",
+                ),
+                &["filter", "result"],
+            )
+            .expect("valid metric"),
+            filter_generation: IntGaugeVec::new(
+                Opts::new(
+                    "wasp_filter_generation",
+                    "Generation of the filter version serving (1 at start, +1 per reload)",
+                ),
+                &["filter"],
+            )
+            .expect("valid metric"),
             filter_counters: Mutex::default(),
             filter_histograms: Mutex::default(),
             registry,
@@ -146,6 +166,8 @@ impl Metrics {
             Box::new(m.access_log_errors.clone()),
             Box::new(m.filter_errors.clone()),
             Box::new(m.filter_duration.clone()),
+            Box::new(m.filter_reloads.clone()),
+            Box::new(m.filter_generation.clone()),
             Box::new(build),
         ] {
             r.register(c).expect("metric names are unique");

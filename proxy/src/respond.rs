@@ -44,6 +44,8 @@ pub struct Exchange {
     pub reason: Option<&'static str>,
     /// The filter that answered or failed the request, if one did.
     pub filter: Option<Arc<str>>,
+    /// The version (generation) of each filter that handled the request.
+    pub generations: Vec<(Arc<str>, u64)>,
     bytes_out: u64,
     complete: bool,
 }
@@ -67,6 +69,7 @@ impl Exchange {
             status: 499,
             reason: Some("wasp_client_disconnect"),
             filter: None,
+            generations: Vec::new(),
             bytes_out: 0,
             complete: false,
         })
@@ -104,6 +107,7 @@ impl Exchange {
             peer: self.conn.peer.to_string(),
             reason: self.reason,
             filter: self.filter.as_deref(),
+            filters: Generations(&self.generations),
         };
         match serde_json::to_vec(&line) {
             Ok(bytes) => self.listener.access_log.write(bytes),
@@ -132,6 +136,23 @@ struct HttpLine<'a> {
     peer: String,
     reason: Option<&'static str>,
     filter: Option<&'a str>,
+    #[serde(skip_serializing_if = "Generations::is_empty")]
+    filters: Generations<'a>,
+}
+
+/// `"filters": {"name": generation, ...}` in the access log.
+struct Generations<'a>(&'a [(Arc<str>, u64)]);
+
+impl Generations<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Generations<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(name, generation)| (&**name, generation)))
+    }
 }
 
 fn version_name(v: Version) -> &'static str {

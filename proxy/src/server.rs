@@ -79,8 +79,13 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()>) -> Result<(),
             .await
             .map_err(StartError::AccessLog)?;
     let clusters = clusters(&config, &metrics);
-    let filters = crate::filter::load_all(&config, &metrics, &clusters)
-        .map_err(|errors| StartError::Filters(crate::config::ConfigErrors(errors).to_string()))?;
+    let filters = match config.filters.is_empty() {
+        true => None,
+        false => Some(
+            crate::filter::Registry::load(&config, &metrics, &clusters)
+                .map_err(|errors| StartError::Filters(crate::config::ConfigErrors(errors).to_string()))?,
+        ),
+    };
     let drain = CancellationToken::new();
     let tracker = TaskTracker::new();
 
@@ -97,8 +102,9 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()>) -> Result<(),
                     .iter()
                     .map(|r| {
                         let cluster = clusters[r.cluster.as_str()].clone();
-                        let chain = (!r.filters.is_empty())
-                            .then(|| crate::filter::Chain::new(r.filters.iter().map(|f| filters[f].clone()).collect()));
+                        let chain = filters.as_ref().filter(|_| !r.filters.is_empty()).map(|registry| {
+                            crate::filter::Chain::new(r.filters.iter().filter_map(|f| registry.get(f)).collect())
+                        });
                         Arc::new(Route::new(r, cluster, metrics.route(&l.name, &r.name, &r.cluster), chain))
                     })
                     .collect();
@@ -149,9 +155,13 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()>) -> Result<(),
         config_json: serde_json::to_vec_pretty(&config.raw).unwrap_or_default().into(),
         metrics: metrics.clone(),
         ready_cluster: config.admin.ready_cluster.as_deref().map(|n| clusters[n].clone()),
+        filters: filters.clone(),
         draining: drain.clone(),
     });
     tokio::spawn(admin.run(admin_socket));
+    if let Some(registry) = filters {
+        crate::filter::watch::spawn(registry).map_err(StartError::Filters)?;
+    }
     let accept_loops: Vec<_> =
         acceptors.into_iter().map(|a| tokio::spawn(a.run(drain.clone(), tracker.clone()))).collect();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "wasp started");

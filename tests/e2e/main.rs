@@ -13,6 +13,7 @@ mod filters_ext_authz;
 mod filters_header_rewrite;
 mod filters_isolation;
 mod filters_rate_limit;
+mod filters_reload;
 mod forwarding;
 mod limits;
 mod pooling;

@@ -11,6 +11,7 @@
 use super::bindings::wasp::filter::types::{Decision, LocalReply};
 use super::host::{BodyMode, Chunk, Facts, Head, MessageState};
 use super::loaded::{Failure, Lease, LoadedFilter, Phase};
+use super::registry::Versioned;
 use crate::config::model::FailurePolicy;
 use crate::error::Kind;
 use bytes::Bytes;
@@ -23,7 +24,7 @@ const MAX_WAIT_ROUNDS: usize = 4;
 
 /// The filters of one route, in config order.
 pub struct Chain {
-    filters: Vec<Arc<LoadedFilter>>,
+    filters: Vec<Arc<Versioned>>,
 }
 
 /// What the chain decided.
@@ -80,17 +81,26 @@ pub enum Side {
 
 impl Chain {
     /// A chain over `filters`.
-    pub fn new(filters: Vec<Arc<LoadedFilter>>) -> Self {
+    pub fn new(filters: Vec<Arc<Versioned>>) -> Self {
         Chain { filters }
     }
 
     /// Runs the request-headers phases (waiting for HTTP calls where a
-    /// filter asks). The run keeps the leases of the filters whose phase
-    /// ran: their later phases run on the same instances.
-    pub async fn on_request(&self, parts: &mut http::request::Parts, facts: Facts) -> (Verdict, Run) {
+    /// filter asks) on each filter's version serving now. The run keeps the
+    /// leases of the filters whose phase ran: their later phases run on the
+    /// same instances, so the request stays with the versions it started on.
+    /// `generations` gets the version of each filter that ran.
+    pub async fn on_request(
+        &self,
+        parts: &mut http::request::Parts,
+        facts: Facts,
+        generations: &mut Vec<(Arc<str>, u64)>,
+    ) -> (Verdict, Run) {
         let mut slots = Vec::with_capacity(self.filters.len());
         let verdict = 'chain: {
-            for f in &self.filters {
+            for versioned in &self.filters {
+                let f = &versioned.current();
+                generations.push((f.name.clone(), f.generation));
                 let mut lease = match f.lease() {
                     Ok(l) => l,
                     Err(failure) => match judge(f, Err(failure)) {

@@ -13,16 +13,15 @@ use super::bindings::exports::wasp::filter::handler::Guest;
 use super::bindings::wasp::filter::types::Decision;
 use super::bindings::{HttpFilter, HttpFilterPre};
 use super::call::{Answer, Pending};
-use super::host::{FilterShared, HostState, MessageState};
-use super::runtime::Runtime;
+use super::host::{CallClock, FilterShared, HostState, MessageState};
+use super::kv::Kv;
+use super::registry::LoadContext;
 use crate::config::FilterConfig;
 use crate::config::model::FailurePolicy;
-use crate::metrics::Metrics;
-use crate::upstream::Cluster;
 use prometheus::{Histogram, IntCounterVec};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::Duration;
 use wasmtime::component::{Component, Resource};
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
@@ -89,6 +88,8 @@ pub struct Instance {
 pub struct LoadedFilter {
     /// Name from the config.
     pub name: Arc<str>,
+    /// Version number: 1 at start, +1 per reload.
+    pub generation: u64,
     /// Failure policy.
     pub policy: FailurePolicy,
     /// The largest body it may see whole.
@@ -97,7 +98,7 @@ pub struct LoadedFilter {
     shared: Arc<FilterShared>,
     config_json: String,
     memory: usize,
-    ticks: u64,
+    timeout: Duration,
     idle: Mutex<Vec<Instance>>,
     errors: IntCounterVec,
     /// Call duration per [`Phase`].
@@ -105,28 +106,31 @@ pub struct LoadedFilter {
 }
 
 impl LoadedFilter {
-    /// Compiles, checks, links and initialises the filter described by `cfg`.
-    /// The error says what is wrong, in terms of the file or the filter's own message.
-    /// `compiled` holds the components compiled so far in this load, by file
-    /// content, so filters sharing a module compile (and map its code) once.
+    /// Compiles, checks, links and initialises the filter described by `cfg`
+    /// from its module's `bytes`, as version `generation`, sharing `kv` with
+    /// its other versions. The error says what is wrong, in terms of the file
+    /// or the filter's own message. `compiled` holds the components compiled
+    /// so far in this pass, by file content, so filters sharing a module
+    /// compile (and map its code) once.
     pub fn load(
-        runtime: &Runtime,
+        ctx: &LoadContext,
         cfg: &FilterConfig,
-        metrics: &Arc<Metrics>,
-        clusters: &HashMap<&str, Arc<Cluster>>,
+        bytes: &[u8],
+        kv: Arc<Kv>,
+        generation: u64,
         compiled: &mut HashMap<Vec<u8>, Component>,
     ) -> Result<Self, String> {
+        let (runtime, metrics) = (&ctx.runtime, &ctx.metrics);
         let path = &cfg.module_name;
-        let bytes = std::fs::read(&cfg.module).map_err(|e| format!("cannot read {path}: {e}"))?;
         if !bytes.starts_with(b"\0asm") {
             return Err(format!("{path} is not a WebAssembly file (no \\0asm header)"));
         }
-        let component = match compiled.get(&bytes) {
+        let component = match compiled.get(bytes) {
             Some(c) => c.clone(),
             None => {
-                let c = Component::from_binary(&runtime.engine, &bytes)
+                let c = Component::from_binary(&runtime.engine, bytes)
                     .map_err(|e| format!("{path} is not a valid WebAssembly component: {}", root_cause(&e)))?;
-                compiled.insert(bytes, c.clone());
+                compiled.insert(bytes.to_vec(), c.clone());
                 c
             }
         };
@@ -144,20 +148,25 @@ impl LoadedFilter {
         let filter = LoadedFilter {
             shared: Arc::new(FilterShared {
                 name: name.clone(),
-                kv: Default::default(),
+                kv,
                 metrics: metrics.clone(),
                 allow: cfg.allow.clone(),
-                clusters: cfg.http_clusters.iter().map(|n| (n.clone(), clusters[n.as_str()].clone())).collect(),
+                clusters: cfg
+                    .http_clusters
+                    .iter()
+                    .filter_map(|n| Some((n.clone(), ctx.clusters.get(n)?.clone())))
+                    .collect(),
             }),
             durations: Phase::LABELS.map(|phase| metrics.filter_duration.with_label_values(&[&cfg.name, phase])),
             errors: metrics.filter_errors.clone(),
             name,
+            generation,
             policy: cfg.on_error,
             max_body: cfg.max_body,
             pre,
             config_json: cfg.config_json.clone(),
             memory: cfg.memory,
-            ticks: Runtime::ticks(cfg.timeout),
+            timeout: cfg.timeout,
             idle: Mutex::new(Vec::new()),
         };
         let first = filter.instantiate().map_err(|e| e.to_string())?;
@@ -174,10 +183,13 @@ impl LoadedFilter {
             shared: self.shared.clone(),
             calls: Vec::new(),
             next_call: 0,
+            clock: CallClock::default(),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(HostState::limiter);
-        store.set_epoch_deadline(self.ticks * u64::from(INIT_BUDGET));
+        store.epoch_deadline_callback(|mut ctx| ctx.data_mut().clock.on_tick());
+        store.data_mut().clock.start(self.timeout * INIT_BUDGET);
+        store.set_epoch_deadline(1);
         let bindings = self.pre.instantiate(&mut store).map_err(|e| InitError::Instantiate(root_cause(&e)))?;
         match bindings.wasp_filter_handler().call_init(&mut store, &self.config_json) {
             Ok(Ok(())) => Ok(Instance { store, bindings }),
@@ -273,8 +285,8 @@ impl Lease {
             Ok(r) => r,
             Err(_) => unreachable_table(),
         };
-        inst.store.set_epoch_deadline(f.ticks);
-        let start = Instant::now();
+        let start = inst.store.data_mut().clock.start(f.timeout);
+        inst.store.set_epoch_deadline(1);
         let borrowed = Resource::<MessageState>::new_borrow(lent.rep());
         let result = call(inst.bindings.wasp_filter_handler(), &mut inst.store, borrowed);
         f.durations[phase].observe(start.elapsed().as_secs_f64());

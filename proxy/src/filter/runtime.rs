@@ -60,9 +60,4 @@ impl Runtime {
             .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
         Ok(Runtime { engine, linker })
     }
-
-    /// Epoch ticks for a time limit (at least one, plus one for the partial tick in progress).
-    pub fn ticks(limit: Duration) -> u64 {
-        (limit.as_micros().div_ceil(TICK.as_micros()) as u64).max(1) + 1
-    }
 }

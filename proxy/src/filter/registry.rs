@@ -1,0 +1,218 @@
+//! Every configured filter's serving version, swapped atomically when its
+//! module file changes. A request takes the current version of each filter
+//! of its route when it starts and keeps it to the end, so every request is
+//! handled entirely by one version; a new version is compiled, linked and
+//! initialised off the request path before it is swapped in, and a bad file
+//! keeps the previous version serving.
+
+use super::kv::Kv;
+use super::loaded::LoadedFilter;
+use super::runtime::Runtime;
+use crate::config::{Config, ConfigError, FilterConfig};
+use crate::metrics::Metrics;
+use crate::upstream::Cluster;
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use wasmtime::component::Component;
+
+/// What loading a filter needs besides its config.
+pub struct LoadContext {
+    /// The engine and linker.
+    pub runtime: Runtime,
+    /// Where filter metrics go.
+    pub metrics: Arc<Metrics>,
+    /// Clusters filters may call, by name.
+    pub clusters: HashMap<String, Arc<Cluster>>,
+}
+
+/// One configured filter: its serving version and its reload history.
+pub struct Versioned {
+    /// Name from the config.
+    pub name: Arc<str>,
+    config: FilterConfig,
+    current: ArcSwap<LoadedFilter>,
+    /// Kept across versions: rate-limit buckets and caches survive a reload.
+    kv: Arc<Kv>,
+    status: Mutex<Status>,
+}
+
+/// What `/filters` shows about a filter.
+#[derive(Clone, Serialize)]
+pub struct Status {
+    name: String,
+    module: String,
+    sha256: String,
+    generation: u64,
+    /// When the serving version was loaded (RFC 3339).
+    loaded_at: String,
+    /// Why the last reload failed, until one succeeds.
+    last_error: Option<String>,
+    /// Content hash of the file that last failed to load, so it is not retried until it changes.
+    #[serde(skip)]
+    failed_sha256: Option<String>,
+    /// Whether the module file was found missing (logged once).
+    #[serde(skip)]
+    missing: bool,
+}
+
+/// All configured filters.
+pub struct Registry {
+    ctx: LoadContext,
+    filters: Vec<Arc<Versioned>>,
+}
+
+impl Versioned {
+    /// The version serving now; a request keeps the one it got.
+    pub fn current(&self) -> Arc<LoadedFilter> {
+        self.current.load_full()
+    }
+}
+
+impl Registry {
+    /// Loads every filter in `config`; all failures are reported, each at its
+    /// config path (`filters[0].module: ...`).
+    pub fn load(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        clusters: &HashMap<&str, Arc<Cluster>>,
+    ) -> Result<Arc<Registry>, Vec<ConfigError>> {
+        let runtime = Runtime::new(config.filter_instances.max(1))
+            .map_err(|message| vec![ConfigError { path: "filters".into(), message }])?;
+        let ctx = LoadContext {
+            runtime,
+            metrics: metrics.clone(),
+            clusters: clusters.iter().map(|(n, c)| (n.to_string(), c.clone())).collect(),
+        };
+        let (mut filters, mut errors, mut compiled) = (Vec::new(), Vec::new(), HashMap::new());
+        for (i, cfg) in config.filters.iter().enumerate() {
+            let kv = Arc::new(Kv::default());
+            let loaded = read(cfg).and_then(|(bytes, sha)| {
+                let f = LoadedFilter::load(&ctx, cfg, &bytes, kv.clone(), 1, &mut compiled)?;
+                Ok((f, sha))
+            });
+            match loaded {
+                Ok((f, sha256)) => {
+                    metrics.filter_generation.with_label_values(&[&cfg.name]).set(1);
+                    let status = Status {
+                        name: cfg.name.clone(),
+                        module: cfg.module.display().to_string(),
+                        sha256,
+                        generation: 1,
+                        loaded_at: crate::access_log::timestamp(),
+                        last_error: None,
+                        failed_sha256: None,
+                        missing: false,
+                    };
+                    filters.push(Arc::new(Versioned {
+                        name: cfg.name.as_str().into(),
+                        config: cfg.clone(),
+                        current: ArcSwap::from_pointee(f),
+                        kv,
+                        status: Mutex::new(status),
+                    }));
+                }
+                Err(message) => errors.push(ConfigError { path: format!("filters[{i}].module"), message }),
+            }
+        }
+        if errors.is_empty() { Ok(Arc::new(Registry { ctx, filters })) } else { Err(errors) }
+    }
+
+    /// The filter named `name` (validated configs name only existing ones).
+    pub fn get(&self, name: &str) -> Option<Arc<Versioned>> {
+        self.filters.iter().find(|f| &*f.name == name).cloned()
+    }
+
+    /// The folders holding module files, to watch.
+    pub fn module_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .filters
+            .iter()
+            .filter_map(|f| {
+                f.config.module.parent().map(|p| if p.as_os_str().is_empty() { ".".into() } else { p.into() })
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Every filter's state, for `/filters`.
+    pub fn statuses(&self) -> Vec<Status> {
+        self.filters.iter().map(|f| lock(&f.status).clone()).collect()
+    }
+
+    /// Reloads every filter whose module file changed since its version was
+    /// loaded. Blocking: compiles. A file that fails keeps the serving
+    /// version and is not tried again until its content changes.
+    pub fn refresh(&self) {
+        let mut compiled = HashMap::new();
+        for f in &self.filters {
+            self.refresh_one(f, &mut compiled);
+        }
+    }
+
+    fn refresh_one(&self, f: &Versioned, compiled: &mut HashMap<Vec<u8>, Component>) {
+        let name = &*f.name;
+        let (bytes, sha) = match std::fs::read(&f.config.module) {
+            Ok(bytes) => {
+                let sha = hex(&Sha256::digest(&bytes));
+                (bytes, sha)
+            }
+            Err(e) => {
+                let mut st = lock(&f.status);
+                if !st.missing {
+                    st.missing = true;
+                    tracing::warn!(filter = name, module = %f.config.module.display(), error = %e,
+                        generation = st.generation, "filter module unreadable; the loaded version keeps serving");
+                }
+                return;
+            }
+        };
+        let generation = {
+            let mut st = lock(&f.status);
+            st.missing = false;
+            if st.sha256 == sha || st.failed_sha256.as_deref() == Some(sha.as_str()) {
+                return;
+            }
+            st.generation + 1
+        };
+        let metrics = &self.ctx.metrics;
+        match LoadedFilter::load(&self.ctx, &f.config, &bytes, f.kv.clone(), generation, compiled) {
+            Ok(loaded) => {
+                f.current.store(Arc::new(loaded));
+                let mut st = lock(&f.status);
+                (st.sha256, st.generation, st.loaded_at) = (sha, generation, crate::access_log::timestamp());
+                (st.last_error, st.failed_sha256) = (None, None);
+                metrics.filter_reloads.with_label_values(&[name, "ok"]).inc();
+                metrics.filter_generation.with_label_values(&[name]).set(generation as i64);
+                tracing::info!(filter = name, generation, sha256 = %st.sha256, "filter reloaded");
+            }
+            Err(e) => {
+                let mut st = lock(&f.status);
+                tracing::warn!(filter = name, error = %e, serving = st.generation,
+                    "filter reload failed; the previous version keeps serving");
+                (st.last_error, st.failed_sha256) = (Some(e), Some(sha));
+                metrics.filter_reloads.with_label_values(&[name, "error"]).inc();
+            }
+        }
+    }
+}
+
+/// Reads a module file and hashes it.
+fn read(cfg: &FilterConfig) -> Result<(Vec<u8>, String), String> {
+    let bytes = std::fs::read(&cfg.module).map_err(|e| format!("cannot read {}: {e}", cfg.module_name))?;
+    let sha = hex(&Sha256::digest(&bytes));
+    Ok((bytes, sha))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn lock(m: &Mutex<Status>) -> std::sync::MutexGuard<'_, Status> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
