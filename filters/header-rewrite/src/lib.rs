@@ -92,19 +92,46 @@ impl Template {
         Ok(Template(parts))
     }
 
-    fn render(&self, facts: &Facts) -> String {
-        let mut out = String::new();
+    fn render<'a>(&'a self, facts: &'a Facts, buf: &'a mut String) -> &'a str {
+        // The common cases, a constant or a single variable, need no copy.
+        match self.0.as_slice() {
+            [] => return "",
+            [Part::Text(t)] => return t,
+            [Part::Var(v)] => return facts.get(*v),
+            _ => {}
+        }
+        buf.clear();
         for part in &self.0 {
             match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Var(v) => out.push_str(&facts.get(*v)),
+                Part::Text(t) => buf.push_str(t),
+                Part::Var(v) => buf.push_str(facts.get(*v)),
             }
         }
-        out
+        buf
+    }
+
+    /// Marks the variables this template reads.
+    fn needs(&self, needed: &mut Needed) {
+        for part in &self.0 {
+            if let Part::Var(v) = part {
+                needed.0 |= 1 << *v as u8;
+            }
+        }
     }
 }
 
-/// Request facts, read from wasp once per request when a template needs them.
+/// The set of variables some template reads: only those are asked of wasp.
+#[derive(Clone, Copy, Default)]
+struct Needed(u8);
+
+impl Needed {
+    fn has(self, v: Var) -> bool {
+        self.0 & (1 << v as u8) != 0
+    }
+}
+
+/// Request facts, read from wasp once per request, and only those some
+/// template uses (each is a call into wasp and a string copied in).
 #[derive(Default, Clone)]
 struct Facts {
     request_id: String,
@@ -116,25 +143,36 @@ struct Facts {
 }
 
 impl Facts {
-    fn of(req: &Request<'_>) -> Self {
-        Facts {
-            request_id: req.request_id(),
-            peer: req.peer(),
-            route: req.route(),
-            method: req.method(),
-            path: req.path(),
-            host: req.authority().unwrap_or_default(),
+    /// Reads the facts in `needed` from wasp; the others keep stale values no template reads.
+    fn fill(&mut self, req: &Request<'_>, needed: Needed) {
+        if needed.has(Var::RequestId) {
+            self.request_id = req.request_id();
+        }
+        if needed.has(Var::Peer) {
+            self.peer = req.peer();
+        }
+        if needed.has(Var::Route) {
+            self.route = req.route();
+        }
+        if needed.has(Var::Method) {
+            self.method = req.method();
+        }
+        if needed.has(Var::Path) {
+            self.path = req.path();
+        }
+        if needed.has(Var::Host) {
+            self.host = req.authority().unwrap_or_default();
         }
     }
 
-    fn get(&self, v: Var) -> String {
+    fn get(&self, v: Var) -> &str {
         match v {
-            Var::RequestId => self.request_id.clone(),
-            Var::Peer => self.peer.clone(),
-            Var::Route => self.route.clone(),
-            Var::Method => self.method.clone(),
-            Var::Path => self.path.clone(),
-            Var::Host => self.host.clone(),
+            Var::RequestId => &self.request_id,
+            Var::Peer => &self.peer,
+            Var::Route => &self.route,
+            Var::Method => &self.method,
+            Var::Path => &self.path,
+            Var::Host => &self.host,
         }
     }
 }
@@ -183,8 +221,10 @@ impl CompiledRules {
         })
     }
 
-    fn uses_templates(&self) -> bool {
-        self.add.iter().chain(&self.set).any(|(_, t)| t.0.iter().any(|p| matches!(p, Part::Var(_))))
+    fn needs(&self, needed: &mut Needed) {
+        for (_, t) in self.add.iter().chain(&self.set) {
+            t.needs(needed);
+        }
     }
 }
 
@@ -194,6 +234,10 @@ struct HeaderRewrite {
     prefix: Option<PrefixRewrite>,
     /// Facts of the request in flight, kept for response templates.
     facts: Facts,
+    /// The facts the templates use, found at load.
+    needed: Needed,
+    /// Scratch space for rendering templates with text and variables.
+    buf: String,
 }
 
 /// The operations both requests and responses support.
@@ -225,7 +269,7 @@ macro_rules! impl_headers {
 impl_headers!(Request);
 impl_headers!(Response);
 
-fn apply(rules: &CompiledRules, msg: &mut impl Headers, facts: &Facts) {
+fn apply(rules: &CompiledRules, msg: &mut impl Headers, facts: &Facts, buf: &mut String) {
     for name in &rules.remove {
         msg.remove(name);
     }
@@ -240,14 +284,14 @@ fn apply(rules: &CompiledRules, msg: &mut impl Headers, facts: &Facts) {
         }
     }
     for (name, t) in &rules.set {
-        if msg.set(name, t.render(facts).as_bytes()).is_err() {
+        if msg.set(name, t.render(facts, buf).as_bytes()).is_err() {
             wasp_sdk::host::log::warn(&format!(
                 "cannot set header {name}: the rendered value is not a valid header value"
             ));
         }
     }
     for (name, t) in &rules.add {
-        if msg.append(name, t.render(facts).as_bytes()).is_err() {
+        if msg.append(name, t.render(facts, buf).as_bytes()).is_err() {
             wasp_sdk::host::log::warn(&format!(
                 "cannot add header {name}: the rendered value is not a valid header value"
             ));
@@ -263,21 +307,24 @@ impl Filter for HeaderRewrite {
         {
             return Err("path_prefix.from and path_prefix.to must start with '/'".into());
         }
+        let request = CompiledRules::compile(c.request, "request")?;
+        let response = CompiledRules::compile(c.response, "response")?;
+        let mut needed = Needed::default();
+        request.needs(&mut needed);
+        response.needs(&mut needed);
         Ok(HeaderRewrite {
-            request: CompiledRules::compile(c.request, "request")?,
-            response: CompiledRules::compile(c.response, "response")?,
+            request,
+            response,
             prefix: c.path_prefix,
             facts: Facts::default(),
+            needed,
+            buf: String::new(),
         })
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>) -> Decision {
-        self.facts = if self.request.uses_templates() || self.response.uses_templates() {
-            Facts::of(req)
-        } else {
-            Facts::default()
-        };
-        apply(&self.request, req, &self.facts);
+        self.facts.fill(req, self.needed);
+        apply(&self.request, req, &self.facts, &mut self.buf);
         if let Some(p) = &self.prefix {
             let path = req.path();
             if let Some(rest) = path.strip_prefix(p.from.as_str()) {
@@ -288,7 +335,7 @@ impl Filter for HeaderRewrite {
     }
 
     fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Decision {
-        apply(&self.response, resp, &self.facts);
+        apply(&self.response, resp, &self.facts, &mut self.buf);
         Decision::Continue
     }
 }
