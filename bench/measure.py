@@ -20,23 +20,34 @@ Subcommands (run.sh drives them; each appends one JSON line to --out):
   vg   --target T --scenario S --n N --small FILE --large FILE
                                instructions/request from two cachegrind outputs
                                (N and 5N requests): (I(5N) - I(N)) / 4N
+  jwt --secret S [--bad]       print an HS256 JWT (sub "bench", exp in 10 years); --bad: a wrong signature
+  perf-check                   exit 0 if `perf stat -e instructions:u` counts on this machine
   report --results FILE --out FILE
                                print and save the markdown summary
+
+  run also takes --perf-pid P (count P's user-space instructions with perf stat
+  over the load) and --expect-non2xx (every response must be non-2xx: a filter
+  answering 401 itself; then non-2xx responses are not errors but 2xx are).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
 import resource
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -104,12 +115,13 @@ def parse_wrk(text: str) -> dict:
         raise ValueError("cannot parse wrk output:\n" + text)
     requests = int(m.group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    errors = 0
+    non2xx = socket_errors = 0
     if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)):
-        errors += int(m.group(1))
+        non2xx = int(m.group(1))
     if (m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)):
-        errors += sum(int(g) for g in m.groups())
-    return {"requests": requests, "rps": rps, "errors": errors}
+        socket_errors = sum(int(g) for g in m.groups())
+    return {"requests": requests, "rps": rps, "errors": non2xx + socket_errors,
+            "non2xx": non2xx, "socket_errors": socket_errors}
 
 
 def parse_h2load(text: str) -> dict:
@@ -172,6 +184,68 @@ def wait_quiet(max_wait: float, threshold_pct: float = 15.0) -> float:
         time.sleep(1)
 
 
+PERF_EVENT = "instructions:u"
+
+
+def perf_start(pid: int, out: str) -> subprocess.Popen:
+    """perf stat counting PID's user-space instructions (all its threads) until SIGINT."""
+    return subprocess.Popen(["perf", "stat", "-x", ",", "-e", PERF_EVENT, "-p", str(pid), "-o", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def perf_stop(proc: subprocess.Popen, out: str) -> tuple[int | None, str]:
+    """Stop perf stat; (instructions or None, note)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    try:
+        text = Path(out).read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        f = line.split(",")
+        if len(f) > 2 and f[2].startswith("instructions"):
+            if f[0].strip().isdigit():
+                return int(f[0]), ""
+            return None, f"perf: {f[0].strip()}"
+    return None, "perf: no count (" + (err.strip().splitlines() or ["no output"])[-1] + ")"
+
+
+def cmd_perf_check(a) -> int:
+    try:
+        p = subprocess.run(["perf", "stat", "-x", ",", "-e", PERF_EVENT, "true"],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"perf not usable: {e}")
+        return 1
+    for line in p.stderr.splitlines():
+        f = line.split(",")
+        if len(f) > 2 and f[2].startswith("instructions"):
+            if f[0].strip().isdigit():
+                print(f"perf counts {PERF_EVENT}")
+                return 0
+            print(f"perf stat -e {PERF_EVENT}: {f[0].strip()}")
+            return 1
+    print("perf stat gave no count: " + " ".join(p.stderr.split())[:200])
+    return 1
+
+
+def cmd_jwt(a) -> int:
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    now = int(time.time())
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    body = b64(json.dumps({"sub": "bench", "iat": now, "exp": now + 10 * 365 * 86400},
+                          separators=(",", ":")).encode())
+    key = a.secret.encode() + (b"-not-the-key" if a.bad else b"")
+    sig = b64(hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest())
+    print(f"{head}.{body}.{sig}")
+    return 0
+
+
 def cmd_run(a) -> int:
     if a.quiet_wait > 0:
         t = time.monotonic()
@@ -195,7 +269,10 @@ def cmd_run(a) -> int:
     c0, u0, o0, t0 = cpu_ticks(subject), cpu_ticks(upstream), cpu_ticks(ours), time.monotonic()
     th = threading.Thread(target=sampler, daemon=True)
     th.start()
+    perf_out = str(Path(a.raw_dir, f"perf-{a.scenario}-{a.target}-{a.kind}-{a.rep}.csv"))
+    perf = perf_start(a.perf_pid, perf_out) if a.perf_pid else None
     proc = subprocess.run(a.command, capture_output=True, text=True)
+    instructions, perf_note = perf_stop(perf, perf_out) if perf else (None, "")
     done.set()
     th.join()
     c1, u1, o1, t1 = cpu_ticks(subject), cpu_ticks(upstream), cpu_ticks(ours), time.monotonic()
@@ -210,6 +287,12 @@ def cmd_run(a) -> int:
         print(f"load generator failed (exit {proc.returncode}):\n{out}", file=sys.stderr)
         return 1
     parsed = parse_wrk(out) if "Requests/sec:" in out else parse_h2load(out)
+    if a.expect_non2xx:
+        if "non2xx" not in parsed:
+            print("--expect-non2xx needs wrk output", file=sys.stderr)
+            return 1
+        # The filter answers every request itself: non-2xx is the expected outcome, a 2xx is the error.
+        parsed["errors"] = parsed["socket_errors"] + (parsed["requests"] - parsed["non2xx"])
     rec = {"type": "run", "scenario": a.scenario, "target": a.target, "kind": a.kind, "rep": a.rep,
            "wall_s": round(t1 - t0, 3), **parsed,
            "subject_pids": subject, "upstream_pids": upstream,
@@ -220,6 +303,13 @@ def cmd_run(a) -> int:
     n = parsed["requests"]
     rec["cpu_us_per_req"] = rec["subject_cpu_s"] * 1e6 / n if n else None
     rec["upstream_us_per_req"] = rec["upstream_cpu_s"] * 1e6 / n if n else None
+    if a.expect_non2xx:
+        rec["expect_non2xx"] = True
+    if perf:
+        rec["perf_instructions"] = instructions
+        rec["perf_ins_per_req"] = instructions / n if instructions is not None and n else None
+        if perf_note:
+            rec["perf_note"] = perf_note
     if a.latency_log:
         rec.update(parse_latency_log(a.latency_log))
     with open(a.out, "a") as f:
@@ -230,6 +320,10 @@ def cmd_run(a) -> int:
         line += f"  upstream {rec['upstream_us_per_req'] or 0:6.2f} µs/req"
     if a.latency_log:
         line += f"  p50 {rec['p50_us']:.0f} µs  p99 {rec['p99_us']:.0f} µs"
+    if rec.get("perf_ins_per_req") is not None:
+        line += f"  {rec['perf_ins_per_req']:,.0f} instr/req"
+    if a.expect_non2xx:
+        line += f"  non-2xx {parsed['non2xx']} (expected)"
     if parsed["errors"]:
         line += f"  ERRORS {parsed['errors']}"
     if rec["other_cpu_pct"] >= 5 or rec["steal_pct"] >= 5:
@@ -313,27 +407,49 @@ def cmd_wait_port(a) -> int:
     return 1
 
 
+def process_age_ms(pid: int) -> float:
+    """Milliseconds since PID started (/proc/PID/stat field 22 vs /proc/uptime; 1/CLK_TCK resolution)."""
+    start = int(_stat_fields(pid)[19]) / CLK_TCK
+    return (float(Path("/proc/uptime").read_text().split()[0]) - start) * 1000
+
+
 def cmd_wait_log(a) -> int:
     deadline = time.monotonic() + a.timeout
     while time.monotonic() < deadline:
         try:
             if a.text in Path(a.file).read_text(errors="replace"):
+                if a.record_out and a.pid:
+                    rec = {"type": "startup", "target": a.record_target, "ms": round(process_age_ms(a.pid))}
+                    with open(a.record_out, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
                 return 0
         except OSError:
             pass
         if a.pid and not Path(f"/proc/{a.pid}").exists():
             print(f"process {a.pid} exited before logging {a.text!r}", file=sys.stderr)
             return 1
-        time.sleep(0.05)
+        time.sleep(0.01 if a.record_out else 0.05)
     print(f"{a.file}: no {a.text!r} after {a.timeout} s", file=sys.stderr)
     return 1
 
 
 def cmd_check(a) -> int:
-    with urllib.request.urlopen(a.url, timeout=5) as r:
-        body = r.read()
-        if r.status != 200 or body != b"ok":
-            print(f"{a.url}: status {r.status}, body {body[:80]!r}", file=sys.stderr)
+    req = urllib.request.Request(a.url)
+    for h in a.header:
+        k, _, v = h.partition(":")
+        req.add_header(k.strip(), v.strip())
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            status, headers, body = r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        status, headers, body = e.code, e.headers, e.read()
+    want_body = b"ok" if a.status == 200 else None
+    if status != a.status or (want_body is not None and body != want_body):
+        print(f"{a.url}: status {status} (expected {a.status}), body {body[:120]!r}", file=sys.stderr)
+        return 1
+    for name in a.expect_header:
+        if headers.get(name) is None:
+            print(f"{a.url}: no {name} header in the response (headers: {dict(headers)})", file=sys.stderr)
             return 1
     return 0
 
@@ -367,13 +483,173 @@ def _mib(kb):
     return None if kb is None else kb / 1024
 
 
+FILTER_TARGETS = {
+    "wasp-nf": ("`/nf/`", "no filter"),
+    "wasp-hr": ("`/hr/`", "header-rewrite (set a request header to `{request_id}`, add a response header)"),
+    "wasp-chain": ("`/chain/`", "auth (HS256 JWT) + rate-limit (kv, never limits) + header-rewrite"),
+    "wasp-deny": ("`/deny/`", "auth rejecting a badly signed token: the filter answers 401, no upstream call"),
+}
+MEM_TARGETS = ["wasp-mem-nf", "wasp-mem-f1", "wasp-mem-f10", "wasp-mem-f10same"]
+
+
+def _verdict(ok: bool | None) -> str:
+    return "—" if ok is None else ("met" if ok else "**not met**")
+
+
+def filters_report(runs, mems, vgs, startups, meta) -> list[str]:
+    """The "Filters" section: filter routes of one wasp process vs its no-filter route, and RSS with filters loaded."""
+    fr = [r for r in runs if r["target"] in FILTER_TARGETS and r["kind"] == "tput"]
+    fm = [m for m in mems if m["target"] in MEM_TARGETS]
+    if not fr and not fm:
+        return []
+    L = ["", "## Filters", ""]
+    L.append(f"- One wasp process ({meta.get('filters_process', 'workers: 1, access log off')}), the routes "
+             "below by path prefix, all to the same upstream; wrk -t2 -c50 (HTTP/1.1 keep-alive), pinned like "
+             "the core rows, the four routes interleaved with their order rotated, medians over the repetitions "
+             "(min–max). *added* = difference to `wasp-nf` of the same process and run.")
+    if meta.get("filter_modules"):
+        L.append(f"- Filter modules: {meta['filter_modules']}")
+    if meta.get("perf"):
+        L.append(f"- Instructions: {meta['perf']}")
+    L.append("")
+
+    def tsel(t):
+        return [r for r in fr if r["target"] == t]
+
+    def med_range(vals, spec):
+        vals = [v for v in vals if v is not None]
+        if not vals:
+            return "—", None
+        m = _med(vals)
+        out = format(m, spec)
+        if len(vals) > 1:
+            out += f" ({format(min(vals), spec)}–{format(max(vals), spec)})"
+        return out, m
+
+    nf = tsel("wasp-nf")
+    nf_cpu = _med([r["cpu_us_per_req"] for r in nf])
+    nf_rps = _med([r["rps"] for r in nf])
+    vg_ins = {t: _med([v["ins_per_req"] for v in vgs if v["target"] == t]) for t in FILTER_TARGETS}
+    perf_ins = {t: _med([r.get("perf_ins_per_req") for r in tsel(t)]) for t in FILTER_TARGETS}
+    perf_notes = sorted({r["perf_note"] for r in fr if r.get("perf_note")})
+    nf_ins = vg_ins.get("wasp-nf") if vg_ins.get("wasp-nf") is not None else perf_ins.get("wasp-nf")
+    L.append("| route | filters | CPU µs/req | added vs no filter | upstream µs/req | instr/req | added instr/req "
+             "| req/s | vs no filter | responses |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    summary = {}
+    for t, (route, desc) in FILTER_TARGETS.items():
+        tp = tsel(t)
+        if not tp:
+            continue
+        cpu_s, cpu = med_range([r["cpu_us_per_req"] for r in tp], ".2f")
+        rps_s, rps = med_range([r["rps"] for r in tp], ",.0f")
+        added = cpu - nf_cpu if cpu is not None and nf_cpu is not None and t != "wasp-nf" else None
+        ratio = rps / nf_rps if rps and nf_rps else None
+        ins, src = (vg_ins[t], "valgrind") if vg_ins[t] is not None else (perf_ins[t], "perf")
+        if ins is not None:
+            ins_s = f"{ins:,.0f}" + (" (perf)" if src == "perf" else "")
+            added_ins = f"{ins - nf_ins:+,.0f}" if nf_ins is not None and t != "wasp-nf" else "—"
+        else:
+            ins_s = "n/a (" + ("; ".join(perf_notes) if perf_notes else "not measured") + "; see *Instructions* above)"
+            added_ins = "—"
+        errs = sum(r["errors"] for r in tp)
+        total = sum(r["requests"] for r in tp)
+        non2xx = sum(r.get("non2xx", 0) for r in tp)
+        if any(r.get("expect_non2xx") for r in tp):
+            resp = f"{non2xx:,} of {total:,} non-2xx (401, expected)"
+        else:
+            resp = f"{total - non2xx:,} 2xx" + (f", {non2xx:,} non-2xx" if non2xx else "")
+        if errs:
+            resp += f" ⚠ {errs:,} errors"
+        L.append(f"| {route} | {desc} | {cpu_s} | {_fmt(added, '+.2f')}{' µs' if added is not None else ''} "
+                 f"| {_fmt(_med([r['upstream_us_per_req'] for r in tp]), '.2f')} | {ins_s} | {added_ins} "
+                 f"| {rps_s} | {_fmt(ratio, '.2f')}{'×' if ratio is not None else ''} | {resp} |")
+        summary[t] = (added, ratio)
+
+    # memory
+    def memv(t, when, key="rss_kb"):
+        v = [m[key] for m in fm if m["target"] == t and m["when"] == when]
+        return v[-1] if v else None
+
+    if fm:
+        L.append("")
+        L.append("RSS with filters loaded: a separate wasp process per line (same settings, one route per "
+                 f"filter), VmRSS 1 s after start (idle) and after {meta.get('mem_warmup', 'a warm-up')} "
+                 "through the first filter's route. *per filter* = (VmRSS − no filter's) ÷ filters loaded, "
+                 "in MB (10⁶ bytes; the target is ≤ 2 MB per loaded filter).")
+        L.append("")
+        L.append("| process | filters loaded | start-up | VmRSS idle | per filter (idle) | VmRSS after warm-up "
+                 "| per filter (warm) | VmHWM |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        base_idle, base_warm = memv("wasp-mem-nf", "idle"), memv("wasp-mem-nf", "warm")
+        nfilters = {"wasp-mem-nf": 0, "wasp-mem-f1": 1, "wasp-mem-f10": 10, "wasp-mem-f10same": 10}
+        for t in MEM_TARGETS:
+            idle, warm = memv(t, "idle"), memv(t, "warm")
+            if idle is None and warm is None:
+                continue
+            n = nfilters[t]
+            st = [x["ms"] for x in startups if x["target"] == t]
+            per_i = (idle - base_idle) * 1024 / 1e6 / n if n and idle and base_idle else None
+            per_w = (warm - base_warm) * 1024 / 1e6 / n if n and warm and base_warm else None
+            summary[t] = (per_i, per_w)
+            L.append(f"| {t.removeprefix('wasp-mem-')} | {meta.get('mem_desc_' + t, str(n))} "
+                     f"| {_fmt(st[-1] if st else None, '.0f')}{' ms' if st else ''} "
+                     f"| {_fmt(_mib(idle))} MiB | {_fmt(per_i, '.2f')}{' MB' if per_i is not None else ''} "
+                     f"| {_fmt(_mib(warm))} MiB | {_fmt(per_w, '.2f')}{' MB' if per_w is not None else ''} "
+                     f"| {_fmt(_mib(memv(t, 'warm', 'hwm_kb')))} MiB |")
+        f1, f10 = memv("wasp-mem-f1", "idle"), memv("wasp-mem-f10", "idle")
+        if f1 and f10:
+            L.append("")
+            L.append(f"Marginal cost of a filter once the engine exists ((10 distinct − 1) ÷ 9, idle): "
+                     f"{(f10 - f1) * 1024 / 1e6 / 9:.2f} MB; the engine with its first filter: "
+                     f"{(f1 - base_idle) * 1024 / 1e6:.1f} MB." if base_idle else "")
+
+    # targets
+    L.append("")
+    L.append("Targets:")
+    L.append("")
+    hr = summary.get("wasp-hr")
+    if hr:
+        L.append(f"- one header-rewrite filter adds ≤ 2 µs CPU per request: {_fmt(hr[0], '+.2f')} µs — "
+                 f"{_verdict(None if hr[0] is None else hr[0] <= 2)}")
+        L.append(f"- and loses ≤ 5% throughput: {_fmt(hr[1], '.2f')}× of no filter — "
+                 f"{_verdict(None if hr[1] is None else hr[1] >= 0.95)}")
+    for t, label in (("wasp-mem-f10", "10 distinct filter entries"), ("wasp-mem-f10same", "10 entries of one module")):
+        if t in summary:
+            per_i, per_w = summary[t]
+            worst = max([v for v in (per_i, per_w) if v is not None], default=None)
+            L.append(f"- ≤ 2 MB RSS per loaded filter ({label}): {_fmt(per_i, '.2f')} MB idle, "
+                     f"{_fmt(per_w, '.2f')} MB after warm-up — {_verdict(None if worst is None else worst <= 2)}")
+    if fr:
+        L.append("")
+        L.append("<details><summary>Per-run values (filters)</summary>")
+        L.append("")
+        L.append("| rep | route | requests | req/s | CPU µs/req | upstream µs/req | instr/req | non-2xx | errors "
+                 "| other CPU % | steal % |")
+        L.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in fr:
+            L.append(f"| {r['rep']} | {r['target']} | {r['requests']} | {r['rps']:,.0f} "
+                     f"| {_fmt(r['cpu_us_per_req'], '.2f')} | {_fmt(r['upstream_us_per_req'], '.2f')} "
+                     f"| {_fmt(r.get('perf_ins_per_req'), ',.0f')} | {r.get('non2xx', 0)} | {r['errors']} "
+                     f"| {_fmt(r.get('other_cpu_pct'))} | {_fmt(r.get('steal_pct'))} |")
+        for v in vgs:
+            if v["target"] in FILTER_TARGETS:
+                L.append(f"| | {v['target']} (valgrind) | N={v['n']}: I(N)={v['ir_small']:,}, "
+                         f"I(5N)={v['ir_large']:,} | | | | {v['ins_per_req']:,.0f} | | | | |")
+        L.append("")
+        L.append("</details>")
+    return L
+
+
 def cmd_report(a) -> int:
     recs = [json.loads(line) for line in Path(a.results).read_text().splitlines() if line.strip()]
     meta: dict = {}
     for r in recs:
         if r["type"] == "meta":
             meta.update(r)
-    runs = [r for r in recs if r["type"] == "run"]
+    all_runs = [r for r in recs if r["type"] == "run"]
+    # The filter section's runs have their own table (below); the core tables stay as they were.
+    runs = [r for r in all_runs if r["target"] not in FILTER_TARGETS]
     mems = [r for r in recs if r["type"] == "mem"]
     vgs = [r for r in recs if r["type"] == "vg"]
     targets = ["direct", "wasp", "nginx"]
@@ -479,6 +755,8 @@ def cmd_report(a) -> int:
                  f"| {_fmt(r.get('p50_us'), '.0f')} | {_fmt(r.get('p99_us'), '.0f')} | {r['errors']} "
                  f"| {_fmt(r.get('other_cpu_pct'))} | {_fmt(r.get('steal_pct'))} |")
     for v in vgs:
+        if v["target"] in FILTER_TARGETS:
+            continue
         L.append(f"| {v['scenario']} | valgrind | | {v['target']} | N={v['n']} | | | | | | "
                  f"I(N)={v['ir_small']:,} I(5N)={v['ir_large']:,} | | |")
     L.append("")
@@ -486,6 +764,7 @@ def cmd_report(a) -> int:
              "load generator (100% = one core); high values mean the numbers of that run are disturbed.")
     L.append("")
     L.append("</details>")
+    L.extend(filters_report(all_runs, mems, vgs, [r for r in recs if r["type"] == "startup"], meta))
     if meta.get("notes"):
         L.append("")
         L.append("Notes:")
@@ -515,8 +794,19 @@ def main() -> int:
                    help="first wait up to this many seconds for the machine to be idle")
     s.add_argument("--raw-dir", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument("--perf-pid", type=int, help="count this process's instructions:u with perf stat")
+    s.add_argument("--expect-non2xx", action="store_true",
+                   help="every response must be non-2xx (a filter answers itself); 2xx count as errors")
     s.add_argument("command", nargs=argparse.REMAINDER)
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("jwt")
+    s.add_argument("--secret", required=True)
+    s.add_argument("--bad", action="store_true", help="sign with another key (the signature does not verify)")
+    s.set_defaults(fn=cmd_jwt)
+
+    s = sub.add_parser("perf-check")
+    s.set_defaults(fn=cmd_perf_check)
 
     s = sub.add_parser("mem")
     s.add_argument("--target", required=True)
@@ -553,10 +843,15 @@ def main() -> int:
     s.add_argument("text")
     s.add_argument("timeout", type=float, nargs="?", default=30)
     s.add_argument("--pid", type=int)
+    s.add_argument("--record-out", help="append the start-up time (ms from the start of --pid) to this file")
+    s.add_argument("--record-target", default="")
     s.set_defaults(fn=cmd_wait_log)
 
     s = sub.add_parser("check")
     s.add_argument("url")
+    s.add_argument("--status", type=int, default=200, help="expected status (200: the body must be \"ok\")")
+    s.add_argument("--header", action="append", default=[], help="request header NAME: VALUE")
+    s.add_argument("--expect-header", action="append", default=[], help="response header that must be present")
     s.set_defaults(fn=cmd_check)
 
     s = sub.add_parser("affinity")

@@ -16,7 +16,11 @@
 #   VG_N=2000        valgrind: N and 5N requests; VG_WARMUP=200 requests before them
 #   SKIP_VALGRIND=1  skip instructions/request
 #   SKIP_H2=1        skip the h2c scenario
-#   SKIP_BUILD=1     don't run cargo build (use WASP_BIN as is)
+#   SKIP_FILTERS=1   skip the filter section (no filter vs header-rewrite vs auth+rate-limit+header-rewrite
+#                    vs auth rejecting, in one wasp process; RSS with 10 filters loaded)
+#   SKIP_BUILD=1     don't run cargo build (use WASP_BIN and FILTER_DIR as they are)
+#   VG_FILTER_INSTANCES=24 VG_FILTER_CONNS=5  valgrind runs of the filter rows: wasp's filter_instances, h2load -c
+#   FILTER_DIR       built filters (default: filters/target/wasm32-wasip2/release of this repository)
 #   WASP_BIN         wasp binary (default: target/release/wasp of this repository)
 #   RESULTS_DIR      where latest.md / latest.jsonl go (default: bench/results)
 #   QUIET_WAIT=30    before each measured run, wait up to this many seconds for the
@@ -38,7 +42,14 @@ VG_WARMUP=${VG_WARMUP:-200}
 SKIP_VALGRIND=${SKIP_VALGRIND:-0}
 SKIP_H2=${SKIP_H2:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
+SKIP_FILTERS=${SKIP_FILTERS:-0}
+# valgrind runs of the filter rows: the engine's pool must be small enough for valgrind's address space
+# (each instance slot reserves 2 × 1 GiB; 32 slots do not fit, 24 do), so fewer connections than the
+# core rows: every in-flight request of /chain/ holds three instances.
+VG_FILTER_INSTANCES=${VG_FILTER_INSTANCES:-24}
+VG_FILTER_CONNS=${VG_FILTER_CONNS:-5}
 WASP_BIN=${WASP_BIN:-$ROOT/target/release/wasp}
+FILTER_DIR=${FILTER_DIR:-$ROOT/filters/target/wasm32-wasip2/release}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 KEEP_TMP=${KEEP_TMP:-0}
 QUIET_WAIT=${QUIET_WAIT:-30}
@@ -49,6 +60,12 @@ SRV_CPU=1   # proxies and upstream
 MEASURE=(taskset -c $GEN_CPU python3 "$HERE/measure.py")
 case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin:/sbin ;; esac
 TARGETS=(direct wasp nginx)
+# Filter section: routes of one wasp process (by path prefix), all to the shared upstream.
+FTARGETS=(wasp-nf wasp-hr wasp-chain wasp-deny)
+FILTER_MODULES=(header_rewrite rate_limit auth ext_authz)
+# HS256 secret of the auth filter (>= 32 bytes); the tokens are made from it by measure.py.
+JWT_SECRET=wasp-bench-hs256-secret-0123456789abcdef
+PERF_OK=0
 PIDS=()
 NOTES=()
 TMP=""
@@ -120,6 +137,14 @@ ensure_tools() {
     command -v valgrind >/dev/null || need+=(valgrind)
     command -v taskset >/dev/null || need+=(util-linux)
     command -v python3 >/dev/null || need+=(python3)
+    if [[ $SKIP_FILTERS != 1 ]] && ! command -v perf >/dev/null; then
+        # Optional: instructions/request of the filter rows. Its absence is reported, not fatal.
+        [[ $(id -u) == 0 ]] || sudo=(sudo)
+        log "installing linux-perf"
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y linux-perf \
+            || { "${sudo[@]}" apt-get update && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y linux-perf; } \
+            || echo "bench: could not install linux-perf; the filter rows get no instruction counts" >&2
+    fi
     ((${#need[@]})) || return 0
     log "installing ${need[*]}"
     [[ $(id -u) == 0 ]] || sudo=(sudo)
@@ -245,6 +270,219 @@ vg_run() {
     [[ -s $out ]] || die "no cachegrind output $out"
 }
 
+# ------------------------------------------------------------------ filters
+
+# The typical header-rewrite config of the filter rows: one request header set
+# from a template, one response header added.
+HR_TYPICAL='{ request: { set: { x-trace: "{request_id}" } }, response: { add: { x-served-by: wasp } } }'
+
+# filters_conf FILE PORT ADMINPORT [FILTER_INSTANCES]: the four routes of the filter section.
+filters_conf() {
+    cat >"$1" <<EOF
+admin: { address: 127.0.0.1:$3 }
+access_log: "off"
+workers: 1
+filter_instances: ${4:-512}
+listeners:
+  - name: ingress
+    address: 127.0.0.1:$2
+    routes:
+      - { name: nf, match: { prefix: /nf/ }, cluster: up }
+      - { name: hr, match: { prefix: /hr/ }, cluster: up, filters: [hr] }
+      - { name: chain, match: { prefix: /chain/ }, cluster: up, filters: [auth, rl, hr] }
+      - { name: deny, match: { prefix: /deny/ }, cluster: up, filters: [auth] }
+clusters:
+  - name: up
+    endpoints: ["127.0.0.1:$UP"]
+    protocol: http1
+filters:
+  - name: hr
+    module: $TMP/filters/header_rewrite.wasm
+    config: $HR_TYPICAL
+  - name: auth
+    module: $TMP/filters/auth.wasm
+    config: { jwt: { keys: [ { alg: HS256, secret: "$JWT_SECRET" } ] } }
+  - name: rl
+    module: $TMP/filters/rate_limit.wasm
+    config: { rate: 1000000000, burst: 1000000000, key: peer }
+    allow: [log, metrics, clock, kv]
+EOF
+}
+
+# The filter sets of the memory processes (one route /mN/ per filter).
+MEM_KINDS=(nf f1 f10 f10same)
+MEM_DESC_nf="none (the core wasp config, one route)"
+MEM_DESC_f1="1: header-rewrite (the typical config)"
+MEM_DESC_f10="10 entries of 4 modules: header-rewrite ×4 (typical; remove+rename; path_prefix; 4 templates), rate-limit ×2 (peer; header key), auth ×2 (HS256 JWT; API keys), ext-authz ×2 (plain; with a kv cache)"
+MEM_DESC_f10same="10 entries of header-rewrite, each with its own config (the typical one, then set x-hr-N)"
+
+# mem_filter KIND I: the YAML of filter entry I of memory process KIND (entry I is route /mI/'s filter).
+mem_filter() {
+    local m=$TMP/filters
+    if [[ $1 == f10same ]]; then
+        if (($2 == 0)); then
+            echo "  - { name: f0, module: $m/header_rewrite.wasm, config: $HR_TYPICAL }"
+        else
+            echo "  - { name: f$2, module: $m/header_rewrite.wasm, config: { request: { set: { x-hr-$2: \"{request_id}\" } } } }"
+        fi
+        return
+    fi
+    case $2 in
+        0) echo "  - { name: f0, module: $m/header_rewrite.wasm, config: $HR_TYPICAL }" ;;
+        1) echo "  - { name: f1, module: $m/header_rewrite.wasm, config: { request: { remove: [x-debug], rename: { x-user: x-auth-user } }, response: { remove: [x-powered-by] } } }" ;;
+        2) echo "  - { name: f2, module: $m/header_rewrite.wasm, config: { path_prefix: { from: /m2/, to: /api/ } } }" ;;
+        3) echo "  - { name: f3, module: $m/header_rewrite.wasm, config: { request: { add: { x-peer: \"{peer}\", x-route: \"{route}\", x-req: \"{method} {path} {host}\" } } } }" ;;
+        4) echo "  - { name: f4, module: $m/rate_limit.wasm, config: { rate: 100, burst: 200, key: peer }, allow: [log, metrics, clock, kv] }" ;;
+        5) echo "  - { name: f5, module: $m/rate_limit.wasm, config: { rate: 10, burst: 20, key: \"header:x-api-key\" }, allow: [log, metrics, clock, kv] }" ;;
+        6) echo "  - { name: f6, module: $m/auth.wasm, config: { jwt: { keys: [ { alg: HS256, secret: \"$JWT_SECRET\" } ] } } }" ;;
+        7) echo "  - { name: f7, module: $m/auth.wasm, config: { api_keys: { keys: [ { key: k-bench-0123456789, subject: bench } ] } } }" ;;
+        8) echo "  - { name: f8, module: $m/ext_authz.wasm, config: { cluster: up, path_prefix: /authz }, http_clusters: [up] }" ;;
+        9) echo "  - { name: f9, module: $m/ext_authz.wasm, config: { cluster: up, cache_ttl_ms: 1000 }, allow: [log, metrics, clock, kv], http_clusters: [up] }" ;;
+    esac
+}
+
+# mem_conf FILE PORT ADMINPORT KIND: a wasp config with KIND's filters loaded, each on its own route.
+mem_conf() {
+    local n i
+    case $4 in nf) n=0 ;; f1) n=1 ;; *) n=10 ;; esac
+    {
+        cat <<EOF
+admin: { address: 127.0.0.1:$3 }
+access_log: "off"
+workers: 1
+listeners:
+  - name: ingress
+    address: 127.0.0.1:$2
+    routes:
+EOF
+        if ((n == 0)); then
+            echo "      - { name: m0, match: { prefix: /m0/ }, cluster: up }"
+        fi
+        for ((i = 0; i < n; i++)); do
+            echo "      - { name: m$i, match: { prefix: /m$i/ }, cluster: up, filters: [f$i] }"
+        done
+        cat <<EOF
+clusters:
+  - name: up
+    endpoints: ["127.0.0.1:$UP"]
+    protocol: http1
+EOF
+        if ((n > 0)); then
+            echo "filters:"
+            for ((i = 0; i < n; i++)); do mem_filter "$4" "$i"; done
+        fi
+    } >"$1"
+}
+
+# Path and request headers of a filter row. Every row sends an Authorization header of the same
+# length (wasp-deny: a badly signed token), so the requests differ only in their path.
+fpath() { echo "/${1#wasp-}/"; }
+fauth() { [[ $1 == wasp-deny ]] && echo "Authorization: Bearer $BAD_TOKEN" || echo "Authorization: Bearer $TOKEN"; }
+
+filter_run() { # filter_run TARGET REP
+    local tgt=$1 rep=$2 extra=()
+    [[ $PERF_OK == 1 ]] && extra+=(--perf-pid "$FWASP_PID")
+    [[ $tgt == wasp-deny ]] && extra+=(--expect-non2xx)
+    CMD=(taskset -c $GEN_CPU wrk -t2 -c50 -d"$DURATION"s -H "$(fauth "$tgt")" "http://127.0.0.1:$FWPX$(fpath "$tgt")")
+    "${MEASURE[@]}" run --scenario h1 --target "$tgt" --kind tput --rep "$rep" \
+        --subject "$FWASP_PID" --upstream "$UP_PID" --raw-dir "$TMP/raw" --out "$RESULTS" --quiet-wait "$QUIET_WAIT" \
+        "${extra[@]+"${extra[@]}"}" -- "${CMD[@]}"
+}
+
+# wasp_log_notes NAME: note WARN/ERROR lines of $TMP/NAME.err.
+wasp_log_notes() {
+    local n
+    n=$(grep -cE '"level":"(WARN|ERROR)"' "$TMP/$1.err" || true)
+    ((n == 0)) || note "$1 logged $n WARN/ERROR lines, first: $(grep -m1 -E '"level":"(WARN|ERROR)"' "$TMP/$1.err")"
+}
+
+filters_section() {
+    local t rep i u
+    log "filters: one wasp process, routes /nf/ /hr/ /chain/ /deny/ (port $FWPX)"
+    spawn wasp-filters env WASP_LOG_FORMAT=json taskset -c $SRV_CPU "$WASP_BIN" run --config "$TMP/wasp-filters.yaml"
+    FWASP_PID=$LAST_PID
+    "${MEASURE[@]}" wait-log "$TMP/wasp-filters.err" "wasp started" 60 --pid "$FWASP_PID" \
+        --record-out "$RESULTS" --record-target wasp-filters || die "wasp with filters did not start: $(cat "$TMP/wasp-filters.err")"
+    "${MEASURE[@]}" affinity --expect $SRV_CPU "$FWASP_PID" || note "some threads of wasp (filters) are not pinned to CPU $SRV_CPU"
+    sleep 1
+    "${MEASURE[@]}" mem --target wasp-filters --when idle --pids "$FWASP_PID" --out "$RESULTS"
+
+    # The routes do what they should: no filter; header-rewrite adds its response header; the chain
+    # needs the token and gets RateLimit-* and header-rewrite's headers; a bad token gets 401.
+    u=http://127.0.0.1:$FWPX
+    "${MEASURE[@]}" check "$u/nf/" --header "$(fauth wasp-nf)" || die "check of /nf/ failed"
+    "${MEASURE[@]}" check "$u/hr/" --header "$(fauth wasp-hr)" --expect-header x-served-by || die "check of /hr/ failed"
+    "${MEASURE[@]}" check "$u/chain/" --header "$(fauth wasp-chain)" --expect-header x-served-by \
+        --expect-header ratelimit-limit || die "check of /chain/ with a token failed"
+    "${MEASURE[@]}" check "$u/chain/" --status 401 || die "check of /chain/ without a token failed (expected 401)"
+    "${MEASURE[@]}" check "$u/deny/" --header "$(fauth wasp-deny)" --status 401 --expect-header www-authenticate \
+        || die "check of /deny/ failed (expected 401)"
+
+    log "filters: warm-up (${WARMUP}s each)"
+    for t in "${FTARGETS[@]}"; do
+        taskset -c $GEN_CPU wrk -t2 -c50 -d"$WARMUP"s -H "$(fauth "$t")" "$u$(fpath "$t")" >"$TMP/raw/warmup-h1-$t.txt" 2>&1 \
+            || die "warm-up of $t failed: $(cat "$TMP/raw/warmup-h1-$t.txt")"
+    done
+    log "filters: throughput, $REPS x ${DURATION}s per route, interleaved"
+    for ((rep = 0; rep < REPS; rep++)); do
+        for ((i = 0; i < ${#FTARGETS[@]}; i++)); do
+            filter_run "${FTARGETS[(i + rep) % ${#FTARGETS[@]}]}" "$rep"
+        done
+    done
+    "${MEASURE[@]}" mem --target wasp-filters --when end --pids "$FWASP_PID" --out "$RESULTS"
+    stop "$FWASP_PID" 30
+    [[ $STOP_RC == 0 ]] || note "wasp (filters) exited with status $STOP_RC after SIGTERM (expected 0)"
+    wasp_log_notes wasp-filters
+}
+
+# mem_section: RSS of wasp with 0, 1 and 10 filters loaded, one process at a time.
+mem_section() {
+    local kind port adm pid i=0
+    log "filters: RSS with 0, 1 and 10 filters loaded (separate processes, one after another)"
+    for kind in "${MEM_KINDS[@]}"; do
+        port=${MEM_PORTS[i]} adm=${MEM_PORTS[i + 1]}
+        i=$((i + 2))
+        mem_conf "$TMP/wasp-mem-$kind.yaml" "$port" "$adm" "$kind"
+        spawn "wasp-mem-$kind" env WASP_LOG_FORMAT=json taskset -c $SRV_CPU "$WASP_BIN" run --config "$TMP/wasp-mem-$kind.yaml"
+        pid=$LAST_PID
+        "${MEASURE[@]}" wait-log "$TMP/wasp-mem-$kind.err" "wasp started" 60 --pid "$pid" \
+            --record-out "$RESULTS" --record-target "wasp-mem-$kind" || die "wasp ($kind) did not start: $(cat "$TMP/wasp-mem-$kind.err")"
+        sleep 1
+        "${MEASURE[@]}" mem --target "wasp-mem-$kind" --when idle --pids "$pid" --out "$RESULTS"
+        "${MEASURE[@]}" check "http://127.0.0.1:$port/m0/" || die "check of wasp ($kind) failed"
+        taskset -c $GEN_CPU wrk -t2 -c50 -d"$WARMUP"s "http://127.0.0.1:$port/m0/" >"$TMP/raw/warmup-mem-$kind.txt" 2>&1 \
+            || die "warm-up of wasp ($kind) failed: $(cat "$TMP/raw/warmup-mem-$kind.txt")"
+        "${MEASURE[@]}" mem --target "wasp-mem-$kind" --when warm --pids "$pid" --out "$RESULTS"
+        stop "$pid" 30
+        [[ $STOP_RC == 0 ]] || note "wasp ($kind) exited with status $STOP_RC after SIGTERM (expected 0)"
+        wasp_log_notes "wasp-mem-$kind"
+    done
+}
+
+# vg_filter_run TARGET N OUTFILE: like vg_run, for a filter row: the filter process's config with a small
+# filter_instances (valgrind cannot map the default pool's reservation), warm up, N requests to the
+# row's route (with its Authorization header), SIGTERM.
+vg_filter_run() {
+    local tgt=$1 n=$2 out=$3 pid o rc want=2xx u
+    [[ $tgt == wasp-deny ]] && want=4xx
+    u="http://127.0.0.1:$VFWPX$(fpath "$tgt")"
+    spawn "vg-$tgt-$n" env WASP_LOG_FORMAT=json taskset -c $SRV_CPU valgrind --tool=cachegrind --cache-sim=no \
+        --trace-children=no --cachegrind-out-file="$out" "$WASP_BIN" run --config "$TMP/wasp-vgf.yaml"
+    pid=$LAST_PID
+    "${MEASURE[@]}" wait-log "$TMP/vg-$tgt-$n.err" "wasp started" 300 --pid "$pid" \
+        || die "wasp (filters) under valgrind did not start: $(tail -20 "$TMP/vg-$tgt-$n.err")"
+    o=$(taskset -c $GEN_CPU h2load --h1 -H "$(fauth "$tgt")" -n "$VG_WARMUP" -c "$VG_FILTER_CONNS" "$u" 2>&1)
+    grep -qE "status codes: .*\b$VG_WARMUP $want" <<<"$o" || die "valgrind warm-up against $tgt failed:"$'\n'"$o"
+    o=$(taskset -c $GEN_CPU h2load --h1 -H "$(fauth "$tgt")" -n "$n" -c "$VG_FILTER_CONNS" "$u" 2>&1)
+    echo "$o" >"$TMP/raw/vg-$tgt-h1-$n.txt"
+    grep -qE "status codes: .*\b$n $want" <<<"$o" || die "valgrind run against $tgt ($n requests) failed:"$'\n'"$o"
+    stop "$pid" 120
+    rc=$STOP_RC
+    [[ $rc == 0 ]] || note "$tgt under valgrind (N=$n) exited with status $rc after SIGTERM"
+    wasp_log_notes "vg-$tgt-$n"
+    [[ -s $out ]] || die "no cachegrind output $out"
+}
+
 # ------------------------------------------------------------------ main
 
 main() {
@@ -255,6 +493,11 @@ main() {
     if [[ $SKIP_BUILD != 1 ]]; then
         log "building wasp (cargo build --release -p wasp)"
         (cd "$ROOT" && cargo build --release -p wasp) || die "cargo build failed"
+        if [[ $SKIP_FILTERS != 1 ]]; then
+            log "building the filters (cargo build --manifest-path filters/Cargo.toml --target wasm32-wasip2 --release)"
+            (cd "$ROOT" && cargo build --manifest-path filters/Cargo.toml --target wasm32-wasip2 --release) \
+                || die "cargo build of the filters failed"
+        fi
     fi
     [[ -x $WASP_BIN ]] || die "no wasp binary at $WASP_BIN"
     [[ $(nproc) -ge 2 ]] || note "only $(nproc) CPU: load generator and servers share it; numbers are not comparable"
@@ -268,10 +511,39 @@ main() {
     cp "$WASP_BIN" "$TMP/wasp"
     WASP_BIN=$TMP/wasp
     RESULTS=$TMP/results.jsonl
+    local filter_modules="" m
+    if [[ $SKIP_FILTERS != 1 ]]; then
+        # Private copies too (someone may rebuild a filter during the run).
+        mkdir -p "$TMP/filters"
+        for m in "${FILTER_MODULES[@]}"; do
+            [[ -f $FILTER_DIR/$m.wasm ]] || die "no $FILTER_DIR/$m.wasm (build the filters, or unset SKIP_BUILD)"
+            cp "$FILTER_DIR/$m.wasm" "$TMP/filters/"
+            filter_modules+="$m.wasm $(($(stat -c %s "$FILTER_DIR/$m.wasm") / 1024)) KiB built $(date -r "$FILTER_DIR/$m.wasm" '+%H:%M:%S'); "
+        done
+        filter_modules="${filter_modules%; } (from $FILTER_DIR)"
+        TOKEN=$("${MEASURE[@]}" jwt --secret "$JWT_SECRET")
+        BAD_TOKEN=$("${MEASURE[@]}" jwt --secret "$JWT_SECRET" --bad)
+        local perf_msg
+        if perf_msg=$("${MEASURE[@]}" perf-check 2>&1); then
+            PERF_OK=1
+            perf_msg="perf stat -e instructions:u -p <wasp pid> over each throughput run (all threads of the process, the load generator excluded), ÷ requests"
+        else
+            perf_msg="perf cannot count here ($perf_msg)"
+            if [[ $SKIP_VALGRIND == 1 ]]; then note "filter rows: no instructions/request ($perf_msg, SKIP_VALGRIND=1)"; fi
+        fi
+        [[ $SKIP_VALGRIND == 1 ]] \
+            || perf_msg="cachegrind like the core rows ((I(5N) − I(N)) / 4N), but with filter_instances: $VG_FILTER_INSTANCES (the default pool's reservation does not fit valgrind) and h2load -c $VG_FILTER_CONNS instead of -c 10; perf: $perf_msg"
+    fi
     local scenarios=(h1)
     [[ $SKIP_H2 == 1 ]] || scenarios+=(h2c)
 
-    read -r UP UP2 PX PX2 WPX WADM VPX VPX2 VWPX VWADM < <("${MEASURE[@]}" ports 10)
+    local ports
+    read -r -a ports < <("${MEASURE[@]}" ports 22)
+    UP=${ports[0]} UP2=${ports[1]} PX=${ports[2]} PX2=${ports[3]} WPX=${ports[4]} WADM=${ports[5]}
+    VPX=${ports[6]} VPX2=${ports[7]} VWPX=${ports[8]} VWADM=${ports[9]}
+    FWPX=${ports[10]} FWADM=${ports[11]}
+    MEM_PORTS=("${ports[@]:12:8}")
+    VFWPX=${ports[20]} VFWADM=${ports[21]}
 
     # --- configs
     nginx_conf "$SHARED/nginx-upstream.conf" "$TMP/up/nginx.conf" "$TMP/up" "$UP" "" \
@@ -286,19 +558,34 @@ main() {
         -e "s#listen 127.0.0.1:@PX@;#listen 127.0.0.1:@PX@; listen 127.0.0.1:$VPX2 http2;#"
     wasp_conf "$TMP/wasp.yaml" "$WPX" "$WADM"
     wasp_conf "$TMP/wasp-vg.yaml" "$VWPX" "$VWADM"
+    if [[ $SKIP_FILTERS != 1 ]]; then
+        filters_conf "$TMP/wasp-filters.yaml" "$FWPX" "$FWADM"
+        filters_conf "$TMP/wasp-vgf.yaml" "$VFWPX" "$VFWADM" "$VG_FILTER_INSTANCES"
+    fi
 
     local wasp_ver nginx_ver rev
     wasp_ver=$("$WASP_BIN" --version 2>&1 | head -1)
     nginx_ver=$(nginx -v 2>&1 | head -1)
     rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")
-    if [[ -n $(git -C "$ROOT" status --porcelain -- proxy Cargo.toml Cargo.lock 2>/dev/null) ]]; then rev+=" + uncommitted changes"; fi
+    local tracked=(proxy Cargo.toml Cargo.lock)
+    [[ $SKIP_FILTERS == 1 ]] || tracked+=(filters sdk)
+    if [[ -n $(git -C "$ROOT" status --porcelain -- "${tracked[@]}" 2>/dev/null) ]]; then rev+=" + uncommitted changes"; fi
     "${MEASURE[@]}" meta --out "$RESULTS" \
         "wasp=$wasp_ver ($rev), $WASP_SRC built $wasp_built" \
         "nginx=$nginx_ver" \
         "wrk=$(wrk -v 2>&1 | head -1 || true)" \
         "h2load=$(h2load --version 2>&1 | head -1)" \
         "valgrind=$( [[ $SKIP_VALGRIND == 1 ]] && echo skipped || valgrind --version)" \
-        "params=DURATION=${DURATION}s REPS=$REPS WARMUP=${WARMUP}s QUIET_WAIT=${QUIET_WAIT}s LAT=${LAT_CONNS}x${LAT_RPS} req/s for ${LAT_DURATION}s VG_N=$VG_N scenarios=${scenarios[*]}"
+        "params=DURATION=${DURATION}s REPS=$REPS WARMUP=${WARMUP}s QUIET_WAIT=${QUIET_WAIT}s LAT=${LAT_CONNS}x${LAT_RPS} req/s for ${LAT_DURATION}s VG_N=$VG_N scenarios=${scenarios[*]}$( [[ $SKIP_FILTERS == 1 ]] && echo ' SKIP_FILTERS=1')"
+    if [[ $SKIP_FILTERS != 1 ]]; then
+        "${MEASURE[@]}" meta --out "$RESULTS" \
+            "filter_modules=$filter_modules" \
+            "perf=$perf_msg" \
+            "filters_process=workers: 1, access log off, filter_instances 512; every request carries an Authorization: Bearer header of the same length (a valid HS256 token; /deny/: a badly signed one)" \
+            "mem_warmup=wrk -t2 -c50 for ${WARMUP}s" \
+            "mem_desc_wasp-mem-nf=$MEM_DESC_nf" "mem_desc_wasp-mem-f1=$MEM_DESC_f1" \
+            "mem_desc_wasp-mem-f10=$MEM_DESC_f10" "mem_desc_wasp-mem-f10same=$MEM_DESC_f10same"
+    fi
 
     # --- servers
     log "starting upstream, wasp and nginx (ports: upstream $UP/h2c $UP2, wasp $WPX, nginx $PX/h2c $PX2)"
@@ -356,6 +643,13 @@ main() {
     local n
     n=$(grep -cE '"level":"(WARN|ERROR)"' "$TMP/wasp.err" || true)
     ((n == 0)) || note "wasp logged $n WARN/ERROR lines, first: $(grep -m1 -E '"level":"(WARN|ERROR)"' "$TMP/wasp.err")"
+
+    # --- filters: no filter vs header-rewrite vs a chain vs auth rejecting; RSS with filters loaded
+    if [[ $SKIP_FILTERS != 1 ]]; then
+        filters_section
+        mem_section
+    fi
+
     for f in "$TMP/px/proxy-error.log" "$TMP/up/upstream-error.log"; do
         [[ -s $f ]] && note "$(basename "$f"): $(wc -l <"$f") lines, first: $(head -1 "$f")"
     done
@@ -371,6 +665,15 @@ main() {
                     --small "$TMP/cg-$t-$scn-small.out" --large "$TMP/cg-$t-$scn-large.out" --out "$RESULTS"
             done
         done
+        if [[ $SKIP_FILTERS != 1 ]]; then
+            log "valgrind (cachegrind): filter rows (filter_instances: $VG_FILTER_INSTANCES, $VG_FILTER_CONNS connections), N=$VG_N and 5N"
+            for t in "${FTARGETS[@]}"; do
+                vg_filter_run "$t" "$VG_N" "$TMP/cg-$t-small.out"
+                vg_filter_run "$t" "$((5 * VG_N))" "$TMP/cg-$t-large.out"
+                "${MEASURE[@]}" vg --target "$t" --scenario h1 --n "$VG_N" \
+                    --small "$TMP/cg-$t-small.out" --large "$TMP/cg-$t-large.out" --out "$RESULTS"
+            done
+        fi
     fi
 
     stop "$UP_PID" 30
