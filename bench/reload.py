@@ -8,7 +8,11 @@ serving the new version, over 50 reloads alternating two marker filters.
 
 Reports two figures: write -> "filter reloaded" in wasp's log (the swap),
 and write -> first response from the new version as seen by a polling
-client (adds the client's own polling delay). Ports 28911-28913, 127.0.0.1.
+client (adds the client's own polling delay). Then, with wrk installed,
+requests/s through the filter for 10 s with no reload and for 10 s with a
+reload every second. The upstream is nginx if installed (bench/run.sh
+installs it), else a slow Python server; the ratio is what counts.
+Ports 28911-28913, 127.0.0.1.
 """
 import datetime, http.client, os, re, shutil, subprocess, sys, tempfile, time
 
@@ -35,6 +39,25 @@ def version():
     return r.getheader("x-version")
 
 
+def wrk(reload_every=None, module=None, tmp=None, seconds=10):
+    """req/s from wrk -t1 -c8 through the filter, optionally reloading it meanwhile."""
+    proc = subprocess.Popen(["wrk", "-t1", "-c8", f"-d{seconds}s", "http://127.0.0.1:28912/"],
+                            stdout=subprocess.PIPE, text=True)
+    if reload_every:
+        end, i = time.monotonic() + seconds, 0
+        while time.monotonic() < end - reload_every:
+            time.sleep(reload_every)
+            v = "ab"[i % 2]
+            shutil.copy(os.path.join(tmp, f"{v}.wasm"), module + ".tmp")
+            os.rename(module + ".tmp", module)
+            i += 1
+    out = proc.communicate()[0]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if errors:
+        print("wrk reported:", errors.group(0))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="wasp-reload.")
     for v in "ab":
@@ -52,7 +75,16 @@ clusters:
 filters:
   - {{ name: m, module: {module} }}
 """)
-    up = subprocess.Popen([sys.executable, "-c", UPSTREAM])
+    if shutil.which("nginx"):
+        conf = os.path.join(tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""daemon off; master_process off; worker_processes 1; pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log; events {{ worker_connections 1024; }}
+http {{ access_log off; server {{ listen 127.0.0.1:28911; location / {{ return 200 "ok"; }} }} }}
+""")
+        up = subprocess.Popen(["nginx", "-c", conf, "-p", tmp, "-e", f"{tmp}/nginx-error.log"])
+    else:
+        up = subprocess.Popen([sys.executable, "-c", UPSTREAM])
     err = open(os.path.join(tmp, "wasp.err"), "w")
     wasp = subprocess.Popen([WASP, "run", "--config", config], stderr=err)
     writes, seen = [], []
@@ -68,6 +100,11 @@ filters:
                 time.sleep(0.002)
             seen.append((time.monotonic() - t0) * 1000)
             time.sleep(0.05)
+        if shutil.which("wrk"):
+            steady = wrk()
+            reloading = wrk(reload_every=1.0, module=module, tmp=tmp)
+            print(f"throughput: {steady:.0f} req/s steady, {reloading:.0f} req/s reloading every 1 s "
+                  f"({reloading / steady:.2f}x)")
     finally:
         wasp.terminate()
         up.terminate()
