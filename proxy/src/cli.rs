@@ -54,12 +54,7 @@ pub fn main() -> ExitCode {
             let checked = config::load_file(&path).and_then(|cfg| {
                 let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
                 let clusters = crate::server::clusters(&cfg, &metrics);
-                match cfg.filters.is_empty() {
-                    true => Ok(()),
-                    false => crate::filter::Registry::load(&cfg, &metrics, &clusters)
-                        .map(|_| ())
-                        .map_err(config::ConfigErrors),
-                }
+                crate::filter::Registry::load(&cfg, &metrics, &clusters).map(|_| ()).map_err(config::ConfigErrors)
             });
             match checked {
                 Ok(()) => {

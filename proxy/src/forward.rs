@@ -10,7 +10,7 @@ use crate::filter::body::{BufferError, Filtered, buffer, set_length};
 use crate::filter::{BodyMode, Facts, Run, Side, Verdict};
 use crate::headers::{add_forwarding, is_upgrade, strip_hop_by_hop};
 use crate::respond::{Exchange, Payload, ResponseBody, filter_reply, local_reply};
-use crate::upstream::body::{Shared as BodyShared, Source};
+use crate::upstream::body::{Shared as BodyShared, Source, Whole};
 use crate::upstream::{Held, RequestBody, RequestHead, UpstreamBody};
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
@@ -191,7 +191,7 @@ async fn filtered_response(
                 return Ok(Answer::Filter { head, body });
             }
             set_length(&mut head.headers, &chunk);
-            Payload::Whole(Some(chunk.data), chunk.trailers)
+            Payload::Whole(Whole::new(chunk.data, chunk.trailers))
         }
     };
     Ok(Answer::Upstream { head, body, guard })

@@ -8,11 +8,11 @@ use crate::conn::{ConnState, HttpListener};
 use crate::error::Kind;
 use crate::filter::body::{Aborted, Filtered};
 use crate::route::Route;
-use crate::upstream::body::{BoxError, Shared as BodyShared};
+use crate::upstream::body::{BoxError, Shared as BodyShared, Whole};
 use crate::upstream::{Attempts, Held, UpstreamBody};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderValue, Method, Response, Uri, Version};
+use http::{HeaderValue, Method, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use serde::Serialize;
 use std::pin::Pin;
@@ -173,7 +173,7 @@ pub enum Payload {
     /// The upstream's body through streaming filters.
     Filtered(Box<Filtered<UpstreamBody>>),
     /// A whole body (a local reply, or one filters buffered), then trailers.
-    Whole(Option<Bytes>, Option<HeaderMap>),
+    Whole(Whole),
 }
 
 /// A response body that records its exchange when it ends.
@@ -198,7 +198,7 @@ pub fn local_reply(kind: Kind, mut exchange: Box<Exchange>) -> Response<Response
     exchange.reason = Some(kind.reason());
     let id = exchange.request_id.clone();
     let body = Bytes::from(format!("wasp: {}\n", kind.message()));
-    let mut resp = Response::new(ResponseBody { inner: Payload::Whole(Some(body), None), exchange });
+    let mut resp = Response::new(ResponseBody { inner: Payload::Whole(Whole::new(body, None)), exchange });
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if let Some(id) = id {
@@ -211,7 +211,7 @@ pub fn local_reply(kind: Kind, mut exchange: Box<Exchange>) -> Response<Response
 pub fn filter_reply(head: http::response::Parts, body: Bytes, mut exchange: Box<Exchange>) -> Response<ResponseBody> {
     exchange.status = head.status.as_u16();
     exchange.reason = Some("wasp_filter_reply");
-    Response::from_parts(head, ResponseBody { inner: Payload::Whole(Some(body), None), exchange })
+    Response::from_parts(head, ResponseBody { inner: Payload::Whole(Whole::new(body, None)), exchange })
 }
 
 impl Body for ResponseBody {
@@ -223,10 +223,7 @@ impl Body for ResponseBody {
         let polled = match &mut this.inner {
             Payload::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Payload::Filtered(body) => Pin::new(body.as_mut()).poll_frame(cx),
-            Payload::Whole(data, trailers) => Poll::Ready(match data.take().filter(|d| !d.is_empty()) {
-                Some(d) => Some(Ok(Frame::data(d))),
-                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
-            }),
+            Payload::Whole(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -248,7 +245,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Payload::Upstream(b) => b.is_end_stream(),
             Payload::Filtered(b) => b.is_end_stream(),
-            Payload::Whole(data, trailers) => data.as_ref().is_none_or(Bytes::is_empty) && trailers.is_none(),
+            Payload::Whole(b) => b.is_end_stream(),
         }
     }
 
@@ -256,8 +253,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Payload::Upstream(b) => b.size_hint(),
             Payload::Filtered(b) => b.size_hint(),
-            Payload::Whole(data, None) => SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64)),
-            Payload::Whole(_, Some(_)) => SizeHint::default(),
+            Payload::Whole(b) => b.size_hint(),
         }
     }
 }

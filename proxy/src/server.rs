@@ -79,13 +79,8 @@ pub async fn serve(config: Config, stop: impl Future<Output = ()>) -> Result<(),
             .await
             .map_err(StartError::AccessLog)?;
     let clusters = clusters(&config, &metrics);
-    let filters = match config.filters.is_empty() {
-        true => None,
-        false => Some(
-            crate::filter::Registry::load(&config, &metrics, &clusters)
-                .map_err(|errors| StartError::Filters(crate::config::ConfigErrors(errors).to_string()))?,
-        ),
-    };
+    let filters = crate::filter::Registry::load(&config, &metrics, &clusters)
+        .map_err(|errors| StartError::Filters(crate::config::ConfigErrors(errors).to_string()))?;
     let drain = CancellationToken::new();
     let tracker = TaskTracker::new();
 

@@ -9,6 +9,11 @@ use http::Request;
 
 /// A proxy whose route `/` goes to `app` through ext-authz asking `authz`.
 fn proxy(app: &Upstream, authz: &str, config: &str) -> Running {
+    proxy_granting(app, authz, config, "[authz]")
+}
+
+/// The same, with the filter allowed to call `http_clusters` (YAML list).
+fn proxy_granting(app: &Upstream, authz: &str, config: &str, http_clusters: &str) -> Running {
     let yaml = format!(
         r#"admin: {{ address: 127.0.0.1:0 }}
 listeners:
@@ -24,7 +29,7 @@ filters:
     module: {}
     config: {config}
     allow: [log, metrics, clock, kv]
-    http_clusters: [authz]
+    http_clusters: {http_clusters}
 "#,
         app.addr,
         wasm("ext-authz").display()
@@ -108,24 +113,8 @@ async fn a_slow_service_is_cut_off_at_the_check_timeout() {
 #[tokio::test]
 async fn calling_a_cluster_the_config_does_not_list_is_refused() {
     let app = Upstream::start("app").await;
-    let yaml = format!(
-        r#"admin: {{ address: 127.0.0.1:0 }}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    routes:
-      - {{ name: r, cluster: app, filters: [authz] }}
-clusters:
-  - {{ name: app, endpoints: ["{}"] }}
-filters:
-  - name: authz
-    module: {}
-    config: {{ cluster: app }}
-"#,
-        app.addr,
-        wasm("ext-authz").display()
-    );
-    let proxy = TestProxy::new(yaml).start();
+    // The filter asks cluster `app`, which its entry does not list.
+    let proxy = proxy_granting(&app, "127.0.0.1:9", "{ cluster: app }", "[]");
     let reply = call(&proxy, "Bearer good", &[]).await;
     assert_eq!(reply.status, 500, "fail-closed: the call trapped");
     assert_eq!(app.hits(), 0);

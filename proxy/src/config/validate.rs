@@ -226,6 +226,15 @@ impl Checker {
         d
     }
 
+    /// Reports each of `names` (the list at `path`) that is not a known `what`.
+    fn all_known(&mut self, path: &str, names: &[String], known: &HashSet<String>, what: &str) {
+        for (k, name) in names.iter().enumerate() {
+            if !known.contains(name) {
+                self.error(format!("{path}[{k}]"), format!("no {what} named {name:?}"));
+            }
+        }
+    }
+
     fn size(&mut self, path: String, text: &str) -> usize {
         match parse_size(text).map(usize::try_from) {
             Ok(Ok(n)) if n > 0 => n,
@@ -398,11 +407,7 @@ fn route(
     if !clusters.contains(&r.cluster) {
         c.error(format!("{at}.cluster"), format!("no cluster named {:?}", r.cluster));
     }
-    for (k, f) in r.filters.iter().enumerate() {
-        if !filters.contains(f) {
-            c.error(format!("{at}.filters[{k}]"), format!("no filter named {f:?}"));
-        }
-    }
+    c.all_known(&format!("{at}.filters"), &r.filters, filters, "filter");
     let m = &r.matcher;
     let path = match (&m.prefix, &m.path) {
         (Some(_), Some(_)) => {
@@ -530,11 +535,7 @@ fn filter(c: &mut Checker, i: usize, f: &RawFilter, base: &Path, clusters: &Hash
             ),
         );
     }
-    for (k, name) in f.http_clusters.iter().enumerate() {
-        if !clusters.contains(name) {
-            c.error(format!("{at}.http_clusters[{k}]"), format!("no cluster named {name:?}"));
-        }
-    }
+    c.all_known(&format!("{at}.http_clusters"), &f.http_clusters, clusters, "cluster");
     FilterConfig {
         name: f.name.clone(),
         module: base.join(&f.module),

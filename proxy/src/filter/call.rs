@@ -3,11 +3,12 @@
 //! phase together when the phase returns `wait`, through the cluster's own
 //! balancer, breakers and pool, and hands each answer to `on-call-response`.
 
-use super::bindings::wasp::filter::types::{CallRequest, CallResponse, Header};
+use super::bindings::wasp::filter::types::{CallRequest, CallResponse};
+use super::host::{header_list, header_map};
 use crate::error::Kind;
 use crate::upstream::{Attempts, Cluster, RequestBody, RequestHead};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderValue, Method};
 use http_body_util::{BodyExt, Limited};
 use std::future::Future;
 use std::pin::Pin;
@@ -43,13 +44,7 @@ pub fn prepare(
         return Err(format!("path {:?} must start with '/'", request.path));
     }
     let path = request.path.parse().map_err(|_| format!("invalid path {:?}", request.path))?;
-    let mut headers = HeaderMap::new();
-    for h in &request.headers {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| format!("invalid header name {:?}", h.name))?;
-        let value = HeaderValue::from_bytes(&h.value).map_err(|_| format!("invalid value for header {:?}", h.name))?;
-        headers.append(name, value);
-    }
+    let mut headers = header_map(&request.headers)?;
     let timeout = match request.timeout_ms {
         0 => DEFAULT_TIMEOUT,
         ms => Duration::from_millis(ms.into()),
@@ -83,10 +78,6 @@ async fn send(cluster: Arc<Cluster>, head: RequestHead, body: Bytes, timeout: Du
     let body = Limited::new(body, MAX_BODY).collect().await.map_err(|e| {
         format!("call to cluster {:?}: response body failed or is over {MAX_BODY} bytes: {e}", cluster.name)
     })?;
-    let headers = parts
-        .headers
-        .iter()
-        .map(|(n, v)| Header { name: n.as_str().to_string(), value: v.as_bytes().to_vec() })
-        .collect();
+    let headers = header_list(&parts.headers);
     Ok(CallResponse { status: parts.status.as_u16(), headers, body: body.to_bytes().to_vec() })
 }

@@ -9,14 +9,14 @@
 //! calls; response and streamed body phases may not.
 
 use super::bindings::wasp::filter::types::{Decision, LocalReply};
-use super::host::{BodyMode, Chunk, Facts, Head, MessageState};
+use super::host::{BodyMode, Chunk, Facts, Head, MessageState, header_map};
 use super::loaded::{Failure, Lease, LoadedFilter, Phase};
 use super::registry::Versioned;
 use crate::config::model::FailurePolicy;
 use crate::error::Kind;
 use bytes::Bytes;
 use futures_util::future::join_all;
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Rounds of `wait` one phase may go through before it counts as invalid output.
@@ -192,20 +192,12 @@ impl Run {
     /// Runs the response-body phases over the whole buffered body, last filter first.
     pub fn on_response_body(&self, parts: &mut http::response::Parts, body: Chunk) -> (Verdict, Chunk) {
         let mut state = self.lock();
-        let mut msg = MessageState { body, ..MessageState::head(Head::Response(take_response(parts)), &self.facts) };
-        let mut verdict = Verdict::Continue;
-        for slot in state.slots.iter_mut().rev().filter(|s| s.response_body.is_some()) {
-            let (back, outcome) = slot.lease.call(Phase::ResponseBody, msg);
-            msg = back;
-            if let Some(v) = slot.settle(Side::Response, outcome) {
-                verdict = v;
-                break;
-            }
-        }
+        let msg = MessageState { body, ..MessageState::head(Head::Response(take_response(parts)), &self.facts) };
+        let (msg, stop) = body_phases(state.slots.iter_mut().rev(), Side::Response, msg);
         if let Head::Response(p) = msg.head {
             *parts = p;
         }
-        (verdict, msg.body)
+        (stop.unwrap_or(Verdict::Continue), msg.body)
     }
 
     /// Passes one chunk of a streamed body through the filters that asked to
@@ -214,19 +206,18 @@ impl Run {
     pub fn on_chunk(&self, side: Side, chunk: Chunk) -> Option<Chunk> {
         let mut state = self.lock();
         let Slots { slots, abort } = &mut *state;
-        let phase = if side == Side::Request { Phase::RequestBody } else { Phase::ResponseBody };
-        let mut msg = MessageState { body: chunk, ..MessageState::head(Head::Sent, &self.facts) };
-        let order: Box<dyn Iterator<Item = &mut Slot>> =
-            if side == Side::Request { Box::new(slots.iter_mut()) } else { Box::new(slots.iter_mut().rev()) };
-        for slot in order.filter(|s| s.wants(side).is_some()) {
-            let (back, outcome) = slot.lease.call(phase, msg);
-            msg = back;
-            if let Some(v) = slot.settle(side, outcome) {
-                *abort = Some(v);
-                return None;
+        let msg = MessageState { body: chunk, ..MessageState::head(Head::Sent, &self.facts) };
+        let (msg, stop) = match side {
+            Side::Request => body_phases(slots.iter_mut(), side, msg),
+            Side::Response => body_phases(slots.iter_mut().rev(), side, msg),
+        };
+        match stop {
+            Some(verdict) => {
+                *abort = Some(verdict);
+                None
             }
+            None => Some(msg.body),
         }
-        Some(msg.body)
     }
 
     /// What ended a streamed body early, if a filter did.
@@ -259,6 +250,28 @@ impl Slot {
             Step::Stop(verdict) => Some(verdict),
         }
     }
+}
+
+/// Runs `side`'s body phase of the filters in `slots` (in the order given)
+/// that asked for that body, each on the message the one before left. A
+/// verdict other than go on stops there.
+fn body_phases<'a>(
+    slots: impl Iterator<Item = &'a mut Slot>,
+    side: Side,
+    mut msg: MessageState,
+) -> (MessageState, Option<Verdict>) {
+    let phase = match side {
+        Side::Request => Phase::RequestBody,
+        Side::Response => Phase::ResponseBody,
+    };
+    for slot in slots.filter(|s| s.wants(side).is_some()) {
+        let (back, outcome) = slot.lease.call(phase, msg);
+        msg = back;
+        if let Some(verdict) = slot.settle(side, outcome) {
+            return (msg, Some(verdict));
+        }
+    }
+    (msg, None)
 }
 
 /// Calls a request phase; while it answers `wait`, sends the calls it
@@ -339,12 +352,7 @@ fn local_reply(reply: LocalReply) -> Result<(http::response::Parts, Bytes), Stri
         .ok_or_else(|| format!("status {} is not a final HTTP status (200-599)", reply.status))?;
     let mut resp = http::Response::new(());
     *resp.status_mut() = status;
-    for h in reply.headers {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| format!("invalid header name {:?}", h.name))?;
-        let value = HeaderValue::from_bytes(&h.value).map_err(|_| format!("invalid value for header {:?}", h.name))?;
-        resp.headers_mut().append(name, value);
-    }
+    *resp.headers_mut() = header_map(&reply.headers)?;
     Ok((resp.into_parts().0, Bytes::from(reply.body)))
 }
 

@@ -195,12 +195,24 @@ impl MessageState {
     }
 }
 
-fn header_list(map: &HeaderMap) -> Vec<types::Header> {
+/// A header map as the guest's header list.
+pub fn header_list(map: &HeaderMap) -> Vec<types::Header> {
     map.iter().map(|(n, v)| types::Header { name: n.as_str().to_string(), value: v.as_bytes().to_vec() }).collect()
+}
+
+/// A guest's header list as a header map; fails on the first invalid name or value.
+pub fn header_map(headers: &[types::Header]) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for h in headers {
+        let (name, value) = header_pair(&h.name, &h.value)?;
+        map.append(name, value);
+    }
+    Ok(map)
 }
 
 type Res<T> = wasmtime::Result<T>;
 
+/// A guest's header name and value, checked.
 fn header_pair(name: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), String> {
     let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
     let v = HeaderValue::from_bytes(value).map_err(|_| format!("invalid value for header {name:?}"))?;

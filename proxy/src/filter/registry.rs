@@ -73,14 +73,18 @@ impl Versioned {
 }
 
 impl Registry {
-    /// Loads every filter in `config`; all failures are reported, each at its
-    /// config path (`filters[0].module: ...`).
+    /// Loads every filter in `config` (`None` when it has none: no engine is
+    /// started); all failures are reported, each at its config path
+    /// (`filters[0].module: ...`).
     pub fn load(
         config: &Config,
         metrics: &Arc<Metrics>,
         clusters: &HashMap<&str, Arc<Cluster>>,
-    ) -> Result<Arc<Registry>, Vec<ConfigError>> {
-        let runtime = Runtime::new(config.filter_instances.max(1))
+    ) -> Result<Option<Arc<Registry>>, Vec<ConfigError>> {
+        if config.filters.is_empty() {
+            return Ok(None);
+        }
+        let runtime = Runtime::new(config.filter_instances)
             .map_err(|message| vec![ConfigError { path: "filters".into(), message }])?;
         let ctx = LoadContext {
             runtime,
@@ -90,7 +94,8 @@ impl Registry {
         let (mut filters, mut errors, mut compiled) = (Vec::new(), Vec::new(), HashMap::new());
         for (i, cfg) in config.filters.iter().enumerate() {
             let kv = Arc::new(Kv::default());
-            let loaded = read(cfg).and_then(|(bytes, sha)| {
+            let file = read(cfg).map_err(|e| format!("cannot read {}: {e}", cfg.module_name));
+            let loaded = file.and_then(|(bytes, sha)| {
                 let f = LoadedFilter::load(&ctx, cfg, &bytes, kv.clone(), 1, &mut compiled)?;
                 Ok((f, sha))
             });
@@ -118,7 +123,7 @@ impl Registry {
                 Err(message) => errors.push(ConfigError { path: format!("filters[{i}].module"), message }),
             }
         }
-        if errors.is_empty() { Ok(Arc::new(Registry { ctx, filters })) } else { Err(errors) }
+        if errors.is_empty() { Ok(Some(Arc::new(Registry { ctx, filters }))) } else { Err(errors) }
     }
 
     /// The filter named `name` (validated configs name only existing ones).
@@ -157,11 +162,8 @@ impl Registry {
 
     fn refresh_one(&self, f: &Versioned, compiled: &mut HashMap<Vec<u8>, Component>) {
         let name = &*f.name;
-        let (bytes, sha) = match std::fs::read(&f.config.module) {
-            Ok(bytes) => {
-                let sha = hex(&Sha256::digest(&bytes));
-                (bytes, sha)
-            }
+        let (bytes, sha) = match read(&f.config) {
+            Ok(file) => file,
             Err(e) => {
                 let mut st = lock(&f.status);
                 if !st.missing {
@@ -202,9 +204,9 @@ impl Registry {
     }
 }
 
-/// Reads a module file and hashes it.
-fn read(cfg: &FilterConfig) -> Result<(Vec<u8>, String), String> {
-    let bytes = std::fs::read(&cfg.module).map_err(|e| format!("cannot read {}: {e}", cfg.module_name))?;
+/// Reads a filter's module file and its SHA-256 (hex).
+fn read(cfg: &FilterConfig) -> std::io::Result<(Vec<u8>, String)> {
+    let bytes = std::fs::read(&cfg.module)?;
     let sha = hex(&Sha256::digest(&bytes));
     Ok((bytes, sha))
 }

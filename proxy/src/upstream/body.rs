@@ -51,6 +51,51 @@ impl Body for Source {
     }
 }
 
+/// A body held whole: its data, then its trailers (a body filters buffered,
+/// a local reply). A clone sends it again.
+#[derive(Clone, Default)]
+pub struct Whole {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Whole {
+    /// `data`, then `trailers` if any.
+    pub fn new(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        Whole { data: Some(data), trailers }
+    }
+
+    /// Whether nothing has been read from it yet.
+    fn unread(&self) -> bool {
+        self.data.is_some()
+    }
+}
+
+impl Body for Whole {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        Poll::Ready(match this.data.take().filter(|d| !d.is_empty()) {
+            Some(d) => Some(Ok(Frame::data(d))),
+            None => this.trailers.take().map(|t| Ok(Frame::trailers(t))),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.as_ref().is_none_or(Bytes::is_empty) && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.data, &self.trailers) {
+            (data, None) => SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64)),
+            // Trailers need chunked framing: no length.
+            (_, Some(_)) => SizeHint::default(),
+        }
+    }
+}
+
 /// What the attempts of one request share: the unread body and a byte count.
 pub struct Shared {
     unread: Mutex<Option<Source>>,
@@ -68,7 +113,7 @@ enum State {
     Unread(Arc<Shared>),
     Streaming(Source, Arc<Shared>),
     /// A whole body: data, then trailers.
-    Full(Option<Bytes>, Option<HeaderMap>),
+    Full(Whole),
     Gone,
 }
 
@@ -89,18 +134,18 @@ impl RequestBody {
     }
 
     /// A whole body (buffered by a filter, or a filter's own call): it can be
-    /// sent again on every attempt. `received` is what the client sent.
+    /// sent again on every attempt; the shared count is its length.
     pub fn full(data: Bytes, trailers: Option<HeaderMap>) -> (Self, Arc<Shared>) {
         let hint = SizeHint::with_exact(data.len() as u64);
         let shared = Arc::new(Shared { unread: Mutex::new(None), bytes: AtomicU64::new(data.len() as u64) });
-        (RequestBody { state: State::Full(Some(data), trailers), hint }, shared)
+        (RequestBody { state: State::Full(Whole::new(data, trailers)), hint }, shared)
     }
 
     /// A body for another attempt, if no attempt has read this one yet.
     pub fn replay(&self) -> Option<RequestBody> {
         let state = match &self.state {
             State::Empty => State::Empty,
-            State::Full(data, trailers) if data.is_some() => State::Full(data.clone(), trailers.clone()),
+            State::Full(whole) if whole.unread() => State::Full(whole.clone()),
             State::Unread(s) | State::Streaming(_, s) if s.is_unread() => State::Unread(s.clone()),
             _ => return None,
         };
@@ -128,16 +173,7 @@ impl Body for RequestBody {
         loop {
             match &mut this.state {
                 State::Empty => return Poll::Ready(None),
-                State::Full(data, trailers) => {
-                    let frame = match data.take() {
-                        Some(d) if !d.is_empty() => Frame::data(d),
-                        _ => match trailers.take() {
-                            Some(t) => Frame::trailers(t),
-                            None => return Poll::Ready(None),
-                        },
-                    };
-                    return Poll::Ready(Some(Ok(frame)));
-                }
+                State::Full(whole) => return Pin::new(whole).poll_frame(cx).map_err(|never| match never {}),
                 State::Gone => return Poll::Ready(Some(Err(Box::new(BodyConsumed)))),
                 State::Unread(shared) => {
                     let taken = shared.unread.lock().ok().and_then(|mut b| b.take());
@@ -163,7 +199,7 @@ impl Body for RequestBody {
         match &self.state {
             State::Empty => true,
             State::Streaming(body, _) => body.is_end_stream(),
-            State::Full(data, trailers) => data.as_ref().is_none_or(Bytes::is_empty) && trailers.is_none(),
+            State::Full(whole) => whole.is_end_stream(),
             _ => false,
         }
     }
