@@ -165,22 +165,35 @@ nginx_conf() {
     ! grep -q '@[A-Z0-9]*@' "$dest" || die "unsubstituted placeholder in $dest"
 }
 
-wasp_conf() { # wasp_conf FILE PORT ADMINPORT
-    cat >"$1" <<EOF
-admin: { address: 127.0.0.1:$3 }
+# wasp_head PORT ADMINPORT: the start of every benchmark wasp config, up to its one listener's `routes:`.
+wasp_head() {
+    cat <<EOF
+admin: { address: 127.0.0.1:$2 }
 access_log: "off"
 workers: 1
 listeners:
   - name: ingress
-    address: 127.0.0.1:$2
+    address: 127.0.0.1:$1
     routes:
-      - name: all
-        cluster: up
+EOF
+}
+
+# wasp_up: the clusters of every benchmark wasp config: `up`, the shared upstream.
+wasp_up() {
+    cat <<EOF
 clusters:
   - name: up
     endpoints: ["127.0.0.1:$UP"]
     protocol: http1
 EOF
+}
+
+wasp_conf() { # wasp_conf FILE PORT ADMINPORT
+    {
+        wasp_head "$2" "$3"
+        echo "      - { name: all, cluster: up }"
+        wasp_up
+    } >"$1"
 }
 
 # check_h2c PORT: 20 h2c (prior knowledge) requests must all get 2xx.
@@ -278,23 +291,21 @@ HR_TYPICAL='{ request: { set: { x-trace: "{request_id}" } }, response: { add: { 
 
 # filters_conf FILE PORT ADMINPORT [FILTER_INSTANCES]: the four routes of the filter section.
 filters_conf() {
-    cat >"$1" <<EOF
-admin: { address: 127.0.0.1:$3 }
-access_log: "off"
-workers: 1
-filter_instances: ${4:-512}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:$2
-    routes:
+    {
+        wasp_head "$2" "$3"
+        filters_routes
+        wasp_up
+        echo "filter_instances: ${4:-512}"
+    } >"$1"
+}
+
+# filters_routes: the routes and filters of filters_conf.
+filters_routes() {
+    cat <<EOF
       - { name: nf, match: { prefix: /nf/ }, cluster: up }
       - { name: hr, match: { prefix: /hr/ }, cluster: up, filters: [hr] }
       - { name: chain, match: { prefix: /chain/ }, cluster: up, filters: [auth, rl, hr] }
       - { name: deny, match: { prefix: /deny/ }, cluster: up, filters: [auth] }
-clusters:
-  - name: up
-    endpoints: ["127.0.0.1:$UP"]
-    protocol: http1
 filters:
   - name: hr
     module: $TMP/filters/header_rewrite.wasm
@@ -346,27 +357,14 @@ mem_conf() {
     local n i
     case $4 in nf) n=0 ;; f1) n=1 ;; *) n=10 ;; esac
     {
-        cat <<EOF
-admin: { address: 127.0.0.1:$3 }
-access_log: "off"
-workers: 1
-listeners:
-  - name: ingress
-    address: 127.0.0.1:$2
-    routes:
-EOF
+        wasp_head "$2" "$3"
         if ((n == 0)); then
             echo "      - { name: m0, match: { prefix: /m0/ }, cluster: up }"
         fi
         for ((i = 0; i < n; i++)); do
             echo "      - { name: m$i, match: { prefix: /m$i/ }, cluster: up, filters: [f$i] }"
         done
-        cat <<EOF
-clusters:
-  - name: up
-    endpoints: ["127.0.0.1:$UP"]
-    protocol: http1
-EOF
+        wasp_up
         if ((n > 0)); then
             echo "filters:"
             for ((i = 0; i < n; i++)); do mem_filter "$4" "$i"; done
