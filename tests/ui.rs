@@ -18,8 +18,12 @@ fn files(dir: &str, exts: &[&str]) -> Vec<PathBuf> {
 }
 
 fn check(path: &Path) -> (bool, String, String) {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_wasp")).args(["check", "--config"]).arg(path).output().expect("run wasp");
+    let out = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .env("XDG_CACHE_HOME", concat!(env!("CARGO_TARGET_TMPDIR"), "/cache"))
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .expect("run wasp");
     let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
     (out.status.success(), text(&out.stdout), text(&out.stderr))
 }

@@ -3,9 +3,8 @@
 //! `/filters` (each filter's serving version) and `/metrics` (Prometheus text). It keeps serving while the proxy drains, so
 //! `/readyz` reports 503 and `/metrics` stays observable until exit.
 
-use crate::filter::Registry;
+use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::upstream::Cluster;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{Method, Request, Response, StatusCode};
@@ -22,16 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 /// What the admin endpoints report on.
 pub struct Admin {
-    /// Effective config, pre-rendered as JSON.
-    pub config_json: Bytes,
+    /// The serving configuration (config, clusters, filters).
+    pub live: Arc<Live>,
     /// All metrics.
     pub metrics: Arc<Metrics>,
-    /// The local app's cluster, if readiness depends on it.
-    pub ready_cluster: Option<Arc<Cluster>>,
     /// Fires when the proxy starts draining.
     pub draining: CancellationToken,
-    /// The filters, if any are configured.
-    pub filters: Option<Arc<Registry>>,
 }
 
 impl Admin {
@@ -67,10 +62,10 @@ impl Admin {
                 Ok(()) => text(StatusCode::OK, "ready\n"),
                 Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n")),
             },
-            "/config" => body(StatusCode::OK, "application/json", self.config_json.clone()),
+            "/config" => body(StatusCode::OK, "application/json", self.live.current().config_json.clone()),
             "/metrics" => body(StatusCode::OK, "text/plain; version=0.0.4", Bytes::from(self.metrics.render())),
             "/filters" => {
-                let statuses = self.filters.as_ref().map(|r| r.statuses()).unwrap_or_default();
+                let statuses = self.live.current().filters.as_ref().map(|r| r.statuses()).unwrap_or_default();
                 body(
                     StatusCode::OK,
                     "application/json",
@@ -85,7 +80,10 @@ impl Admin {
         if self.draining.is_cancelled() {
             return Err("draining".into());
         }
-        let Some(cluster) = &self.ready_cluster else { return Ok(()) };
+        let live = self.live.current();
+        let Some(cluster) = live.config.admin.ready_cluster.as_ref().and_then(|n| live.clusters.get(n)) else {
+            return Ok(());
+        };
         for ep in &cluster.endpoints {
             let probe = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(&*ep.address));
             if let Ok(Ok(_)) = probe.await {

@@ -42,10 +42,18 @@ pub fn main() -> ExitCode {
     init_logging();
     match cli.command {
         None => report(crate::demo::run()),
-        Some(Command::Run { config }) => match config::load_file(&config) {
-            Ok(cfg) => report(crate::server::run_blocking(cfg).map_err(|e| e.to_string())),
-            Err(errors) => {
+        Some(Command::Run { config }) => match crate::live::read(&config) {
+            Ok((cfg, file)) => report(crate::server::run_blocking(cfg, Some(file)).map_err(|e| e.to_string())),
+            Err(crate::live::Unread::Invalid(errors, _)) => {
                 eprintln!("wasp: invalid config {}:\n{errors}", config.display());
+                ExitCode::FAILURE
+            }
+            Err(crate::live::Unread::Io(e)) => {
+                eprintln!(
+                    "wasp: invalid config {}:\n{}: cannot read config file: {e}",
+                    config.display(),
+                    config.display()
+                );
                 ExitCode::FAILURE
             }
         },
@@ -53,8 +61,14 @@ pub fn main() -> ExitCode {
             let path = config.or(file).unwrap_or_default();
             let checked = config::load_file(&path).and_then(|cfg| {
                 let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-                let clusters = crate::server::clusters(&cfg, &metrics);
-                crate::filter::Registry::load(&cfg, &metrics, &clusters).map(|_| ()).map_err(config::ConfigErrors)
+                let clusters = cfg
+                    .clusters
+                    .iter()
+                    .map(|c| (c.name.clone(), std::sync::Arc::new(crate::upstream::Cluster::new(c, &metrics))))
+                    .collect();
+                crate::filter::Registry::load(&cfg, &metrics, &clusters, &mut None, None)
+                    .map(|_| ())
+                    .map_err(config::ConfigErrors)
             });
             match checked {
                 Ok(()) => {

@@ -5,6 +5,7 @@
 
 use crate::access_log::AccessLog;
 use crate::config::Limits;
+use crate::listener::Listener;
 use crate::metrics::RouteMetrics;
 use crate::route::Router;
 use http::HeaderValue;
@@ -109,12 +110,24 @@ impl ConnState {
 }
 
 /// Serves one accepted connection until it closes, idles out or drains.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<HttpListener>, drain: CancellationToken) {
+/// The connection keeps the settings of `listener`, the handler it was
+/// accepted with; each request is routed by the handler serving when it
+/// arrives, so a config reload reaches established connections too.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<HttpListener>,
+    live: Arc<Listener>,
+    drain: CancellationToken,
+) {
     let state = Arc::new(ConnState::new(peer));
     let io = TokioIo::new(stream);
     let svc = {
         let (listener, state) = (listener.clone(), state.clone());
-        service_fn(move |req| crate::forward::handle(req, listener.clone(), state.clone()))
+        service_fn(move |req| {
+            let current = live.http().unwrap_or_else(|| listener.clone());
+            crate::forward::handle(req, current, state.clone())
+        })
     };
     let conn = listener.builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);

@@ -55,7 +55,7 @@ pub fn run() -> Result<(), String> {
              metrics: curl http://127.0.0.1:9901/metrics\n  \
              stop:    Ctrl-C\n"
         );
-        server::serve(config, server::shutdown_signal()).await.map_err(|e: StartError| e.to_string())
+        server::serve(config, None, server::shutdown_signal()).await.map_err(|e: StartError| e.to_string())
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result

@@ -19,9 +19,11 @@
 //!    [`error::ProxyError`] in one place, and records the exchange in
 //!    [`metrics`] and the [`access_log`] when the body ends.
 //!
-//! [`config`] is the operator contract (validated once), [`server`] wires it
-//! all together and drains on SIGTERM, and [`admin`] serves health,
-//! readiness, config and metrics.
+//! [`config`] is the operator contract (validated as a whole), [`live`]
+//! builds it into the serving clusters, filters, routes and listeners and
+//! swaps in a new one when [`watch`] sees the file change, [`server`] starts
+//! it all and drains on SIGTERM, and [`admin`] serves health, readiness,
+//! config, filters and metrics.
 
 pub mod access_log;
 pub mod admin;
@@ -34,9 +36,11 @@ pub mod filter;
 pub mod forward;
 pub mod headers;
 pub mod listener;
+pub mod live;
 pub mod metrics;
 pub mod respond;
 pub mod route;
 pub mod server;
 pub mod tcp;
 pub mod upstream;
+pub mod watch;

@@ -1,12 +1,15 @@
-//! Listeners: bind, then accept connections up to `max_connections` and hand
-//! each to its HTTP or TCP handler. On drain the accept loop stops, so new
-//! clients are refused while accepted connections finish.
+//! Listeners: accept connections up to `max_connections` and hand each to
+//! the listener's current HTTP or TCP handler. A config reload swaps the
+//! handler and the connection cap in place, so the socket and established
+//! connections stay; a listener that is removed stops accepting and drains
+//! its connections (in-flight requests finish).
 
 use crate::conn::{self, HttpListener};
 use crate::metrics::GaugeGuard;
 use crate::tcp::TcpProxy;
+use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntGauge};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -22,33 +25,86 @@ pub enum Handler {
     Tcp(Arc<TcpProxy>),
 }
 
-/// An accept loop's settings and counters.
-pub struct Acceptor {
+/// A listener's live state, shared by its accept loop and its connections.
+pub struct Listener {
     /// Name for logs.
     pub name: Arc<str>,
-    /// The bound socket.
-    pub socket: TcpListener,
-    /// Connection handler.
-    pub handler: Handler,
-    /// Open connections allowed at once.
-    pub max_connections: usize,
+    handler: ArcSwap<Handler>,
+    permits: Arc<Semaphore>,
+    max_connections: Mutex<usize>,
+    /// Fires when the listener is removed or the proxy drains.
+    stop: CancellationToken,
     /// `wasp_active_connections{listener}`
-    pub active: IntGauge,
+    active: IntGauge,
     /// `wasp_connections_total{listener}`
-    pub accepted: IntCounter,
+    accepted: IntCounter,
 }
 
-impl Acceptor {
-    /// Accepts until `drain` fires; connections run on `tracker`.
-    pub async fn run(self, drain: CancellationToken, tracker: TaskTracker) {
-        let permits = Arc::new(Semaphore::new(self.max_connections));
+impl Listener {
+    /// A listener named `name`; it stops with `drain`.
+    pub fn new(
+        name: &str,
+        handler: Handler,
+        max_connections: usize,
+        drain: &CancellationToken,
+        metrics: &crate::metrics::Metrics,
+    ) -> Arc<Self> {
+        Arc::new(Listener {
+            name: name.into(),
+            handler: ArcSwap::from_pointee(handler),
+            permits: Arc::new(Semaphore::new(max_connections)),
+            max_connections: Mutex::new(max_connections),
+            stop: drain.child_token(),
+            active: metrics.active_connections.with_label_values(&[name]),
+            accepted: metrics.connections.with_label_values(&[name]),
+        })
+    }
+
+    /// Serves new connections, and new requests on established HTTP
+    /// connections, with `handler`; allows `max_connections` at once.
+    pub fn update(&self, handler: Handler, max_connections: usize) {
+        self.handler.store(Arc::new(handler));
+        let mut max = self.max_connections.lock().unwrap_or_else(|p| p.into_inner());
+        if max_connections > *max {
+            self.permits.add_permits(max_connections - *max);
+        } else if max_connections < *max {
+            // Take the surplus out of circulation: free permits now, the rest as connections close.
+            let surplus = *max - max_connections;
+            let rest = surplus - self.permits.forget_permits(surplus);
+            if rest > 0 {
+                let permits = self.permits.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = permits.acquire_many_owned(rest as u32).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+        *max = max_connections;
+    }
+
+    /// The HTTP handler serving now, if the listener is still HTTP.
+    pub fn http(&self) -> Option<Arc<HttpListener>> {
+        match &**self.handler.load() {
+            Handler::Http(l) => Some(l.clone()),
+            Handler::Tcp(_) => None,
+        }
+    }
+
+    /// Stops accepting and drains this listener's connections.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Accepts on `socket` until the listener stops; connections run on `tracker`.
+    pub async fn accept(self: Arc<Self>, socket: Arc<TcpListener>, tracker: TaskTracker) {
         loop {
             let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                () = drain.cancelled() => return,
+                p = self.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                () = self.stop.cancelled() => return,
             };
             let (stream, peer) = tokio::select! {
-                r = self.socket.accept() => match r {
+                r = socket.accept() => match r {
                     Ok(conn) => conn,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -57,17 +113,17 @@ impl Acceptor {
                         continue;
                     }
                 },
-                () = drain.cancelled() => return,
+                () = self.stop.cancelled() => return,
             };
             let _ = stream.set_nodelay(true);
             self.accepted.inc();
             let active = GaugeGuard::new(self.active.clone());
-            let drain = drain.clone();
-            match &self.handler {
+            let drain = self.stop.clone();
+            match &**self.handler.load() {
                 Handler::Http(l) => {
-                    let l = l.clone();
+                    let (l, listener) = (l.clone(), self.clone());
                     tracker.spawn(async move {
-                        conn::serve(stream, peer, l, drain).await;
+                        conn::serve(stream, peer, l, listener, drain).await;
                         drop((permit, active));
                     });
                 }

@@ -39,6 +39,10 @@ pub struct Metrics {
     pub filter_reloads: IntCounterVec,
     /// `wasp_filter_generation{filter}`
     pub filter_generation: IntGaugeVec,
+    /// `wasp_config_reloads_total{result}`
+    pub config_reloads: IntCounterVec,
+    /// `wasp_config_generation`
+    pub config_generation: IntGauge,
     filter_counters: Mutex<HashMap<String, IntCounterVec>>,
     filter_histograms: Mutex<HashMap<String, HistogramVec>>,
 }
@@ -146,6 +150,19 @@ impl Metrics {
                 &["filter"],
             )
             .expect("valid metric"),
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "wasp_config_reloads_total",
+                    "Config reloads after the config file changed, by result (ok, error)",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+            config_generation: IntGauge::new(
+                "wasp_config_generation",
+                "Generation of the config serving (1 at start, +1 per reload)",
+            )
+            .expect("valid metric"),
             filter_counters: Mutex::default(),
             filter_histograms: Mutex::default(),
             registry,
@@ -168,6 +185,8 @@ impl Metrics {
             Box::new(m.filter_duration.clone()),
             Box::new(m.filter_reloads.clone()),
             Box::new(m.filter_generation.clone()),
+            Box::new(m.config_reloads.clone()),
+            Box::new(m.config_generation.clone()),
             Box::new(build),
         ] {
             r.register(c).expect("metric names are unique");

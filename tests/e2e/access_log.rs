@@ -2,6 +2,7 @@
 //! failing sink never fails a request.
 
 use crate::support::client::{self, get};
+use crate::support::metrics;
 use crate::support::{TestProxy, Upstream, one_route};
 
 #[tokio::test]
@@ -45,7 +46,7 @@ async fn a_failing_sink_never_fails_requests() {
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let m = String::from_utf8(get(&c, &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8");
+        let m = metrics(&proxy).await;
         let errors = m
             .lines()
             .find_map(|l| l.strip_prefix("wasp_access_log_errors_total "))

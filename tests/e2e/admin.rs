@@ -1,6 +1,7 @@
 //! The admin listener: health, readiness, effective config and metrics.
 
 use crate::support::client::{self, get, request, send};
+use crate::support::metrics;
 use crate::support::{TestProxy, Upstream, one_route, refused_addr};
 use http::Method;
 
@@ -23,7 +24,7 @@ async fn health_readiness_config_and_metrics() {
 
     get(&c, &proxy.url("ingress", "/")).await;
     get(&c, &proxy.url("ingress", "/status/503")).await;
-    let m = String::from_utf8(get(&c, &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8");
+    let m = metrics(&proxy).await;
     for line in [
         "wasp_requests_total{class=\"2xx\",cluster=\"app\",listener=\"ingress\",route=\"main\"} 1",
         "wasp_requests_total{class=\"5xx\",cluster=\"app\",listener=\"ingress\",route=\"main\"} 1",

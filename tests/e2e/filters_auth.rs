@@ -4,6 +4,7 @@
 
 use crate::support::client::{self, send};
 use crate::support::filters::wasm;
+use crate::support::metrics;
 use crate::support::{Running, TestProxy, Upstream, refused};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -170,10 +171,6 @@ fn assert_forbidden(r: &client::Reply, why: &str) {
         Some(format!("Bearer realm=\"orders\", error=\"insufficient_scope\", error_description=\"{why}\"").as_str())
     );
     assert_eq!(r.body, format!("forbidden: {why}\n"));
-}
-
-async fn metrics(proxy: &Running) -> String {
-    String::from_utf8(client::get(&client::h1(), &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8")
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 use crate::support::client::{self, send};
 use crate::support::filters::wasm;
+use crate::support::metrics;
 use crate::support::{Running, TestProxy, Upstream, refused};
 use http::Request;
 
@@ -66,8 +67,7 @@ async fn allows_and_denies_as_the_service_answers() {
     assert_eq!(denied.header("www-authenticate"), Some("Bearer realm=\"authz\""));
     assert_eq!(app.hits(), 1, "the denied request never reached the app");
     assert_eq!(authz.hits(), 2);
-    let m =
-        String::from_utf8(client::get(&client::h1(), &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8");
+    let m = metrics(&proxy).await;
     assert!(m.contains("wasp_filter_duration_seconds_count{filter=\"authz\",phase=\"call_response\"} 2"), "{m}");
 }
 
@@ -81,8 +81,7 @@ async fn decisions_are_cached_per_credential_for_the_ttl() {
     }
     assert_eq!(authz.hits(), 2, "one check per credential, then the cache");
     assert_eq!(app.hits(), 3);
-    let m =
-        String::from_utf8(client::get(&client::h1(), &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8");
+    let m = metrics(&proxy).await;
     assert_eq!(metric(&m, "wasp_filter_ext_authz_cache_hits_total"), 4, "{m}");
 }
 

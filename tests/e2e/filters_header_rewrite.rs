@@ -2,6 +2,7 @@
 
 use crate::support::client::{self, send};
 use crate::support::filters::wasm;
+use crate::support::metrics;
 use crate::support::{TestProxy, Upstream, refused};
 use http::Request;
 
@@ -55,8 +56,7 @@ filters:
     assert_eq!(h["x-tag"], "one|two");
     assert_eq!(h["x-modern"], "v1");
     assert!(h.get("x-secret").is_none() && h.get("x-legacy").is_none(), "{h}");
-    let m =
-        String::from_utf8(client::get(&client::h1(), &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8");
+    let m = metrics(&proxy).await;
     assert!(m.contains("wasp_filter_duration_seconds_count{filter=\"rewrite\",phase=\"request_headers\"} 1"), "{m}");
 }
 

@@ -4,6 +4,7 @@
 
 use crate::support::client::{self, get};
 use crate::support::filters::wasm;
+use crate::support::metrics;
 use crate::support::{TestProxy, Upstream, refused};
 use std::time::{Duration, Instant};
 
@@ -81,7 +82,7 @@ async fn misbehaving_filters_get_their_policy_while_other_routes_keep_serving() 
     assert!(statuses.len() > 20, "the steady stream made progress: {}", statuses.len());
     assert!(statuses.iter().all(|s| *s == 200), "steady stream failed: {statuses:?}");
 
-    let m = String::from_utf8(get(&c, &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8");
+    let m = metrics(&proxy).await;
     for (_, filter, reason) in cases {
         let line = format!("wasp_filter_errors_total{{filter=\"{filter}\",reason=\"{reason}\"}}");
         let count: f64 = m.lines().find_map(|l| l.strip_prefix(&line)?.trim().parse().ok()).unwrap_or(0.0);
@@ -146,7 +147,7 @@ async fn instance_exhaustion_is_a_prompt_503() {
         assert_eq!(s.await.expect("join"), 200, "requests holding instances complete");
     }
     assert_eq!(get(&client::h1(), &proxy.url("ingress", "/")).await.status, 200, "capacity comes back");
-    let m = String::from_utf8(get(&client::h1(), &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8");
+    let m = metrics(&proxy).await;
     assert!(m.contains("wasp_filter_errors_total{filter=\"rw\",reason=\"unavailable\"} 1"), "{m}");
     let log = proxy.access_log();
     assert!(log.iter().any(|l| l["status"] == 503 && l["reason"] == "wasp_filter_unavailable"), "{log:?}");

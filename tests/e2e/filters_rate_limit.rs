@@ -2,6 +2,7 @@
 
 use crate::support::client::{self, send};
 use crate::support::filters::wasm;
+use crate::support::metrics;
 use crate::support::{Running, TestProxy, Upstream};
 use http::Request;
 
@@ -56,8 +57,7 @@ async fn a_key_over_its_burst_gets_429_with_retry_after_and_others_are_unaffecte
     assert_eq!(limited.body, "rate limit exceeded\n");
     assert_eq!(call(&proxy, "/", "bob").await.status, 200, "another key has its own bucket");
     assert_eq!(upstream.hits(), 4, "the limited request never reached the upstream");
-    let m =
-        String::from_utf8(client::get(&client::h1(), &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8");
+    let m = metrics(&proxy).await;
     assert!(m.contains("wasp_filter_rate_limited_total{filter=\"limit\"} 1"), "{m}");
     let log = proxy.wait_access_log(5);
     assert!(log.iter().any(|l| l["status"] == 429 && l["filter"] == "limit" && l["reason"] == "wasp_filter_reply"));

@@ -4,10 +4,10 @@
 
 use crate::support::client;
 use crate::support::filters::wasm;
+use crate::support::load::{Load, Outcome, one_of};
 use crate::support::{Running, TestProxy, Upstream};
+use crate::support::{metrics, rename_over};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 fn proxy(upstream: &Upstream, module: &Path) -> Running {
@@ -50,17 +50,6 @@ async fn filters(proxy: &Running) -> serde_json::Value {
     client::get(&client::h1(), &proxy.admin_url("/filters")).await.json()[0].clone()
 }
 
-async fn metrics(proxy: &Running) -> String {
-    String::from_utf8(client::get(&client::h1(), &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8")
-}
-
-/// Writes `bytes` over `path` atomically: a new file renamed over the old one.
-fn rename_over(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replacing_a_filter_50_times_under_load_fails_no_request() {
     let upstream = Upstream::start("app").await;
@@ -68,34 +57,9 @@ async fn replacing_a_filter_50_times_under_load_fails_no_request() {
     let module = dir.path().join("marker.wasm");
     let (a, b) = (marker("a"), marker("b"));
     std::fs::write(&module, &a).expect("write");
-    let proxy = Arc::new(proxy(&upstream, &module));
+    let proxy = proxy(&upstream, &module);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..6)
-        .map(|i| {
-            let (proxy, stop) = (proxy.clone(), stop.clone());
-            tokio::spawn(async move {
-                let client = if i % 2 == 0 { client::h1() } else { client::h2() };
-                let (mut ok, mut bad) = (0u32, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    match client::send(
-                        &client,
-                        client::request(http::Method::GET, &proxy.url("ingress", "/"), client::empty()),
-                    )
-                    .await
-                    {
-                        Ok(r) if r.status == 200 && r.headers.get_all("x-version").iter().count() == 1 => {
-                            let v = r.header("x-version").unwrap_or_default().to_string();
-                            if v == "a" || v == "b" { ok += 1 } else { bad.push(format!("marker {v:?}")) }
-                        }
-                        Ok(r) => bad.push(format!("{} {:?}", r.status, r.headers.get_all("x-version"))),
-                        Err(e) => bad.push(e),
-                    }
-                }
-                (ok, bad)
-            })
-        })
-        .collect();
+    let load = Load::start(proxy.url("ingress", "/"), 6, |r| one_of(r, "x-version", &["a", "b"]));
 
     let mut latencies = Vec::new();
     for i in 0..50 {
@@ -107,19 +71,13 @@ async fn replacing_a_filter_50_times_under_load_fails_no_request() {
         }
         latencies.push(wait_for_version(&proxy, v).await);
     }
-    stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut bad) = (0, Vec::new());
-    for c in clients {
-        let (o, b) = c.await.expect("client task");
-        ok += o;
-        bad.extend(b);
-    }
+    let Outcome { ok, bad } = load.finish().await;
     let failures: Vec<String> = proxy.stderr_lines().into_iter().filter(|l| l.contains("filter failed")).collect();
     assert!(
         bad.is_empty(),
         "{} of {} requests failed or mixed versions: {:?}\nwasp logged: {failures:?}",
         bad.len(),
-        ok as usize + bad.len(),
+        ok + bad.len(),
         &bad[..bad.len().min(5)]
     );
     assert!(ok > 100, "the request stream ran ({ok} requests)");

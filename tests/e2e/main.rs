@@ -5,8 +5,10 @@ mod support;
 
 mod access_log;
 mod admin;
+mod config_reload;
 mod demo;
 mod drain;
+mod filter_cache;
 mod filters_auth;
 mod filters_body;
 mod filters_ext_authz;

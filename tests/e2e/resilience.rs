@@ -3,6 +3,7 @@
 //! pending-request cap.
 
 use crate::support::client::{self, get, request, send};
+use crate::support::metrics;
 use crate::support::{TestProxy, Upstream, one_route, refused_addr};
 use http::Method;
 use std::time::{Duration, Instant};
@@ -11,10 +12,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-}
-
-async fn metrics(proxy: &crate::support::Running) -> String {
-    String::from_utf8(get(&client::h1(), &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8")
 }
 
 #[tokio::test]

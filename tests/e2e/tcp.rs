@@ -1,6 +1,6 @@
 //! TCP listeners copy bytes both ways, pass half-close through, and count bytes.
 
-use crate::support::client::{self, get};
+use crate::support::metrics;
 use crate::support::upstream::{hex, pattern};
 use crate::support::{TestProxy, refused_addr};
 use sha2::{Digest, Sha256};
@@ -52,7 +52,7 @@ async fn bytes_flow_both_ways_through_a_half_close() {
     assert_eq!(log[0]["kind"], "tcp");
     assert_eq!(log[0]["bytes_in"], data.len());
     assert_eq!(log[0]["bytes_out"], reply.len());
-    let m = String::from_utf8(get(&client::h1(), &proxy.admin_url("/metrics")).await.body.to_vec()).expect("utf8");
+    let m = metrics(&proxy).await;
     assert!(
         m.contains(&format!("wasp_tcp_bytes_total{{direction=\"upstream\",listener=\"db\"}} {}", data.len())),
         "{m}"

@@ -25,6 +25,11 @@ pub struct RawConfig {
     /// allocator's slots); a request that finds none gets 503.
     #[serde(default = "default_filter_instances")]
     pub filter_instances: u32,
+    /// Where compiled filters are kept between runs: `auto` (the user's
+    /// cache folder, `$XDG_CACHE_HOME/wasp` or `~/.cache/wasp`), `off`, or a
+    /// folder.
+    #[serde(default = "default_filter_cache")]
+    pub filter_cache: String,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: String,
@@ -356,6 +361,9 @@ fn default_access_log() -> String {
 }
 fn default_filter_instances() -> u32 {
     512
+}
+fn default_filter_cache() -> String {
+    "auto".into()
 }
 fn default_drain_timeout() -> String {
     "20s".into()

@@ -26,6 +26,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Filter instances alive at once, process-wide.
     pub filter_instances: u32,
+    /// Folder of the compiled-filter cache (`None`: off).
+    pub filter_cache: Option<PathBuf>,
     /// Listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
     /// Clusters, in file order.
@@ -35,7 +37,7 @@ pub struct Config {
 }
 
 /// A validated filter entry (the module itself is checked when it is loaded).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FilterConfig {
     /// Name routes refer to.
     pub name: String,
@@ -60,7 +62,7 @@ pub struct FilterConfig {
 }
 
 /// Admin listener settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     /// Bind address.
     pub address: SocketAddr,
@@ -80,7 +82,7 @@ pub enum AccessLogTarget {
 }
 
 /// A validated listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     /// Name for metrics and logs.
     pub name: String,
@@ -93,7 +95,7 @@ pub struct ListenerConfig {
 }
 
 /// What a listener serves.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ListenerKind {
     /// HTTP/1.1 + HTTP/2 with routes.
     Http(Vec<RouteConfig>),
@@ -102,7 +104,7 @@ pub enum ListenerKind {
 }
 
 /// A listener's protective limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Connections open at once.
     pub max_connections: usize,
@@ -119,7 +121,7 @@ pub struct Limits {
 }
 
 /// A validated route.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     /// Name for metrics and logs.
     pub name: String,
@@ -147,7 +149,7 @@ pub enum PathMatch {
 }
 
 /// A route's match conditions.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MatchConfig {
     /// Path condition.
     pub path: PathMatch,
@@ -160,7 +162,7 @@ pub struct MatchConfig {
 }
 
 /// A validated retry policy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RetryConfig {
     /// Retries after the first attempt.
     pub attempts: u32,
@@ -175,7 +177,7 @@ pub struct RetryConfig {
 }
 
 /// A validated cluster.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
     /// Name for routes, metrics and logs.
     pub name: String,
@@ -192,7 +194,7 @@ pub struct ClusterConfig {
 }
 
 /// Circuit-breaker settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BreakerConfig {
     /// Failures in a row that open an endpoint.
     pub consecutive_failures: u32,
@@ -308,6 +310,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
     if !(1..=10_000).contains(&raw.filter_instances) {
         c.error("filter_instances", "must be between 1 and 10000");
     }
+    let filter_cache = filter_cache(&mut c, &raw.filter_cache, base);
     if raw.listeners.is_empty() {
         c.error("listeners", "at least one listener is required");
     }
@@ -327,7 +330,18 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
     }
     if c.errors.is_empty() {
         let (workers, filter_instances) = (raw.workers, raw.filter_instances);
-        Ok(Config { raw, admin, access_log, workers, drain_timeout, filter_instances, listeners, clusters, filters })
+        Ok(Config {
+            raw,
+            admin,
+            access_log,
+            workers,
+            drain_timeout,
+            filter_instances,
+            filter_cache,
+            listeners,
+            clusters,
+            filters,
+        })
     } else {
         Err(ConfigErrors(c.errors))
     }
@@ -513,6 +527,24 @@ fn cluster(c: &mut Checker, i: usize, x: &RawCluster) -> ClusterConfig {
             max_pending: b.max_pending,
         },
     }
+}
+
+/// `filter_cache:` as an absolute folder; `auto` is the user's cache folder
+/// (none if neither `XDG_CACHE_HOME` nor `HOME` is set).
+fn filter_cache(c: &mut Checker, raw: &str, base: &Path) -> Option<PathBuf> {
+    let dir = match raw {
+        "off" => return None,
+        "auto" => {
+            let env = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+            env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache")))?.join("wasp")
+        }
+        "" => {
+            c.error("filter_cache", "expected \"auto\", \"off\" or a folder");
+            return None;
+        }
+        dir => base.join(dir),
+    };
+    std::path::absolute(&dir).ok()
 }
 
 fn filter(c: &mut Checker, i: usize, f: &RawFilter, base: &Path, clusters: &HashSet<String>) -> FilterConfig {

@@ -5,7 +5,7 @@
 //! interruption); [`loaded`] compiles each filter once, checks its WIT
 //! version, pre-links it and keeps a pool of initialised instances with
 //! memory and time limits; [`registry`] holds each filter's serving version
-//! and swaps in a new one when [`watch`] sees its module file change;
+//! and swaps in a new one when its module file changes (see `crate::watch`);
 //! [`host`] implements the imports, [`call`] the outbound HTTP calls;
 //! [`chain`] runs a route's filters around the upstream call, and [`body`]
 //! buffers or streams bodies through them.
@@ -19,7 +19,6 @@ pub mod kv;
 pub mod loaded;
 pub mod registry;
 pub mod runtime;
-pub mod watch;
 
 pub use chain::{Chain, Run, Side, Verdict};
 pub use host::{BodyMode, Facts};

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use wasmtime::component::Component;
 
@@ -75,38 +75,62 @@ impl Versioned {
 impl Registry {
     /// Loads every filter in `config` (`None` when it has none: no engine is
     /// started); all failures are reported, each at its config path
-    /// (`filters[0].module: ...`).
+    /// (`filters[0].module: ...`). `runtime` is the process's engine, started
+    /// here the first time a config has filters.
+    ///
+    /// On a config reload `previous` is the serving registry: a filter whose
+    /// entry and granted clusters are unchanged is kept as it is; a changed
+    /// one gets a new version (generation + 1, same key-value store), and if
+    /// that fails the error is also recorded on the serving filter.
     pub fn load(
         config: &Config,
         metrics: &Arc<Metrics>,
-        clusters: &HashMap<&str, Arc<Cluster>>,
+        clusters: &HashMap<String, Arc<Cluster>>,
+        runtime: &mut Option<Runtime>,
+        previous: Option<&Registry>,
     ) -> Result<Option<Arc<Registry>>, Vec<ConfigError>> {
         if config.filters.is_empty() {
             return Ok(None);
         }
-        let runtime = Runtime::new(config.filter_instances)
-            .map_err(|message| vec![ConfigError { path: "filters".into(), message }])?;
-        let ctx = LoadContext {
-            runtime,
-            metrics: metrics.clone(),
-            clusters: clusters.iter().map(|(n, c)| (n.to_string(), c.clone())).collect(),
+        let runtime = match runtime {
+            Some(r) => r.clone(),
+            None => runtime
+                .insert(
+                    Runtime::new(config.filter_instances, config.filter_cache.as_deref())
+                        .map_err(|message| vec![ConfigError { path: "filters".into(), message }])?,
+                )
+                .clone(),
         };
+        let ctx = LoadContext { runtime, metrics: metrics.clone(), clusters: clusters.clone() };
         let (mut filters, mut errors, mut compiled) = (Vec::new(), Vec::new(), HashMap::new());
         for (i, cfg) in config.filters.iter().enumerate() {
-            let kv = Arc::new(Kv::default());
+            let before = previous.and_then(|r| Some((r, r.get(&cfg.name)?)));
+            if let Some((r, f)) = &before
+                && f.config == *cfg
+                && cfg.http_clusters.iter().all(|c| same(r.ctx.clusters.get(c), clusters.get(c)))
+            {
+                filters.push(f.clone());
+                continue;
+            }
+            let before = before.map(|(_, f)| f);
+            let kv = before.as_ref().map_or_else(|| Arc::new(Kv::default()), |f| f.kv.clone());
+            let generation = before.as_ref().map_or(1, |f| lock(&f.status).generation + 1);
             let file = read(cfg).map_err(|e| format!("cannot read {}: {e}", cfg.module_name));
             let loaded = file.and_then(|(bytes, sha)| {
-                let f = LoadedFilter::load(&ctx, cfg, &bytes, kv.clone(), 1, &mut compiled)?;
+                let f = LoadedFilter::load(&ctx, cfg, &bytes, kv.clone(), generation, &mut compiled)?;
                 Ok((f, sha))
             });
             match loaded {
                 Ok((f, sha256)) => {
-                    metrics.filter_generation.with_label_values(&[&cfg.name]).set(1);
+                    metrics.filter_generation.with_label_values(&[&cfg.name]).set(generation as i64);
+                    if before.is_some() {
+                        metrics.filter_reloads.with_label_values(&[&cfg.name, "ok"]).inc();
+                    }
                     let status = Status {
                         name: cfg.name.clone(),
                         module: cfg.module.display().to_string(),
                         sha256,
-                        generation: 1,
+                        generation,
                         loaded_at: crate::access_log::timestamp(),
                         last_error: None,
                         failed_sha256: None,
@@ -120,10 +144,24 @@ impl Registry {
                         status: Mutex::new(status),
                     }));
                 }
-                Err(message) => errors.push(ConfigError { path: format!("filters[{i}].module"), message }),
+                Err(message) => {
+                    if let Some(f) = before {
+                        lock(&f.status).last_error = Some(message.clone());
+                        metrics.filter_reloads.with_label_values(&[&cfg.name, "error"]).inc();
+                    }
+                    errors.push(ConfigError { path: format!("filters[{i}].module"), message })
+                }
             }
         }
-        if errors.is_empty() { Ok(Some(Arc::new(Registry { ctx, filters }))) } else { Err(errors) }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        for gone in
+            previous.iter().flat_map(|r| &r.filters).filter(|f| !config.filters.iter().any(|c| *c.name == *f.name))
+        {
+            let _ = metrics.filter_generation.remove_label_values(&[&gone.name]);
+        }
+        Ok(Some(Arc::new(Registry { ctx, filters })))
     }
 
     /// The filter named `name` (validated configs name only existing ones).
@@ -131,18 +169,9 @@ impl Registry {
         self.filters.iter().find(|f| &*f.name == name).cloned()
     }
 
-    /// The folders holding module files, to watch.
-    pub fn module_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = self
-            .filters
-            .iter()
-            .filter_map(|f| {
-                f.config.module.parent().map(|p| if p.as_os_str().is_empty() { ".".into() } else { p.into() })
-            })
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        dirs
+    /// The module files, to watch.
+    pub fn modules(&self) -> impl Iterator<Item = &Path> {
+        self.filters.iter().map(|f| f.config.module.as_path())
     }
 
     /// Every filter's state, for `/filters`.
@@ -204,15 +233,24 @@ impl Registry {
     }
 }
 
+/// Whether two cluster lookups found the same cluster object.
+fn same(a: Option<&Arc<Cluster>>, b: Option<&Arc<Cluster>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
 /// Reads a filter's module file and its SHA-256 (hex).
 fn read(cfg: &FilterConfig) -> std::io::Result<(Vec<u8>, String)> {
     let bytes = std::fs::read(&cfg.module)?;
-    let sha = hex(&Sha256::digest(&bytes));
+    let sha = sha256_hex(&bytes);
     Ok((bytes, sha))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// SHA-256 of `bytes`, in hex: how wasp tells whether a file changed.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn lock(m: &Mutex<Status>) -> std::sync::MutexGuard<'_, Status> {

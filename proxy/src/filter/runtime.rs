@@ -1,12 +1,16 @@
 //! The wasmtime engine all filters share: component model, pooling
 //! allocator, epoch interruption driven by a 1 ms ticker thread, and a
-//! bounded wasm stack. Created only when the config has filters.
+//! bounded wasm stack, and wasmtime's on-disk cache of compiled code (keyed
+//! by the module's content and the engine's settings), so a restart with
+//! unchanged filters does not compile them again. Created once per process,
+//! when a config first has filters.
 
 use super::bindings::HttpFilter;
 use super::host::HostState;
+use std::path::Path;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Epoch tick: the granularity of filter time limits.
 pub const TICK: Duration = Duration::from_millis(1);
@@ -17,6 +21,7 @@ pub const MAX_STACK: usize = 512 * 1024;
 
 /// The shared engine and the linker with wasp's host imports. The epoch
 /// ticker thread runs for the rest of the process once an engine exists.
+#[derive(Clone)]
 pub struct Runtime {
     /// The engine.
     pub engine: Engine,
@@ -25,9 +30,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine with room for `instances` filter instances at once
-    /// and starts its epoch ticker.
-    pub fn new(instances: u32) -> Result<Self, String> {
+    /// Builds the engine with room for `instances` filter instances at once,
+    /// caching compiled code in `cache` (a folder that cannot be used is
+    /// logged, and filters are then compiled on every start), and starts its
+    /// epoch ticker.
+    pub fn new(instances: u32, cache: Option<&Path>) -> Result<Self, String> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(instances)
             .total_core_instances(instances * 4)
@@ -44,6 +51,16 @@ impl Runtime {
             .memory_reservation(MAX_MEMORY as u64)
             .memory_guard_size(64 << 10)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = cache {
+            match Cache::new(CacheConfig::new().with_directory(dir).clone()) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                    tracing::debug!(folder = %dir.display(), "compiled filters are cached");
+                }
+                Err(e) => tracing::warn!(folder = %dir.display(), error = %format!("{e:#}"),
+                    "cannot use the compiled-filter cache; filters are compiled on every start"),
+            }
+        }
         let engine = Engine::new(&config).map_err(|e| format!("cannot start the filter engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
         HttpFilter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod filters;
+pub mod load;
 pub mod proxy;
 pub mod upstream;
 
@@ -36,4 +37,17 @@ clusters:
 ",
         eps.join(", ")
     )
+}
+
+/// The proxy's `/metrics` text.
+pub async fn metrics(proxy: &Running) -> String {
+    let reply = client::get(&client::h1(), &proxy.admin_url("/metrics")).await;
+    String::from_utf8(reply.body.to_vec()).expect("metrics are UTF-8")
+}
+
+/// Writes `bytes` over `path` atomically: a new file renamed over the old one.
+pub fn rename_over(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
 }

@@ -37,7 +37,7 @@ impl TestProxy {
     /// Starts wasp and waits until it reports "wasp started".
     pub fn start(self) -> Running {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasp"));
+        let mut cmd = wasp();
         if let Some(yaml) = &self.yaml {
             let config = dir.path().join("wasp.yaml");
             std::fs::write(&config, yaml).expect("write config");
@@ -65,16 +65,23 @@ impl TestProxy {
             assert!(Instant::now() < deadline, "wasp did not start:\n{}", running.stderr_text());
             std::thread::sleep(Duration::from_millis(20));
         }
-        for line in running.stderr_lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            if v["message"] == "listening" {
-                let name = v["listener"].as_str().expect("listener").to_string();
-                let addr = v["address"].as_str().expect("address").parse().expect("socket addr");
-                running.addrs.insert(name, addr);
-            }
-        }
+        running.addrs = listening(&running.stderr_lines());
         running
     }
+}
+
+/// The latest address each listener reported ("listening" log lines).
+fn listening(lines: &[String]) -> HashMap<String, SocketAddr> {
+    let mut addrs = HashMap::new();
+    for line in lines {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["message"] == "listening" {
+            let name = v["listener"].as_str().expect("listener").to_string();
+            let addr = v["address"].as_str().expect("address").parse().expect("socket addr");
+            addrs.insert(name, addr);
+        }
+    }
+    addrs
 }
 
 fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
@@ -93,6 +100,25 @@ impl Running {
     /// The bound address of listener `name` ("admin" for the admin listener).
     pub fn addr(&self, name: &str) -> SocketAddr {
         *self.addrs.get(name).unwrap_or_else(|| panic!("no listener {name:?}: {:?}", self.addrs))
+    }
+
+    /// The config file it runs (write it to reload).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("wasp.yaml")
+    }
+
+    /// Waits until a reload starts listener `name` and returns its address
+    /// (from then on also known to [`Running::addr`]).
+    pub fn wait_listening(&mut self, name: &str) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(addr) = listening(&self.stderr_lines()).remove(name) {
+                self.addrs.insert(name.into(), addr);
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "listener {name} never started:\n{}", self.stderr_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `http://<listener address><path>`
@@ -187,6 +213,14 @@ impl Drop for Running {
     }
 }
 
+/// The `wasp` binary, keeping compiled filters in the test target folder
+/// (shared by the tests) rather than the user's cache.
+pub fn wasp() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasp"));
+    cmd.env("XDG_CACHE_HOME", concat!(env!("CARGO_TARGET_TMPDIR"), "/cache"));
+    cmd
+}
+
 /// Runs `wasp check` and `wasp run` on `yaml`; both must refuse it with exit
 /// code 1. Returns their stderr.
 pub fn refused(yaml: &str) -> Vec<String> {
@@ -196,8 +230,7 @@ pub fn refused(yaml: &str) -> Vec<String> {
     ["check", "run"]
         .iter()
         .map(|cmd| {
-            let out =
-                Command::new(env!("CARGO_BIN_EXE_wasp")).args([cmd, "--config"]).arg(&path).output().expect("run");
+            let out = wasp().args([cmd, "--config"]).arg(&path).output().expect("run");
             assert_eq!(out.status.code(), Some(1), "wasp {cmd} must refuse");
             String::from_utf8_lossy(&out.stderr).to_string()
         })

@@ -1,0 +1,408 @@
+//! The serving configuration and its replacement. A config is built whole
+//! beside the serving one: clusters (an unchanged cluster keeps its pools,
+//! balancer and breakers), filters (an unchanged filter keeps its version; a
+//! changed one is compiled and initialised with its new config), routes, and
+//! the sockets of new listeners. Only when all of it is ready is it swapped
+//! in: listeners that stay keep their socket and their connections and take
+//! the new routes and limits, listeners that are gone stop accepting and
+//! drain, new ones start. Anything wrong (an invalid file, a filter that
+//! rejects its config, an address that cannot be bound) keeps the serving
+//! config, and every error is logged.
+
+use crate::access_log::AccessLog;
+use crate::config::{self, Config, ConfigError, ConfigErrors, ListenerConfig, ListenerKind};
+use crate::conn::HttpListener;
+use crate::filter::registry::sha256_hex;
+use crate::filter::{Chain, Registry, Runtime};
+use crate::listener::{Handler, Listener};
+use crate::metrics::Metrics;
+use crate::route::{Route, Router};
+use crate::tcp::TcpProxy;
+use crate::upstream::Cluster;
+use crate::watch::folder;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// One config generation, as the admin endpoints and new requests see it.
+pub struct Snapshot {
+    /// 1 at start, +1 per reload.
+    pub generation: u64,
+    /// The config.
+    pub config: Config,
+    /// The effective config, rendered for `/config`.
+    pub config_json: Bytes,
+    /// Clusters by name.
+    pub clusters: HashMap<String, Arc<Cluster>>,
+    /// The filters, if any are configured.
+    pub filters: Option<Arc<Registry>>,
+}
+
+/// The running proxy's configuration: the serving [`Snapshot`] and what it
+/// takes to replace it.
+pub struct Live {
+    metrics: Arc<Metrics>,
+    access_log: AccessLog,
+    tracker: TaskTracker,
+    drain: CancellationToken,
+    path: Option<PathBuf>,
+    current: ArcSwap<Snapshot>,
+    /// Held by whoever is changing the configuration.
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The filter engine, started when a config first has filters.
+    runtime: Option<Runtime>,
+    listeners: Vec<Bound>,
+    /// SHA-256 of the config file serving.
+    sha256: String,
+    /// SHA-256 of the content that last failed, not tried again until it changes.
+    failed_sha256: Option<String>,
+    /// The file was found missing (logged once).
+    missing: bool,
+}
+
+/// A listener that is accepting.
+struct Bound {
+    name: String,
+    address: SocketAddr,
+    socket: Arc<TcpListener>,
+    listener: Arc<Listener>,
+    accept: JoinHandle<()>,
+}
+
+/// A listener of a config being prepared.
+struct Next {
+    name: String,
+    address: SocketAddr,
+    handler: Handler,
+    max_connections: usize,
+    /// An index into the serving listeners to update in place, or a socket to accept on.
+    socket: Result<usize, Arc<TcpListener>>,
+}
+
+impl Live {
+    /// Builds `config` and starts serving it; `file` is where it came from,
+    /// watched for changes (`None` for the embedded demo).
+    pub async fn start(
+        config: Config,
+        file: Option<ConfigFile>,
+        metrics: Arc<Metrics>,
+        access_log: AccessLog,
+        tracker: TaskTracker,
+        drain: CancellationToken,
+    ) -> Result<Arc<Live>, ConfigErrors> {
+        let mut state = State::default();
+        let path = file.map(|f| {
+            state.sha256 = f.sha256;
+            f.path
+        });
+        let (snapshot, next) = prepare(&metrics, &access_log, &tracker, &mut state, config, None).await?;
+        let live = Arc::new(Live {
+            metrics,
+            access_log,
+            tracker,
+            drain,
+            path,
+            current: ArcSwap::from_pointee(snapshot),
+            state: tokio::sync::Mutex::new(State::default()),
+        });
+        live.commit(&mut state, next).await;
+        live.metrics.config_generation.set(1);
+        *live.state.lock().await = state;
+        Ok(live)
+    }
+
+    /// Waits until every listener has stopped accepting (after the drain began).
+    pub async fn stopped(&self) {
+        let mut state = self.state.lock().await;
+        for b in state.listeners.drain(..) {
+            b.listener.stop();
+            let _ = b.accept.await;
+        }
+    }
+
+    /// The configuration serving now.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The files to watch: the config file and the filter modules.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let current = self.current();
+        let modules = current.filters.iter().flat_map(|r| r.modules().map(Path::to_path_buf));
+        self.path.iter().cloned().chain(modules).collect()
+    }
+
+    /// Applies what changed on disk: the config file if its content changed,
+    /// then every filter module whose content changed.
+    pub async fn reload(&self) {
+        let mut state = self.state.lock().await;
+        if let Some(path) = &self.path {
+            self.reload_config(&mut state, path).await;
+        }
+        if let Some(registry) = self.current().filters.clone()
+            && let Err(e) = tokio::task::spawn_blocking(move || registry.refresh()).await
+        {
+            tracing::error!(error = %e, "filter reload task failed");
+        }
+    }
+
+    async fn reload_config(&self, state: &mut State, path: &Path) {
+        let (parsed, sha) = match read(path) {
+            Ok((config, file)) => (Ok(config), file.sha256),
+            Err(Unread::Io(e)) => {
+                if !state.missing {
+                    state.missing = true;
+                    tracing::warn!(config = %path.display(), error = %e, "config file unreadable; the serving config stays");
+                }
+                return;
+            }
+            Err(Unread::Invalid(errors, sha)) => (Err(errors), sha),
+        };
+        state.missing = false;
+        if sha == state.sha256 || state.failed_sha256.as_deref() == Some(sha.as_str()) {
+            return;
+        }
+        let serving = self.current();
+        let prepared = match parsed {
+            Ok(mut config) => {
+                keep_restart_only(&mut config, &serving.config);
+                let (m, log, t) = (&self.metrics, &self.access_log, &self.tracker);
+                prepare(m, log, t, state, config, Some(&serving)).await.map(|(mut s, next)| {
+                    s.generation = serving.generation + 1;
+                    (s, next)
+                })
+            }
+            Err(e) => Err(e),
+        };
+        match prepared {
+            Ok((snapshot, next)) => {
+                let generation = snapshot.generation;
+                self.current.store(Arc::new(snapshot));
+                self.commit(state, next).await;
+                (state.sha256, state.failed_sha256) = (sha, None);
+                self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+                self.metrics.config_generation.set(generation as i64);
+                tracing::info!(config = %path.display(), generation, sha256 = %state.sha256, "config reloaded");
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::warn!(config = %path.display(), path = %e.path, error = %e.message, "invalid config");
+                }
+                tracing::warn!(config = %path.display(), errors = errors.0.len(), serving = serving.generation,
+                    "config reload failed; the serving config stays");
+                state.failed_sha256 = Some(sha);
+                self.metrics.config_reloads.with_label_values(&["error"]).inc();
+            }
+        }
+    }
+
+    /// Puts prepared listeners to work: kept ones are updated in place, the
+    /// ones no longer wanted stop (before a new one may take over their
+    /// socket), new ones start accepting.
+    async fn commit(&self, state: &mut State, next: Vec<Next>) {
+        let mut old: Vec<Option<Bound>> = std::mem::take(&mut state.listeners).into_iter().map(Some).collect();
+        let kept: Vec<usize> = next.iter().filter_map(|n| n.socket.as_ref().ok().copied()).collect();
+        for (i, slot) in old.iter_mut().enumerate() {
+            if !kept.contains(&i)
+                && let Some(gone) = slot.take()
+            {
+                gone.listener.stop();
+                let _ = gone.accept.await;
+                tracing::info!(listener = %gone.name, address = %gone.address, "listener removed; draining its connections");
+            }
+        }
+        for n in next {
+            let bound = match n.socket {
+                Ok(i) => {
+                    let Some(b) = old[i].take() else { continue };
+                    b.listener.update(n.handler, n.max_connections);
+                    b
+                }
+                Err(socket) => {
+                    let listener = Listener::new(&n.name, n.handler, n.max_connections, &self.drain, &self.metrics);
+                    let accept = tokio::spawn(listener.clone().accept(socket.clone(), self.tracker.clone()));
+                    let protocol = if listener.http().is_some() { "http" } else { "tcp" };
+                    let address = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                    tracing::info!(listener = %n.name, %address, protocol, "listening");
+                    Bound { name: n.name, address: n.address, socket, listener, accept }
+                }
+            };
+            state.listeners.push(bound);
+        }
+    }
+}
+
+/// A config file as read.
+pub struct ConfigFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// SHA-256 of its content, to tell whether it changed.
+    pub sha256: String,
+}
+
+/// Why a config file gave no config.
+pub enum Unread {
+    /// It could not be read.
+    Io(std::io::Error),
+    /// Its content (of this SHA-256) is not a valid config.
+    Invalid(ConfigErrors, String),
+}
+
+/// Reads and validates the config file at `path`.
+pub fn read(path: &Path) -> Result<(Config, ConfigFile), Unread> {
+    let bytes = std::fs::read(path).map_err(Unread::Io)?;
+    let sha256 = sha256_hex(&bytes);
+    let parsed = String::from_utf8(bytes)
+        .map_err(|_| {
+            ConfigErrors(vec![ConfigError { path: path.display().to_string(), message: "not UTF-8 text".into() }])
+        })
+        .and_then(|text| config::parse(&text, &folder(path)));
+    match parsed {
+        Ok(config) => Ok((config, ConfigFile { path: path.to_path_buf(), sha256 })),
+        Err(errors) => Err(Unread::Invalid(errors, sha256)),
+    }
+}
+
+/// Builds everything `config` needs beside the serving `previous`, without
+/// touching what serves: the snapshot and the listeners to put to work.
+async fn prepare(
+    metrics: &Arc<Metrics>,
+    access_log: &AccessLog,
+    tracker: &TaskTracker,
+    state: &mut State,
+    config: Config,
+    previous: Option<&Snapshot>,
+) -> Result<(Snapshot, Vec<Next>), ConfigErrors> {
+    let clusters: HashMap<String, Arc<Cluster>> = config
+        .clusters
+        .iter()
+        .map(|c| {
+            let same = previous.and_then(|p| {
+                let before = p.config.clusters.iter().find(|b| b.name == c.name)?;
+                (before == c).then(|| p.clusters.get(&c.name).cloned())?
+            });
+            (c.name.clone(), same.unwrap_or_else(|| Arc::new(Cluster::new(c, metrics))))
+        })
+        .collect();
+
+    // Compiling and initialising filters blocks: do it off the runtime's threads.
+    let (metrics2, clusters2) = (metrics.clone(), clusters.clone());
+    let before = previous.and_then(|p| p.filters.clone());
+    let mut runtime = state.runtime.take();
+    let (config, runtime, filters) = tokio::task::spawn_blocking(move || {
+        let filters = Registry::load(&config, &metrics2, &clusters2, &mut runtime, before.as_deref());
+        (config, runtime, filters)
+    })
+    .await
+    .map_err(|e| ConfigErrors(vec![ConfigError { path: "filters".into(), message: format!("loading failed: {e}") }]))?;
+    state.runtime = runtime;
+    let filters = filters.map_err(ConfigErrors)?;
+
+    let mut next = Vec::new();
+    let mut errors = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let same_name = state.listeners.iter().position(|b| b.name == l.name && b.address == l.address);
+        let same_address = state.listeners.iter().find(|b| b.address == l.address && l.address.port() != 0);
+        let socket = match (same_name, same_address) {
+            (Some(i), _) => Ok(i),
+            (None, Some(b)) => Err(b.socket.clone()),
+            (None, None) => match TcpListener::bind(l.address).await {
+                Ok(s) => Err(Arc::new(s)),
+                Err(e) => {
+                    let message = format!("cannot bind {}: {e}", l.address);
+                    errors.push(ConfigError { path: format!("listeners[{i}].address"), message });
+                    continue;
+                }
+            },
+        };
+        let handler = handler(l, &clusters, filters.as_ref(), metrics, access_log, tracker);
+        let (name, address, max_connections) = (l.name.clone(), l.address, l.limits.max_connections);
+        next.push(Next { name, address, handler, max_connections, socket });
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let config_json = serde_json::to_vec_pretty(&config.raw).unwrap_or_default().into();
+    Ok((Snapshot { generation: 1, config, config_json, clusters, filters }, next))
+}
+
+/// A listener's handler: its routes (with their clusters and filter chains) or its TCP cluster.
+fn handler(
+    l: &ListenerConfig,
+    clusters: &HashMap<String, Arc<Cluster>>,
+    filters: Option<&Arc<Registry>>,
+    metrics: &Metrics,
+    access_log: &AccessLog,
+    tracker: &TaskTracker,
+) -> Handler {
+    match &l.kind {
+        ListenerKind::Http(routes) => {
+            let routes = routes
+                .iter()
+                .map(|r| {
+                    let cluster = clusters[r.cluster.as_str()].clone();
+                    let chain = filters
+                        .filter(|_| !r.filters.is_empty())
+                        .map(|registry| Chain::new(r.filters.iter().filter_map(|f| registry.get(f)).collect()));
+                    Arc::new(Route::new(r, cluster, metrics.route(&l.name, &r.name, &r.cluster), chain))
+                })
+                .collect();
+            Handler::Http(Arc::new(HttpListener::new(
+                &l.name,
+                Router::new(routes),
+                l.limits.clone(),
+                access_log.clone(),
+                metrics.route(&l.name, "", ""),
+                tracker.clone(),
+            )))
+        }
+        ListenerKind::Tcp(cluster) => Handler::Tcp(Arc::new(TcpProxy {
+            name: l.name.as_str().into(),
+            cluster: clusters[cluster.as_str()].clone(),
+            bytes_up: metrics.tcp_bytes.with_label_values(&[&l.name, "upstream"]),
+            bytes_down: metrics.tcp_bytes.with_label_values(&[&l.name, "downstream"]),
+            access_log: access_log.clone(),
+        })),
+    }
+}
+
+/// Settings that shape the process itself (the admin socket, worker
+/// threads, the access-log sink, the filter engine) take effect at restart:
+/// a reload keeps the serving values, says so, and applies the rest.
+fn keep_restart_only(new: &mut Config, serving: &Config) {
+    let mut kept = Vec::new();
+    if new.admin.address != serving.admin.address {
+        (new.admin.address, new.raw.admin.address) = (serving.admin.address, serving.raw.admin.address.clone());
+        kept.push("admin.address");
+    }
+    if new.workers != serving.workers {
+        (new.workers, new.raw.workers) = (serving.workers, serving.raw.workers);
+        kept.push("workers");
+    }
+    if new.access_log != serving.access_log {
+        (new.access_log, new.raw.access_log) = (serving.access_log.clone(), serving.raw.access_log.clone());
+        kept.push("access_log");
+    }
+    if new.filter_instances != serving.filter_instances {
+        (new.filter_instances, new.raw.filter_instances) = (serving.filter_instances, serving.raw.filter_instances);
+        kept.push("filter_instances");
+    }
+    if new.filter_cache != serving.filter_cache {
+        (new.filter_cache, new.raw.filter_cache) = (serving.filter_cache.clone(), serving.raw.filter_cache.clone());
+        kept.push("filter_cache");
+    }
+    if !kept.is_empty() {
+        tracing::warn!(fields = ?kept, "these settings take effect at restart; the serving values stay until then");
+    }
+}
