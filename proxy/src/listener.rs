@@ -2,7 +2,8 @@
 //! the listener's current HTTP or TCP handler. A config reload swaps the
 //! handler and the connection cap in place, so the socket and established
 //! connections stay; a listener that is removed stops accepting and drains
-//! its connections (in-flight requests finish).
+//! its connections (in-flight requests finish), and closes the ones still
+//! open when the drain timeout passes.
 
 use crate::conn::{self, HttpListener};
 use crate::metrics::GaugeGuard;
@@ -34,6 +35,10 @@ pub struct Listener {
     max_connections: Mutex<usize>,
     /// Fires when the listener is removed or the proxy drains.
     stop: CancellationToken,
+    /// Fires when a removed listener's drain timeout passes: its connections close.
+    kill: CancellationToken,
+    /// This listener's connections.
+    connections: TaskTracker,
     /// `wasp_active_connections{listener}`
     active: IntGauge,
     /// `wasp_connections_total{listener}`
@@ -55,6 +60,8 @@ impl Listener {
             permits: Arc::new(Semaphore::new(max_connections)),
             max_connections: Mutex::new(max_connections),
             stop: drain.child_token(),
+            kill: CancellationToken::new(),
+            connections: TaskTracker::new(),
             active: metrics.active_connections.with_label_values(&[name]),
             accepted: metrics.connections.with_label_values(&[name]),
         })
@@ -91,9 +98,21 @@ impl Listener {
         }
     }
 
-    /// Stops accepting and drains this listener's connections.
+    /// Stops accepting and drains this listener's connections (the process is stopping).
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+
+    /// Stops accepting and drains this listener's connections, closing
+    /// those still open after `deadline` (the listener was removed).
+    pub async fn remove(&self, deadline: Duration) {
+        self.stop();
+        self.connections.close();
+        if tokio::time::timeout(deadline, self.connections.wait()).await.is_err() {
+            tracing::warn!(listener = %self.name, remaining = self.connections.len(),
+                "removed listener: drain timeout passed; closing its remaining connections");
+            self.kill.cancel();
+        }
     }
 
     /// Accepts on `socket` until the listener stops; connections run on `tracker`.
@@ -118,23 +137,25 @@ impl Listener {
             let _ = stream.set_nodelay(true);
             self.accepted.inc();
             let active = GaugeGuard::new(self.active.clone());
-            let drain = self.stop.clone();
-            match &**self.handler.load() {
+            let (drain, kill) = (self.stop.clone(), self.kill.clone());
+            let connection = match &**self.handler.load() {
                 Handler::Http(l) => {
                     let (l, listener) = (l.clone(), self.clone());
-                    tracker.spawn(async move {
-                        conn::serve(stream, peer, l, listener, drain).await;
-                        drop((permit, active));
-                    });
+                    Box::pin(async move { conn::serve(stream, peer, l, listener, drain).await })
+                        as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
                 }
                 Handler::Tcp(t) => {
                     let t = t.clone();
-                    tracker.spawn(async move {
-                        t.serve(stream, peer).await;
-                        drop((permit, active));
-                    });
+                    Box::pin(async move { t.serve(stream, peer).await })
                 }
-            }
+            };
+            tracker.spawn(self.connections.track_future(async move {
+                tokio::select! {
+                    () = connection => {}
+                    () = kill.cancelled() => {}
+                }
+                drop((permit, active));
+            }));
         }
     }
 }

@@ -220,6 +220,8 @@ impl Live {
                 gone.listener.stop();
                 let _ = gone.accept.await;
                 tracing::info!(listener = %gone.name, address = %gone.address, "listener removed; draining its connections");
+                let deadline = self.current().config.drain_timeout;
+                tokio::spawn(async move { gone.listener.remove(deadline).await });
             }
         }
         for n in next {

@@ -261,3 +261,41 @@ async fn restart_only_settings_keep_their_serving_values_and_say_so() {
     let served = client::get(&client::h1(), &format!("http://{admin}/config")).await.json();
     assert_eq!(served["admin"]["address"], "127.0.0.1:0", "{served}");
 }
+
+#[tokio::test]
+async fn a_removed_listener_closes_what_is_still_open_after_the_drain_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = echo.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = conn.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let tcp = |name: &str| {
+        format!(
+            "admin: {{ address: 127.0.0.1:0 }}\ndrain_timeout: 1s\nlisteners:\n  - {{ name: {name}, address: 127.0.0.1:0, protocol: tcp, cluster: db }}\nclusters:\n  - {{ name: db, endpoints: [\"{upstream}\"] }}\n"
+        )
+    };
+    let mut proxy = TestProxy::new(tcp("old")).start();
+    let mut conn = tokio::net::TcpStream::connect(proxy.addr("old")).await.expect("connect");
+    let echoed = async |conn: &mut tokio::net::TcpStream, text: &[u8]| {
+        conn.write_all(text).await.expect("write");
+        let mut buf = vec![0; text.len()];
+        conn.read_exact(&mut buf).await.map(|_| buf)
+    };
+    assert_eq!(echoed(&mut conn, b"ping").await.expect("echo"), b"ping");
+
+    rename_over(&proxy.config_path(), tcp("new").as_bytes());
+    proxy.wait_listening("new");
+    proxy.wait_stderr("listener removed; draining its connections");
+    assert_eq!(echoed(&mut conn, b"still here").await.expect("open while draining"), b"still here");
+    let line = proxy.wait_stderr("drain timeout passed; closing its remaining connections");
+    assert!(line.contains("\"remaining\":1"), "{line}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection is closed after the drain timeout");
+}

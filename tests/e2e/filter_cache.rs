@@ -19,7 +19,7 @@ clusters:
   - {{ name: app, endpoints: ["{}"] }}
 filters:
   - {{ name: hr, module: {} }}
-  - {{ name: rl, module: {}, config: {{ rate: 1000, burst: 1000 }} }}
+  - {{ name: rl, module: {}, allow: [log, metrics, clock, kv], config: {{ rate: 1000, burst: 1000 }} }}
 "#,
         upstream.addr,
         wasm("header-rewrite").display(),
@@ -67,7 +67,7 @@ async fn a_restart_with_unchanged_filters_does_not_compile_them_again() {
 
     let second = proxy(&upstream, &cache.path().display().to_string());
     let reply = crate::support::client::get(&crate::support::client::h1(), &second.url("ingress", "/")).await;
-    assert_eq!(reply.status, 200);
+    assert_eq!(reply.status, 200, "{:?} {:?}", reply.body, second.stderr_lines());
     assert_eq!(artifacts(cache.path()), compiled, "the second start wrote no new compiled code");
     eprintln!("start: {} ms compiling, {} ms from the cache", cold["startup_ms"], started(&second)["startup_ms"]);
 }
