@@ -165,12 +165,14 @@ nginx_conf() {
     ! grep -q '@[A-Z0-9]*@' "$dest" || die "unsubstituted placeholder in $dest"
 }
 
-# wasp_head PORT ADMINPORT: the start of every benchmark wasp config, up to its one listener's `routes:`.
+# wasp_head PORT ADMINPORT: the start of every benchmark wasp config, up to its one listener's `routes:`
+# (the compiled-filter cache off: start-up times include compiling; bench/startup.py measures the cache).
 wasp_head() {
     cat <<EOF
 admin: { address: 127.0.0.1:$2 }
 access_log: "off"
 workers: 1
+filter_cache: "off"
 listeners:
   - name: ingress
     address: 127.0.0.1:$1

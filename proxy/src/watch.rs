@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
 
 /// Quiet time after the last event before the files are looked at.
 const DEBOUNCE: Duration = Duration::from_millis(25);
@@ -66,21 +67,21 @@ async fn settle(rx: &mut UnboundedReceiver<Event>, first: Event, files: &[PathBu
     let names: Vec<OsString> = files.iter().filter_map(|f| f.file_name()).map(Into::into).collect();
     let mut writing = HashSet::new();
     note(&mut writing, &first, &names);
-    let start = tokio::time::Instant::now();
+    let start = Instant::now();
+    let mut quiet_at = start + DEBOUNCE;
     loop {
-        tokio::time::sleep(DEBOUNCE).await;
-        let mut more = false;
-        while let Ok(e) = rx.try_recv() {
-            more = true;
-            note(&mut writing, &e, &names);
-        }
-        let waited = start.elapsed();
-        if writing.is_empty() && (!more || waited > MAX_DELAY) {
-            return;
-        }
-        if waited > MAX_WRITER {
-            tracing::warn!(files = ?writing, "still open for writing after 5 s; looking at them as they are");
-            return;
+        match tokio::time::timeout_at(quiet_at, rx.recv()).await {
+            Ok(Some(event)) => {
+                note(&mut writing, &event, &names);
+                quiet_at = (Instant::now() + DEBOUNCE).min(start + MAX_DELAY);
+            }
+            Ok(None) => return,
+            Err(_) if writing.is_empty() => return,
+            Err(_) if start.elapsed() > MAX_WRITER => {
+                tracing::warn!(files = ?writing, "still open for writing after 5 s; looking at them as they are");
+                return;
+            }
+            Err(_) => quiet_at = Instant::now() + DEBOUNCE,
         }
     }
 }

@@ -106,31 +106,37 @@ pub struct LoadedFilter {
 }
 
 impl LoadedFilter {
+    /// The compiled component this version runs.
+    pub fn component(&self) -> &Component {
+        self.pre.instance_pre().component()
+    }
+
     /// Compiles, checks, links and initialises the filter described by `cfg`
     /// from its module's `bytes`, as version `generation`, sharing `kv` with
     /// its other versions. The error says what is wrong, in terms of the file
-    /// or the filter's own message. `compiled` holds the components compiled
-    /// so far in this pass, by file content, so filters sharing a module
-    /// compile (and map its code) once.
+    /// or the filter's own message. `compiled` holds the components already
+    /// compiled, by the SHA-256 of their file, so filters sharing a module,
+    /// and new versions of a filter whose module did not change, compile
+    /// (and map its code) once.
     pub fn load(
         ctx: &LoadContext,
         cfg: &FilterConfig,
-        bytes: &[u8],
+        (bytes, sha256): (&[u8], &str),
         kv: Arc<Kv>,
         generation: u64,
-        compiled: &mut HashMap<Vec<u8>, Component>,
+        compiled: &mut HashMap<String, Component>,
     ) -> Result<Self, String> {
         let (runtime, metrics) = (&ctx.runtime, &ctx.metrics);
         let path = &cfg.module_name;
         if !bytes.starts_with(b"\0asm") {
             return Err(format!("{path} is not a WebAssembly file (no \\0asm header)"));
         }
-        let component = match compiled.get(bytes) {
+        let component = match compiled.get(sha256) {
             Some(c) => c.clone(),
             None => {
                 let c = Component::from_binary(&runtime.engine, bytes)
                     .map_err(|e| format!("{path} is not a valid WebAssembly component: {}", root_cause(&e)))?;
-                compiled.insert(bytes.to_vec(), c.clone());
+                compiled.insert(sha256.to_string(), c.clone());
                 c
             }
         };

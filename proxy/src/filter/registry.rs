@@ -102,7 +102,13 @@ impl Registry {
                 .clone(),
         };
         let ctx = LoadContext { runtime, metrics: metrics.clone(), clusters: clusters.clone() };
-        let (mut filters, mut errors, mut compiled) = (Vec::new(), Vec::new(), HashMap::new());
+        let (mut filters, mut errors) = (Vec::new(), Vec::new());
+        // A new version of a filter whose module did not change reuses its compiled code.
+        let mut compiled: HashMap<String, Component> = previous
+            .iter()
+            .flat_map(|r| &r.filters)
+            .map(|f| (lock(&f.status).sha256.clone(), f.current().component().clone()))
+            .collect();
         for (i, cfg) in config.filters.iter().enumerate() {
             let before = previous.and_then(|r| Some((r, r.get(&cfg.name)?)));
             if let Some((r, f)) = &before
@@ -117,7 +123,7 @@ impl Registry {
             let generation = before.as_ref().map_or(1, |f| lock(&f.status).generation + 1);
             let file = read(cfg).map_err(|e| format!("cannot read {}: {e}", cfg.module_name));
             let loaded = file.and_then(|(bytes, sha)| {
-                let f = LoadedFilter::load(&ctx, cfg, &bytes, kv.clone(), generation, &mut compiled)?;
+                let f = LoadedFilter::load(&ctx, cfg, (&bytes, &sha), kv.clone(), generation, &mut compiled)?;
                 Ok((f, sha))
             });
             match loaded {
@@ -189,7 +195,7 @@ impl Registry {
         }
     }
 
-    fn refresh_one(&self, f: &Versioned, compiled: &mut HashMap<Vec<u8>, Component>) {
+    fn refresh_one(&self, f: &Versioned, compiled: &mut HashMap<String, Component>) {
         let name = &*f.name;
         let (bytes, sha) = match read(&f.config) {
             Ok(file) => file,
@@ -212,7 +218,7 @@ impl Registry {
             st.generation + 1
         };
         let metrics = &self.ctx.metrics;
-        match LoadedFilter::load(&self.ctx, &f.config, &bytes, f.kv.clone(), generation, compiled) {
+        match LoadedFilter::load(&self.ctx, &f.config, (&bytes, &sha), f.kv.clone(), generation, compiled) {
             Ok(loaded) => {
                 f.current.store(Arc::new(loaded));
                 let mut st = lock(&f.status);
