@@ -65,8 +65,11 @@ struct State {
     listeners: Vec<Bound>,
     /// SHA-256 of the config file serving.
     sha256: String,
-    /// SHA-256 of the content that last failed, not tried again until it changes.
+    /// SHA-256 of the content that last failed validation, not tried again until it changes.
     failed_sha256: Option<String>,
+    /// Module files of a valid config that could not be applied (one not
+    /// there yet, say): watched, so that the config is tried again when they change.
+    pending: Vec<PathBuf>,
     /// The file was found missing (logged once).
     missing: bool,
 }
@@ -117,7 +120,11 @@ impl Live {
             state: tokio::sync::Mutex::new(State::default()),
         });
         live.commit(&mut state, next).await;
+        Registry::publish(live.current().filters.as_deref(), None, &live.metrics);
         live.metrics.config_generation.set(1);
+        for result in ["ok", "error"] {
+            live.metrics.config_reloads.with_label_values(&[result]);
+        }
         *live.state.lock().await = state;
         Ok(live)
     }
@@ -136,17 +143,22 @@ impl Live {
         self.current.load_full()
     }
 
-    /// The files to watch: the config file and the filter modules.
-    pub fn watched_files(&self) -> Vec<PathBuf> {
+    /// The files to watch: the config file, the filter modules, and those
+    /// of a config waiting to be applied.
+    pub async fn watched_files(&self) -> Vec<PathBuf> {
+        let pending = self.state.lock().await.pending.clone();
         let current = self.current();
         let modules = current.filters.iter().flat_map(|r| r.modules().map(Path::to_path_buf));
-        self.path.iter().cloned().chain(modules).collect()
+        self.path.iter().cloned().chain(modules).chain(pending).collect()
     }
 
     /// Applies what changed on disk: the config file if its content changed,
     /// then every filter module whose content changed.
     pub async fn reload(&self) {
         let mut state = self.state.lock().await;
+        if self.drain.is_cancelled() {
+            return;
+        }
         if let Some(path) = &self.path {
             self.reload_config(&mut state, path).await;
         }
@@ -163,6 +175,7 @@ impl Live {
             Err(Unread::Io(e)) => {
                 if !state.missing {
                     state.missing = true;
+                    self.metrics.config_reloads.with_label_values(&["error"]).inc();
                     tracing::warn!(config = %path.display(), error = %e, "config file unreadable; the serving config stays");
                 }
                 return;
@@ -174,9 +187,11 @@ impl Live {
             return;
         }
         let serving = self.current();
+        let invalid = parsed.is_err();
         let prepared = match parsed {
             Ok(mut config) => {
                 keep_restart_only(&mut config, &serving.config);
+                state.pending = config.filters.iter().map(|f| f.module.clone()).collect();
                 let (m, log, t) = (&self.metrics, &self.access_log, &self.tracker);
                 prepare(m, log, t, state, config, Some(&serving)).await.map(|(mut s, next)| {
                     s.generation = serving.generation + 1;
@@ -188,9 +203,11 @@ impl Live {
         match prepared {
             Ok((snapshot, next)) => {
                 let generation = snapshot.generation;
+                let filters = snapshot.filters.clone();
                 self.current.store(Arc::new(snapshot));
                 self.commit(state, next).await;
-                (state.sha256, state.failed_sha256) = (sha, None);
+                Registry::publish(filters.as_deref(), serving.filters.as_deref(), &self.metrics);
+                (state.sha256, state.failed_sha256, state.pending) = (sha, None, Vec::new());
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
                 self.metrics.config_generation.set(generation as i64);
                 tracing::info!(config = %path.display(), generation, sha256 = %state.sha256, "config reloaded");
@@ -201,7 +218,12 @@ impl Live {
                 }
                 tracing::warn!(config = %path.display(), errors = errors.0.len(), serving = serving.generation,
                     "config reload failed; the serving config stays");
-                state.failed_sha256 = Some(sha);
+                // An invalid file is not read again until it changes; a valid
+                // one that could not be applied is tried again on the next change
+                // of a file it names, or SIGHUP.
+                if invalid {
+                    state.failed_sha256 = Some(sha);
+                }
                 self.metrics.config_reloads.with_label_values(&["error"]).inc();
             }
         }
@@ -301,7 +323,7 @@ async fn prepare(
     // Compiling and initialising filters blocks: do it off the runtime's threads.
     let (metrics2, clusters2) = (metrics.clone(), clusters.clone());
     let before = previous.and_then(|p| p.filters.clone());
-    let mut runtime = state.runtime.take();
+    let mut runtime = state.runtime.clone();
     let (config, runtime, filters) = tokio::task::spawn_blocking(move || {
         let filters = Registry::load(&config, &metrics2, &clusters2, &mut runtime, before.as_deref());
         (config, runtime, filters)
@@ -309,10 +331,13 @@ async fn prepare(
     .await
     .map_err(|e| ConfigErrors(vec![ConfigError { path: "filters".into(), message: format!("loading failed: {e}") }]))?;
     state.runtime = runtime;
-    let filters = filters.map_err(ConfigErrors)?;
+    // Every error is reported: the listeners' too when the filters failed.
+    let (filters, mut errors) = match filters {
+        Ok(f) => (f, Vec::new()),
+        Err(errors) => (None, errors),
+    };
 
     let mut next = Vec::new();
-    let mut errors = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
         let same_name = state.listeners.iter().position(|b| b.name == l.name && b.address == l.address);
         let same_address = state.listeners.iter().find(|b| b.address == l.address && l.address.port() != 0);
@@ -328,6 +353,9 @@ async fn prepare(
                 }
             },
         };
+        if !errors.is_empty() {
+            continue;
+        }
         let handler = handler(l, &clusters, filters.as_ref(), metrics, access_log, tracker);
         let (name, address, max_connections) = (l.name.clone(), l.address, l.limits.max_connections);
         next.push(Next { name, address, handler, max_connections, socket });

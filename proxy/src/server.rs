@@ -34,9 +34,6 @@ pub enum StartError {
     /// The access log could not be opened.
     #[error("{0}")]
     AccessLog(std::io::Error),
-    /// The config file and filter modules cannot be watched.
-    #[error("{0}")]
-    Watch(String),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
@@ -86,7 +83,7 @@ pub async fn serve(config: Config, file: Option<ConfigFile>, stop: impl Future<O
     tracing::info!(listener = "admin", address = %admin_address, protocol = "admin", "listening");
     let admin = Arc::new(Admin { live: live.clone(), metrics: metrics.clone(), draining: drain.clone() });
     tokio::spawn(admin.run(admin_socket));
-    crate::watch::spawn(live.clone()).map_err(StartError::Watch)?;
+    crate::watch::spawn(live.clone());
     let cache = live.current().config.filter_cache.as_ref().map(|d| d.display().to_string());
     let startup_ms = began.elapsed().as_millis() as u64;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), startup_ms, filter_cache = cache, "wasp started");

@@ -27,52 +27,75 @@ const MAX_DELAY: Duration = Duration::from_millis(500);
 /// Longest a writer that keeps a watched file open can postpone a look.
 const MAX_WRITER: Duration = Duration::from_secs(5);
 
-/// Starts watching; runs for the rest of the process.
-pub fn spawn(live: Arc<Live>) -> Result<(), String> {
+/// Starts watching; runs for the rest of the process. A watch that cannot
+/// be set up (inotify limits reached, say) is logged and leaves SIGHUP.
+pub fn spawn(live: Arc<Live>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| match event {
+    let watcher = notify::recommended_watcher(move |event: notify::Result<Event>| match event {
         // Reads (including wasp's own) are not changes; a writer closing the file is.
         Ok(e) if matches!(e.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write)) => {}
         Ok(e) => {
             let _ = tx.send(e);
         }
         Err(e) => tracing::warn!(error = %e, "file watch error"),
-    })
-    .map_err(|e| format!("cannot watch the config and filter files: {e}"))?;
-    let mut watched: Vec<PathBuf> = Vec::new();
-    follow(&mut watcher, &mut watched, &live.watched_files())?;
-    let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    });
+    let mut watcher = watcher
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot watch the config and filter files; reload with SIGHUP"))
+        .ok();
+    let mut hangup =
+        signal(SignalKind::hangup()).inspect_err(|e| tracing::warn!(error = %e, "cannot handle SIGHUP")).ok();
     tokio::spawn(async move {
+        let mut watched: Vec<PathBuf> = Vec::new();
+        let mut files = live.watched_files().await;
+        follow(watcher.as_mut(), &mut watched, &files);
+        let mut watching = watcher.is_some();
         loop {
             tokio::select! {
-                event = rx.recv() => {
-                    let Some(event) = event else { return };
-                    settle(&mut rx, event, &live.watched_files()).await;
+                event = rx.recv(), if watching => {
+                    let Some(event) = event else {
+                        watching = false;
+                        continue;
+                    };
+                    if !relevant(&event, &names(&files)) {
+                        continue;
+                    }
+                    settle(&mut rx, event, &names(&files)).await;
                 }
-                _ = hangup.recv() => tracing::info!(signal = "SIGHUP", "reload requested"),
+                Some(()) = async { hangup.as_mut()?.recv().await } => {
+                    tracing::info!(signal = "SIGHUP", "reload requested");
+                }
+                else => return,
             }
             live.reload().await;
-            if let Err(e) = follow(&mut watcher, &mut watched, &live.watched_files()) {
-                tracing::warn!(error = %e, "watch");
-            }
+            files = live.watched_files().await;
+            follow(watcher.as_mut(), &mut watched, &files);
         }
     });
-    Ok(())
+}
+
+/// The file names to look for in events: the watched files', and `..data`
+/// (a Kubernetes volume swapping its content).
+fn names(files: &[PathBuf]) -> Vec<OsString> {
+    files.iter().filter_map(|f| f.file_name()).map(Into::into).chain([OsString::from("..data")]).collect()
+}
+
+/// Whether `event` is about a watched file (not, say, a log written next to the config).
+fn relevant(event: &Event, names: &[OsString]) -> bool {
+    event.paths.iter().filter_map(|p| p.file_name()).any(|n| names.iter().any(|w| w.as_os_str() == n))
 }
 
 /// Waits until events stop arriving for [`DEBOUNCE`] (at most
 /// [`MAX_DELAY`]) and no watched file is still open for writing (at most
 /// [`MAX_WRITER`]).
-async fn settle(rx: &mut UnboundedReceiver<Event>, first: Event, files: &[PathBuf]) {
-    let names: Vec<OsString> = files.iter().filter_map(|f| f.file_name()).map(Into::into).collect();
+async fn settle(rx: &mut UnboundedReceiver<Event>, first: Event, names: &[OsString]) {
     let mut writing = HashSet::new();
-    note(&mut writing, &first, &names);
+    note(&mut writing, &first, names);
     let start = Instant::now();
     let mut quiet_at = start + DEBOUNCE;
     loop {
         match tokio::time::timeout_at(quiet_at, rx.recv()).await {
             Ok(Some(event)) => {
-                note(&mut writing, &event, &names);
+                note(&mut writing, &event, names);
                 quiet_at = (Instant::now() + DEBOUNCE).min(start + MAX_DELAY);
             }
             Ok(None) => return,
@@ -102,27 +125,27 @@ fn note(writing: &mut HashSet<OsString>, event: &Event, names: &[OsString]) {
     }
 }
 
-/// Watches the folders holding `files` and stops watching the others.
-fn follow(watcher: &mut impl Watcher, watched: &mut Vec<PathBuf>, files: &[PathBuf]) -> Result<(), String> {
+/// Watches the folders holding `files` and stops watching the others; a
+/// folder that cannot be watched is logged and tried again after the next reload.
+fn follow(watcher: Option<&mut impl Watcher>, watched: &mut Vec<PathBuf>, files: &[PathBuf]) {
+    let Some(watcher) = watcher else { return };
     let mut wanted: Vec<PathBuf> = files.iter().map(|f| folder(f)).collect();
     wanted.sort();
     wanted.dedup();
     for dir in watched.iter().filter(|d| !wanted.contains(d)) {
         let _ = watcher.unwatch(dir);
     }
-    let (mut errors, mut failed) = (Vec::new(), Vec::new());
+    let mut failed = Vec::new();
     for dir in wanted.iter().filter(|d| !watched.contains(d)) {
         if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
-            errors.push(format!("cannot watch {} for changes: {e}", dir.display()));
+            tracing::warn!(folder = %dir.display(), error = %e, "cannot watch for changes");
             failed.push(dir.clone());
         }
     }
     if watched.is_empty() && !wanted.is_empty() {
         tracing::info!(folders = wanted.len(), "watching the config and filter modules for changes");
     }
-    // A folder that could not be watched is tried again after the next reload.
     *watched = wanted.into_iter().filter(|d| !failed.contains(d)).collect();
-    if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
 }
 
 /// The folder holding `path` (`.` for a bare file name).

@@ -82,7 +82,7 @@ async fn switching_a_route_between_clusters_50_times_under_load_fails_no_request
     wait_for_metric(&proxy, "wasp_config_generation 51").await;
     let m = metrics(&proxy).await;
     assert!(m.contains("wasp_config_reloads_total{result=\"ok\"} 50"), "{m}");
-    assert!(!m.contains("wasp_config_reloads_total{result=\"error\"}"), "no half-written file was loaded:\n{m}");
+    assert!(m.contains("wasp_config_reloads_total{result=\"error\"} 0"), "no half-written file was loaded:\n{m}");
     let served = client::get(&client::h1(), &proxy.admin_url("/config")).await.json();
     assert_eq!(served["listeners"][0]["routes"][0]["cluster"], "a", "{served}");
 }
@@ -111,6 +111,17 @@ async fn an_invalid_config_keeps_the_serving_one_and_logs_every_error() {
             ),
             vec!["listeners[1].address"],
         ),
+        (
+            "a missing module and an address in use: both reported",
+            config(&a, &b, "b").replace(
+                "clusters:",
+                &format!(
+                    "  - {{ name: second, address: {}, routes: [{{ name: r, cluster: b }}] }}\nclusters:",
+                    taken.local_addr().expect("addr")
+                ),
+            ) + "filters:\n  - { name: f, module: /nonexistent/f.wasm }\n",
+            vec!["filters[0].module", "listeners[1].address"],
+        ),
     ];
     for (n, (what, yaml, paths)) in bad.iter().enumerate() {
         rename_over(&path, yaml.as_bytes());
@@ -124,7 +135,7 @@ async fn an_invalid_config_keeps_the_serving_one_and_logs_every_error() {
         assert_eq!(reply.header("x-upstream"), Some("a"), "{what}: the serving config stays");
         assert!(metrics(&proxy).await.contains("wasp_config_generation 1\n"), "{what}");
     }
-    assert_eq!(proxy.stderr_lines().iter().filter(|l| l.contains("config reload failed")).count(), 3);
+    assert_eq!(proxy.stderr_lines().iter().filter(|l| l.contains("config reload failed")).count(), 4);
 
     rename_over(&path, config(&a, &b, "b").as_bytes());
     wait_for_upstream(&proxy, "ingress", "b").await;
@@ -298,4 +309,27 @@ async fn a_removed_listener_closes_what_is_still_open_after_the_drain_timeout() 
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the connection is closed after the drain timeout");
+}
+
+#[tokio::test]
+async fn a_config_naming_a_module_not_there_yet_is_applied_when_it_appears() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let proxy = TestProxy::new(config(&a, &b, "a")).start();
+    let modules = tempfile::tempdir().expect("tempdir");
+    let module = modules.path().join("late.wasm");
+    let next = config(&a, &b, "b").replace("cluster: b }", "cluster: b, filters: [late] }")
+        + &format!(
+            "filters:\n  - {{ name: late, module: {}, config: {{ response: {{ set: {{ x-late: yes }} }} }} }}\n",
+            module.display()
+        );
+    rename_over(&proxy.config_path(), next.as_bytes());
+    wait_for_metric(&proxy, "wasp_config_reloads_total{result=\"error\"} 1").await;
+    assert_eq!(client::get(&client::h1(), &proxy.url("ingress", "/")).await.header("x-upstream"), Some("a"));
+
+    // The module arrives (another volume, a slower deploy step): the config is tried again.
+    std::fs::copy(wasm("header-rewrite"), &module).expect("copy module");
+    wait_for_upstream(&proxy, "ingress", "b").await;
+    let reply = client::get(&client::h1(), &proxy.url("ingress", "/")).await;
+    assert_eq!(reply.header("x-late"), Some("yes"));
+    assert!(metrics(&proxy).await.contains("wasp_config_generation 2\n"));
 }

@@ -128,10 +128,6 @@ impl Registry {
             });
             match loaded {
                 Ok((f, sha256)) => {
-                    metrics.filter_generation.with_label_values(&[&cfg.name]).set(generation as i64);
-                    if before.is_some() {
-                        metrics.filter_reloads.with_label_values(&[&cfg.name, "ok"]).inc();
-                    }
                     let status = Status {
                         name: cfg.name.clone(),
                         module: cfg.module.display().to_string(),
@@ -162,12 +158,27 @@ impl Registry {
         if !errors.is_empty() {
             return Err(errors);
         }
-        for gone in
-            previous.iter().flat_map(|r| &r.filters).filter(|f| !config.filters.iter().any(|c| *c.name == *f.name))
-        {
+        Ok(Some(Arc::new(Registry { ctx, filters })))
+    }
+
+    /// Updates the filter metrics once `next` serves instead of `previous`:
+    /// generations of new versions, reloads counted, series of removed
+    /// filters dropped.
+    pub fn publish(next: Option<&Registry>, previous: Option<&Registry>, metrics: &Metrics) {
+        let before = |name: &str| previous.and_then(|r| r.get(name));
+        for f in next.iter().flat_map(|r| &r.filters) {
+            let old = before(&f.name);
+            if old.as_ref().is_some_and(|o| Arc::ptr_eq(o, f)) {
+                continue;
+            }
+            metrics.filter_generation.with_label_values(&[&f.name]).set(lock(&f.status).generation as i64);
+            if old.is_some() {
+                metrics.filter_reloads.with_label_values(&[&f.name, "ok"]).inc();
+            }
+        }
+        for gone in previous.iter().flat_map(|r| &r.filters).filter(|f| next.and_then(|n| n.get(&f.name)).is_none()) {
             let _ = metrics.filter_generation.remove_label_values(&[&gone.name]);
         }
-        Ok(Some(Arc::new(Registry { ctx, filters })))
     }
 
     /// The filter named `name` (validated configs name only existing ones).

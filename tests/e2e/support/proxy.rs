@@ -107,12 +107,14 @@ impl Running {
         self.dir.path().join("wasp.yaml")
     }
 
-    /// Waits until a reload starts listener `name` and returns its address
-    /// (from then on also known to [`Running::addr`]).
+    /// Waits until a reload starts listener `name` on an address other than
+    /// the one it had (if any) and returns it (from then on also known to
+    /// [`Running::addr`]).
     pub fn wait_listening(&mut self, name: &str) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(addr) = listening(&self.stderr_lines()).remove(name) {
+            let latest = listening(&self.stderr_lines()).remove(name);
+            if let Some(addr) = latest.filter(|a| self.addrs.get(name) != Some(a)) {
                 self.addrs.insert(name.into(), addr);
                 return addr;
             }
