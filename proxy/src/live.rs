@@ -339,7 +339,13 @@ async fn prepare(
 
     let mut next = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
-        let same_name = state.listeners.iter().position(|b| b.name == l.name && b.address == l.address);
+        // A listener is kept when its name, address and protocol stay; one
+        // switching protocol is replaced (its connections drain) on the same socket.
+        let http = matches!(l.kind, ListenerKind::Http(_));
+        let same_name = state
+            .listeners
+            .iter()
+            .position(|b| b.name == l.name && b.address == l.address && b.listener.http().is_some() == http);
         let same_address = state.listeners.iter().find(|b| b.address == l.address && l.address.port() != 0);
         let socket = match (same_name, same_address) {
             (Some(i), _) => Ok(i),

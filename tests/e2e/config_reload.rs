@@ -333,3 +333,27 @@ async fn a_config_naming_a_module_not_there_yet_is_applied_when_it_appears() {
     assert_eq!(reply.header("x-late"), Some("yes"));
     assert!(metrics(&proxy).await.contains("wasp_config_generation 2\n"));
 }
+
+#[tokio::test]
+async fn a_listener_switching_protocol_is_replaced_on_the_same_port() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let port = crate::support::refused_addr();
+    let http = config(&a, &b, "a").replacen("    address: 127.0.0.1:0", &format!("    address: {port}"), 1);
+    let proxy = TestProxy::new(http.clone()).start();
+    let echo = client::get(&client::h1(), &proxy.url("ingress", "/")).await.json();
+    assert!(echo["headers"]["x-forwarded-for"].is_string(), "proxied as HTTP: {echo}");
+
+    let tcp = http.replace("    routes:\n      - { name: r, cluster: a }\n", "    protocol: tcp\n    cluster: a\n");
+    assert_ne!(tcp, http);
+    rename_over(&proxy.config_path(), tcp.as_bytes());
+    wait_for_metric(&proxy, "wasp_config_generation 2").await;
+    proxy.wait_stderr("listener removed; draining its connections");
+    let listening = proxy.wait_stderr("\"protocol\":\"tcp\"");
+    assert!(listening.contains(&format!("\"address\":\"{port}\"")), "the same socket: {listening}");
+    let mut conn = tokio::net::TcpStream::connect(port).await.expect("connect");
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.expect("write");
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).await.expect("read");
+    assert!(raw.contains("x-upstream: a") && !raw.contains("x-forwarded-for"), "bytes copied as TCP: {raw}");
+}

@@ -399,8 +399,8 @@ fn listener(
         header_read_timeout: c.positive_duration(format!("{at}.limits.header_read_timeout"), &lim.header_read_timeout),
         idle_timeout: c.positive_duration(format!("{at}.limits.idle_timeout"), &lim.idle_timeout),
     };
-    if lim.max_connections == 0 {
-        c.error(format!("{at}.limits.max_connections"), "must be greater than zero");
+    if lim.max_connections == 0 || lim.max_connections > 10_000_000 {
+        c.error(format!("{at}.limits.max_connections"), "must be between 1 and 10000000");
     }
     if lim.max_headers == 0 {
         c.error(format!("{at}.limits.max_headers"), "must be greater than zero");
