@@ -71,6 +71,9 @@ pub struct ConnState {
     pub peer: SocketAddr,
     /// The client's IP as a header value, for `x-forwarded-for` (formatted once per connection).
     pub peer_header: HeaderValue,
+    /// The listener that accepted it: an upgraded connection's tunnel is
+    /// held by it (see [`Listener::hold`]).
+    pub accepted_by: Arc<Listener>,
     in_flight: AtomicUsize,
     idle_since_ms: AtomicU64,
 }
@@ -81,9 +84,10 @@ fn clock_ms() -> u64 {
 }
 
 impl ConnState {
-    fn new(peer: SocketAddr) -> Self {
+    fn new(peer: SocketAddr, accepted_by: Arc<Listener>) -> Self {
         let peer_header = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        ConnState { peer, peer_header, in_flight: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(clock_ms()) }
+        let (in_flight, idle_since_ms) = (AtomicUsize::new(0), AtomicU64::new(clock_ms()));
+        ConnState { peer, peer_header, accepted_by, in_flight, idle_since_ms }
     }
 
     /// A request began on this connection.
@@ -120,7 +124,7 @@ pub async fn serve(
     live: Arc<Listener>,
     drain: CancellationToken,
 ) {
-    let state = Arc::new(ConnState::new(peer));
+    let state = Arc::new(ConnState::new(peer, live.clone()));
     let io = TokioIo::new(stream);
     let svc = {
         let (listener, state) = (listener.clone(), state.clone());

@@ -121,7 +121,7 @@ async fn proxy(
     strip_hop_by_hop(up.response.headers_mut(), switching && upgrade);
     if let (Some(client), true) = (client_upgrade, switching) {
         let upstream = hyper::upgrade::on(&mut up.response);
-        listener.tracker.spawn(tunnel(client, upstream));
+        listener.tracker.spawn(conn.accepted_by.hold(tunnel(client, upstream)));
     }
     let (head, body) = up.response.into_parts();
     match run {

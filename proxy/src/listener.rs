@@ -115,6 +115,19 @@ impl Listener {
         }
     }
 
+    /// `work` as one of this listener's connections (a connection, or the
+    /// tunnel an upgraded one became): waited for by its drain, and cut off
+    /// when a removed listener's drain timeout passes.
+    pub fn hold(&self, work: impl Future<Output = ()> + Send + 'static) -> impl Future<Output = ()> + Send + 'static {
+        let kill = self.kill.clone();
+        self.connections.track_future(async move {
+            tokio::select! {
+                () = work => {}
+                () = kill.cancelled() => {}
+            }
+        })
+    }
+
     /// Accepts on `socket` until the listener stops; connections run on `tracker`.
     pub async fn accept(self: Arc<Self>, socket: Arc<TcpListener>, tracker: TaskTracker) {
         loop {
@@ -137,25 +150,23 @@ impl Listener {
             let _ = stream.set_nodelay(true);
             self.accepted.inc();
             let active = GaugeGuard::new(self.active.clone());
-            let (drain, kill) = (self.stop.clone(), self.kill.clone());
-            let connection = match &**self.handler.load() {
+            let drain = self.stop.clone();
+            match &**self.handler.load() {
                 Handler::Http(l) => {
                     let (l, listener) = (l.clone(), self.clone());
-                    Box::pin(async move { conn::serve(stream, peer, l, listener, drain).await })
-                        as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+                    tracker.spawn(self.hold(async move {
+                        conn::serve(stream, peer, l, listener, drain).await;
+                        drop((permit, active));
+                    }))
                 }
                 Handler::Tcp(t) => {
                     let t = t.clone();
-                    Box::pin(async move { t.serve(stream, peer).await })
+                    tracker.spawn(self.hold(async move {
+                        t.serve(stream, peer).await;
+                        drop((permit, active));
+                    }))
                 }
             };
-            tracker.spawn(self.connections.track_future(async move {
-                tokio::select! {
-                    () = connection => {}
-                    () = kill.cancelled() => {}
-                }
-                drop((permit, active));
-            }));
         }
     }
 }

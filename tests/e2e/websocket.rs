@@ -1,12 +1,12 @@
 //! WebSocket (HTTP/1.1 Upgrade) passes through wasp to a real WebSocket server.
 
-use crate::support::{TestProxy, one_route};
+use crate::support::{TestProxy, one_route, rename_over};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test]
-async fn websocket_messages_echo_through_the_proxy() {
+/// A WebSocket server echoing text and binary messages.
+async fn echo_server() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let upstream = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -14,13 +14,19 @@ async fn websocket_messages_echo_through_the_proxy() {
             tokio::spawn(async move {
                 let mut ws = tokio_tungstenite::accept_async(stream).await.expect("ws handshake");
                 while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() || msg.is_binary() {
-                        ws.send(msg).await.expect("echo");
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
                     }
                 }
             });
         }
     });
+    upstream
+}
+
+#[tokio::test]
+async fn websocket_messages_echo_through_the_proxy() {
+    let upstream = echo_server().await;
     let proxy = TestProxy::new(one_route(&[upstream], "http1", "", "")).start();
     let stream = TcpStream::connect(proxy.addr("ingress")).await.expect("connect");
     let url = format!("ws://{}/chat", proxy.addr("ingress"));
@@ -34,4 +40,24 @@ async fn websocket_messages_echo_through_the_proxy() {
     ws.close(None).await.expect("close");
     let log = proxy.wait_access_log(1);
     assert_eq!(log[0]["status"], 101);
+}
+
+#[tokio::test]
+async fn a_tunnel_of_a_removed_listener_closes_at_its_drain_deadline() {
+    let upstream = echo_server().await;
+    let yaml = format!("drain_timeout: 1s\n{}", one_route(&[upstream], "http1", "", ""));
+    let mut proxy = TestProxy::new(yaml.clone()).start();
+    let stream = TcpStream::connect(proxy.addr("ingress")).await.expect("connect");
+    let url = format!("ws://{}/chat", proxy.addr("ingress"));
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.expect("upgrade through wasp");
+
+    rename_over(&proxy.config_path(), yaml.replace("name: ingress", "name: other").as_bytes());
+    proxy.wait_listening("other");
+    proxy.wait_stderr("listener removed; draining its connections");
+    ws.send(Message::text("still here")).await.expect("send while draining");
+    assert_eq!(ws.next().await.expect("msg").expect("ok"), Message::text("still here"));
+    let line = proxy.wait_stderr("drain timeout passed; closing its remaining connections");
+    assert!(line.contains("\"remaining\":1"), "the tunnel is one of the listener's connections: {line}");
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await;
+    assert!(matches!(end, Ok(None | Some(Err(_)))), "the tunnel is closed: {end:?}");
 }
