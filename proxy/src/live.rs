@@ -120,7 +120,7 @@ impl Live {
             state: tokio::sync::Mutex::new(State::default()),
         });
         live.commit(&mut state, next).await;
-        Registry::publish(live.current().filters.as_deref(), None, &live.metrics);
+        publish(&live.current(), None, &live.metrics);
         live.metrics.config_generation.set(1);
         for result in ["ok", "error"] {
             live.metrics.config_reloads.with_label_values(&[result]);
@@ -203,10 +203,9 @@ impl Live {
         match prepared {
             Ok((snapshot, next)) => {
                 let generation = snapshot.generation;
-                let filters = snapshot.filters.clone();
                 self.current.store(Arc::new(snapshot));
                 self.commit(state, next).await;
-                Registry::publish(filters.as_deref(), serving.filters.as_deref(), &self.metrics);
+                publish(&self.current(), Some(&serving), &self.metrics);
                 (state.sha256, state.failed_sha256, state.pending) = (sha, None, Vec::new());
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
                 self.metrics.config_generation.set(generation as i64);
@@ -441,4 +440,14 @@ fn keep_restart_only(new: &mut Config, serving: &Config) {
     if !kept.is_empty() {
         tracing::warn!(fields = ?kept, "these settings take effect at restart; the serving values stay until then");
     }
+}
+
+/// Updates the metrics of what `next` built anew once it serves instead of `previous`.
+fn publish(next: &Snapshot, previous: Option<&Snapshot>, metrics: &Metrics) {
+    for (name, cluster) in &next.clusters {
+        if !previous.and_then(|p| p.clusters.get(name)).is_some_and(|c| Arc::ptr_eq(c, cluster)) {
+            cluster.publish();
+        }
+    }
+    Registry::publish(next.filters.as_deref(), previous.and_then(|p| p.filters.as_deref()), metrics);
 }

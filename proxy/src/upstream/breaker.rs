@@ -35,9 +35,8 @@ pub struct Permit<'a> {
 }
 
 impl Breaker {
-    /// A closed breaker reporting its state to `gauge`.
+    /// A closed breaker reporting its state to `gauge` (from [`Breaker::publish`] on).
     pub fn new(threshold: u32, open_for: Duration, gauge: IntGauge) -> Self {
-        gauge.set(0);
         Breaker {
             threshold,
             open_for,
@@ -63,6 +62,16 @@ impl Breaker {
             }
             State::Open { .. } | State::HalfOpen => None,
         }
+    }
+
+    /// Puts the state on the gauge: once the breaker serves (a config that
+    /// is built but never applied must not reset a serving breaker's series).
+    pub fn publish(&self) {
+        self.gauge.set(match *self.lock() {
+            State::Closed => 0,
+            State::Open { .. } => 1,
+            State::HalfOpen => 2,
+        });
     }
 
     /// Whether the breaker is letting normal traffic through.

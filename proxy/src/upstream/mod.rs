@@ -120,6 +120,13 @@ impl Cluster {
         self.protocol == UpstreamProtocol::Http1
     }
 
+    /// Puts its breakers' states on their gauges (when it starts serving).
+    pub fn publish(&self) {
+        for e in &self.endpoints {
+            e.breaker.publish();
+        }
+    }
+
     /// An endpoint for a plain TCP connection, honouring LB and breakers.
     pub fn pick_for_tcp(&self) -> Option<(Arc<Endpoint>, impl FnOnce(bool) + '_)> {
         let (ep, permit) = self.balancer.pick(&self.endpoints)?;
