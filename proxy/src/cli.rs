@@ -44,22 +44,14 @@ pub fn main() -> ExitCode {
         None => report(crate::demo::run()),
         Some(Command::Run { config }) => match crate::live::read(&config) {
             Ok((cfg, file)) => report(crate::server::run_blocking(cfg, Some(file)).map_err(|e| e.to_string())),
-            Err(crate::live::Unread::Invalid(errors, _)) => {
-                eprintln!("wasp: invalid config {}:\n{errors}", config.display());
-                ExitCode::FAILURE
-            }
-            Err(crate::live::Unread::Io(e)) => {
-                eprintln!(
-                    "wasp: invalid config {}:\n{}: cannot read config file: {e}",
-                    config.display(),
-                    config.display()
-                );
+            Err(unread) => {
+                eprintln!("wasp: invalid config {}:\n{}", config.display(), unread.into_errors(&config));
                 ExitCode::FAILURE
             }
         },
         Some(Command::Check { config, file }) => {
             let path = config.or(file).unwrap_or_default();
-            let checked = config::load_file(&path).and_then(|cfg| {
+            let checked = crate::live::read(&path).map_err(|u| u.into_errors(&path)).and_then(|(cfg, _)| {
                 let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
                 let clusters = cfg
                     .clusters

@@ -124,12 +124,12 @@ pub async fn serve(
     live: Arc<Listener>,
     drain: CancellationToken,
 ) {
-    let state = Arc::new(ConnState::new(peer, live.clone()));
+    let state = Arc::new(ConnState::new(peer, live));
     let io = TokioIo::new(stream);
     let svc = {
         let (listener, state) = (listener.clone(), state.clone());
         service_fn(move |req| {
-            let current = live.http().unwrap_or_else(|| listener.clone());
+            let current = state.accepted_by.http().unwrap_or_else(|| listener.clone());
             crate::forward::handle(req, current, state.clone())
         })
     };

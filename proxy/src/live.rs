@@ -76,7 +76,7 @@ struct State {
 
 /// A listener that is accepting.
 struct Bound {
-    name: String,
+    /// As configured (port 0 stays 0).
     address: SocketAddr,
     socket: Arc<TcpListener>,
     listener: Arc<Listener>,
@@ -89,8 +89,15 @@ struct Next {
     address: SocketAddr,
     handler: Handler,
     max_connections: usize,
-    /// An index into the serving listeners to update in place, or a socket to accept on.
-    socket: Result<usize, Arc<TcpListener>>,
+    socket: Socket,
+}
+
+/// Where a prepared listener will accept.
+enum Socket {
+    /// It is serving listener number N, updated in place.
+    Kept(usize),
+    /// A new listener on this socket (new, or taken over from a listener that goes).
+    New(Arc<TcpListener>),
 }
 
 impl Live {
@@ -117,15 +124,14 @@ impl Live {
             drain,
             path,
             current: ArcSwap::from_pointee(snapshot),
-            state: tokio::sync::Mutex::new(State::default()),
+            state: tokio::sync::Mutex::new(state),
         });
-        live.commit(&mut state, next).await;
+        live.commit(&mut *live.state.lock().await, next).await;
         publish(&live.current(), None, &live.metrics);
         live.metrics.config_generation.set(1);
         for result in ["ok", "error"] {
             live.metrics.config_reloads.with_label_values(&[result]);
         }
-        *live.state.lock().await = state;
         Ok(live)
     }
 
@@ -187,45 +193,42 @@ impl Live {
             return;
         }
         let serving = self.current();
-        let invalid = parsed.is_err();
-        let prepared = match parsed {
-            Ok(mut config) => {
-                keep_restart_only(&mut config, &serving.config);
-                state.pending = config.filters.iter().map(|f| f.module.clone()).collect();
-                let (m, log, t) = (&self.metrics, &self.access_log, &self.tracker);
-                prepare(m, log, t, state, config, Some(&serving)).await.map(|(mut s, next)| {
-                    s.generation = serving.generation + 1;
-                    (s, next)
-                })
-            }
-            Err(e) => Err(e),
-        };
-        match prepared {
-            Ok((snapshot, next)) => {
-                let generation = snapshot.generation;
-                self.current.store(Arc::new(snapshot));
-                self.commit(state, next).await;
-                publish(&self.current(), Some(&serving), &self.metrics);
-                (state.sha256, state.failed_sha256, state.pending) = (sha, None, Vec::new());
-                self.metrics.config_reloads.with_label_values(&["ok"]).inc();
-                self.metrics.config_generation.set(generation as i64);
-                tracing::info!(config = %path.display(), generation, sha256 = %state.sha256, "config reloaded");
-            }
+        let mut config = match parsed {
+            Ok(config) => config,
             Err(errors) => {
-                for e in &errors.0 {
-                    tracing::warn!(config = %path.display(), path = %e.path, error = %e.message, "invalid config");
-                }
-                tracing::warn!(config = %path.display(), errors = errors.0.len(), serving = serving.generation,
-                    "config reload failed; the serving config stays");
-                // An invalid file is not read again until it changes; a valid
-                // one that could not be applied is tried again on the next change
-                // of a file it names, or SIGHUP.
-                if invalid {
-                    state.failed_sha256 = Some(sha);
-                }
-                self.metrics.config_reloads.with_label_values(&["error"]).inc();
+                // Not read again until it changes.
+                state.failed_sha256 = Some(sha);
+                return self.rejected(path, &errors, &serving);
             }
+        };
+        keep_restart_only(&mut config, &serving.config);
+        // A valid config that cannot be applied (yet) is tried again when a
+        // file it names changes, or on SIGHUP.
+        state.pending = config.filters.iter().map(|f| f.module.clone()).collect();
+        let (m, log, t) = (&self.metrics, &self.access_log, &self.tracker);
+        let (mut snapshot, next) = match prepare(m, log, t, state, config, Some(&serving)).await {
+            Ok(prepared) => prepared,
+            Err(errors) => return self.rejected(path, &errors, &serving),
+        };
+        let generation = serving.generation + 1;
+        snapshot.generation = generation;
+        self.current.store(Arc::new(snapshot));
+        self.commit(state, next).await;
+        publish(&self.current(), Some(&serving), &self.metrics);
+        (state.sha256, state.failed_sha256, state.pending) = (sha, None, Vec::new());
+        self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+        self.metrics.config_generation.set(generation as i64);
+        tracing::info!(config = %path.display(), generation, sha256 = %state.sha256, "config reloaded");
+    }
+
+    /// Logs every error of a config that will not serve, and counts it.
+    fn rejected(&self, path: &Path, errors: &ConfigErrors, serving: &Snapshot) {
+        for e in &errors.0 {
+            tracing::warn!(config = %path.display(), path = %e.path, error = %e.message, "invalid config");
         }
+        tracing::warn!(config = %path.display(), errors = errors.0.len(), serving = serving.generation,
+            "config reload failed; the serving config stays");
+        self.metrics.config_reloads.with_label_values(&["error"]).inc();
     }
 
     /// Puts prepared listeners to work: kept ones are updated in place, the
@@ -233,32 +236,38 @@ impl Live {
     /// socket), new ones start accepting.
     async fn commit(&self, state: &mut State, next: Vec<Next>) {
         let mut old: Vec<Option<Bound>> = std::mem::take(&mut state.listeners).into_iter().map(Some).collect();
-        let kept: Vec<usize> = next.iter().filter_map(|n| n.socket.as_ref().ok().copied()).collect();
+        let kept: Vec<usize> = next
+            .iter()
+            .filter_map(|n| match n.socket {
+                Socket::Kept(i) => Some(i),
+                Socket::New(_) => None,
+            })
+            .collect();
         for (i, slot) in old.iter_mut().enumerate() {
             if !kept.contains(&i)
                 && let Some(gone) = slot.take()
             {
                 gone.listener.stop();
                 let _ = gone.accept.await;
-                tracing::info!(listener = %gone.name, address = %gone.address, "listener removed; draining its connections");
+                tracing::info!(listener = %gone.listener.name, address = %gone.address, "listener removed; draining its connections");
                 let deadline = self.current().config.drain_timeout;
                 tokio::spawn(async move { gone.listener.remove(deadline).await });
             }
         }
         for n in next {
             let bound = match n.socket {
-                Ok(i) => {
+                Socket::Kept(i) => {
                     let Some(b) = old[i].take() else { continue };
                     b.listener.update(n.handler, n.max_connections);
                     b
                 }
-                Err(socket) => {
+                Socket::New(socket) => {
                     let listener = Listener::new(&n.name, n.handler, n.max_connections, &self.drain, &self.metrics);
                     let accept = tokio::spawn(listener.clone().accept(socket.clone(), self.tracker.clone()));
                     let protocol = if listener.http().is_some() { "http" } else { "tcp" };
                     let address = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
                     tracing::info!(listener = %n.name, %address, protocol, "listening");
-                    Bound { name: n.name, address: n.address, socket, listener, accept }
+                    Bound { address: n.address, socket, listener, accept }
                 }
             };
             state.listeners.push(bound);
@@ -280,6 +289,19 @@ pub enum Unread {
     Io(std::io::Error),
     /// Its content (of this SHA-256) is not a valid config.
     Invalid(ConfigErrors, String),
+}
+
+impl Unread {
+    /// The errors to report for the file at `path`.
+    pub fn into_errors(self, path: &Path) -> ConfigErrors {
+        match self {
+            Unread::Io(e) => ConfigErrors(vec![ConfigError {
+                path: path.display().to_string(),
+                message: format!("cannot read config file: {e}"),
+            }]),
+            Unread::Invalid(errors, _) => errors,
+        }
+    }
 }
 
 /// Reads and validates the config file at `path`.
@@ -344,13 +366,13 @@ async fn prepare(
         let same_name = state
             .listeners
             .iter()
-            .position(|b| b.name == l.name && b.address == l.address && b.listener.http().is_some() == http);
+            .position(|b| *b.listener.name == l.name && b.address == l.address && b.listener.http().is_some() == http);
         let same_address = state.listeners.iter().find(|b| b.address == l.address && l.address.port() != 0);
         let socket = match (same_name, same_address) {
-            (Some(i), _) => Ok(i),
-            (None, Some(b)) => Err(b.socket.clone()),
+            (Some(i), _) => Socket::Kept(i),
+            (None, Some(b)) => Socket::New(b.socket.clone()),
             (None, None) => match TcpListener::bind(l.address).await {
-                Ok(s) => Err(Arc::new(s)),
+                Ok(s) => Socket::New(Arc::new(s)),
                 Err(e) => {
                     let message = format!("cannot bind {}: {e}", l.address);
                     errors.push(ConfigError { path: format!("listeners[{i}].address"), message });
@@ -417,26 +439,21 @@ fn handler(
 /// a reload keeps the serving values, says so, and applies the rest.
 fn keep_restart_only(new: &mut Config, serving: &Config) {
     let mut kept = Vec::new();
-    if new.admin.address != serving.admin.address {
-        (new.admin.address, new.raw.admin.address) = (serving.admin.address, serving.raw.admin.address.clone());
-        kept.push("admin.address");
+    // Each is the same field path in the validated config and in its raw form (`/config`).
+    macro_rules! keep {
+        ($($field:ident).+) => {
+            if new.$($field).+ != serving.$($field).+ {
+                new.$($field).+ = serving.$($field).+.clone();
+                new.raw.$($field).+ = serving.raw.$($field).+.clone();
+                kept.push(stringify!($($field).+).replace(' ', ""));
+            }
+        };
     }
-    if new.workers != serving.workers {
-        (new.workers, new.raw.workers) = (serving.workers, serving.raw.workers);
-        kept.push("workers");
-    }
-    if new.access_log != serving.access_log {
-        (new.access_log, new.raw.access_log) = (serving.access_log.clone(), serving.raw.access_log.clone());
-        kept.push("access_log");
-    }
-    if new.filter_instances != serving.filter_instances {
-        (new.filter_instances, new.raw.filter_instances) = (serving.filter_instances, serving.raw.filter_instances);
-        kept.push("filter_instances");
-    }
-    if new.filter_cache != serving.filter_cache {
-        (new.filter_cache, new.raw.filter_cache) = (serving.filter_cache.clone(), serving.raw.filter_cache.clone());
-        kept.push("filter_cache");
-    }
+    keep!(admin.address);
+    keep!(workers);
+    keep!(access_log);
+    keep!(filter_instances);
+    keep!(filter_cache);
     if !kept.is_empty() {
         tracing::warn!(fields = ?kept, "these settings take effect at restart; the serving values stay until then");
     }

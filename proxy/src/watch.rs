@@ -47,6 +47,7 @@ pub fn spawn(live: Arc<Live>) {
     tokio::spawn(async move {
         let mut watched: Vec<PathBuf> = Vec::new();
         let mut files = live.watched_files().await;
+        let mut wanted = names(&files);
         follow(watcher.as_mut(), &mut watched, &files);
         let mut watching = watcher.is_some();
         loop {
@@ -56,10 +57,10 @@ pub fn spawn(live: Arc<Live>) {
                         watching = false;
                         continue;
                     };
-                    if !relevant(&event, &names(&files)) {
+                    if !relevant(&event, &wanted) {
                         continue;
                     }
-                    settle(&mut rx, event, &names(&files)).await;
+                    settle(&mut rx, event, &wanted).await;
                 }
                 Some(()) = async { hangup.as_mut()?.recv().await } => {
                     tracing::info!(signal = "SIGHUP", "reload requested");
@@ -68,6 +69,7 @@ pub fn spawn(live: Arc<Live>) {
             }
             live.reload().await;
             files = live.watched_files().await;
+            wanted = names(&files);
             follow(watcher.as_mut(), &mut watched, &files);
         }
     });

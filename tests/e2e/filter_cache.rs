@@ -1,6 +1,7 @@
 //! The compiled-filter cache: a restart with unchanged filters loads their
 //! compiled code from disk instead of compiling again.
 
+use crate::support::client;
 use crate::support::filters::wasm;
 use crate::support::{Running, TestProxy, Upstream};
 use std::path::Path;
@@ -66,7 +67,7 @@ async fn a_restart_with_unchanged_filters_does_not_compile_them_again() {
     drop(first);
 
     let second = proxy(&upstream, &cache.path().display().to_string());
-    let reply = crate::support::client::get(&crate::support::client::h1(), &second.url("ingress", "/")).await;
+    let reply = client::get(&client::h1(), &second.url("ingress", "/")).await;
     assert_eq!(reply.status, 200, "{:?} {:?}", reply.body, second.stderr_lines());
     assert_eq!(artifacts(cache.path()), compiled, "the second start wrote no new compiled code");
     eprintln!("start: {} ms compiling, {} ms from the cache", cold["startup_ms"], started(&second)["startup_ms"]);

@@ -5,18 +5,6 @@ use super::model::RawConfig;
 use super::{Config, ConfigError, ConfigErrors, validate};
 use std::path::Path;
 
-/// Reads, parses and validates the config file at `path`.
-pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            path: path.display().to_string(),
-            message: format!("cannot read config file: {e}"),
-        }])
-    })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    parse(&text, base)
-}
-
 /// Parses and validates a config document; relative paths in it resolve against `base`.
 pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();

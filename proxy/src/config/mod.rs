@@ -1,6 +1,7 @@
-//! Configuration: the YAML/JSON file operators write ([`model`]), loaded and
-//! checked once ([`load`], [`validate`]) into the compiled [`Config`] that the
-//! running proxy sees. Every error is reported together with its path, e.g.
+//! Configuration: the YAML/JSON file operators write ([`model`]), parsed and
+//! checked as a whole ([`load`], [`validate`]) into the compiled [`Config`]
+//! that the running proxy sees (the file itself is read by `crate::live`,
+//! which also reloads it). Every error is reported together with its path, e.g.
 //! `listeners[0].routes[1].cluster: no cluster named "ap"`.
 
 mod load;
@@ -8,7 +9,7 @@ pub mod model;
 pub mod units;
 mod validate;
 
-pub use load::{load_file, parse};
+pub use load::parse;
 pub use validate::*;
 
 use std::fmt;

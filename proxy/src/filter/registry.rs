@@ -110,15 +110,14 @@ impl Registry {
             .map(|f| (lock(&f.status).sha256.clone(), f.current().component().clone()))
             .collect();
         for (i, cfg) in config.filters.iter().enumerate() {
-            let before = previous.and_then(|r| Some((r, r.get(&cfg.name)?)));
-            if let Some((r, f)) = &before
+            let before = previous.and_then(|r| r.get(&cfg.name));
+            if let (Some(r), Some(f)) = (previous, &before)
                 && f.config == *cfg
                 && cfg.http_clusters.iter().all(|c| same(r.ctx.clusters.get(c), clusters.get(c)))
             {
                 filters.push(f.clone());
                 continue;
             }
-            let before = before.map(|(_, f)| f);
             let kv = before.as_ref().map_or_else(|| Arc::new(Kv::default()), |f| f.kv.clone());
             let generation = before.as_ref().map_or(1, |f| lock(&f.status).generation + 1);
             let file = read(cfg).map_err(|e| format!("cannot read {}: {e}", cfg.module_name));
