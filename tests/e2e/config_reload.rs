@@ -6,7 +6,7 @@
 use crate::support::client;
 use crate::support::filters::wasm;
 use crate::support::load::{Load, Outcome, one_of};
-use crate::support::{Running, TestProxy, Upstream, metrics, rename_over};
+use crate::support::{Running, TestProxy, Upstream, metrics, rename_over, wait_for_metric};
 use std::time::{Duration, Instant};
 
 /// Two clusters, `a` and `b`; listener `ingress` routes to `cluster`.
@@ -36,15 +36,6 @@ async fn wait_for_upstream(proxy: &Running, listener: &str, name: &str) -> Durat
         }
         assert!(start.elapsed() < Duration::from_secs(10), "upstream {name} never served");
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Waits until `/metrics` has `line`.
-async fn wait_for_metric(proxy: &Running, line: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !metrics(proxy).await.lines().any(|l| l == line) {
-        assert!(Instant::now() < deadline, "no metric {line:?} in:\n{}", metrics(proxy).await);
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

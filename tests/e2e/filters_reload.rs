@@ -5,8 +5,7 @@
 use crate::support::client;
 use crate::support::filters::wasm;
 use crate::support::load::{Load, Outcome, one_of};
-use crate::support::{Running, TestProxy, Upstream};
-use crate::support::{metrics, rename_over};
+use crate::support::{Running, TestProxy, Upstream, metrics, rename_over, wait_for_metric};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -109,11 +108,8 @@ async fn bad_files_keep_the_previous_version_serving_and_are_counted() {
     ];
     for (n, (what, bytes, reason)) in bad.iter().enumerate() {
         rename_over(&module, bytes);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !metrics(&proxy).await.contains(&format!("result=\"error\"}} {}", n + 1)) {
-            assert!(Instant::now() < deadline, "{what}: no failed reload counted");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_metric(&proxy, &format!("wasp_filter_reloads_total{{filter=\"marker\",result=\"error\"}} {}", n + 1))
+            .await;
         let reply = client::get(&client::h1(), &proxy.url("ingress", "/")).await;
         assert_eq!((reply.status.as_u16(), reply.header("x-version")), (200, Some("a")), "{what}");
         let status = filters(&proxy).await;

@@ -11,6 +11,8 @@ pub mod upstream;
 pub use proxy::{Running, TestProxy, refused};
 pub use upstream::Upstream;
 
+use std::time::{Duration, Instant};
+
 /// A localhost port nothing listens on (bound, then released).
 pub fn refused_addr() -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -43,6 +45,15 @@ clusters:
 pub async fn metrics(proxy: &Running) -> String {
     let reply = client::get(&client::h1(), &proxy.admin_url("/metrics")).await;
     String::from_utf8(reply.body.to_vec()).expect("metrics are UTF-8")
+}
+
+/// Waits until `/metrics` has the whole line `line`.
+pub async fn wait_for_metric(proxy: &Running, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics(proxy).await.lines().any(|l| l == line) {
+        assert!(Instant::now() < deadline, "no metric {line:?} in:\n{}", metrics(proxy).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Writes `bytes` over `path` atomically: a new file renamed over the old one.
