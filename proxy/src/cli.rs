@@ -53,11 +53,7 @@ pub fn main() -> ExitCode {
             let path = config.or(file).unwrap_or_default();
             let checked = crate::live::read(&path).map_err(|u| u.into_errors(&path)).and_then(|(cfg, _)| {
                 let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-                let clusters = cfg
-                    .clusters
-                    .iter()
-                    .map(|c| (c.name.clone(), std::sync::Arc::new(crate::upstream::Cluster::new(c, &metrics))))
-                    .collect();
+                let clusters = crate::live::clusters(&cfg, &metrics, None);
                 crate::filter::Registry::load(&cfg, &metrics, &clusters, &mut None, None)
                     .map(|_| ())
                     .map_err(config::ConfigErrors)

@@ -329,17 +329,7 @@ async fn prepare(
     config: Config,
     previous: Option<&Snapshot>,
 ) -> Result<(Snapshot, Vec<Next>), ConfigErrors> {
-    let clusters: HashMap<String, Arc<Cluster>> = config
-        .clusters
-        .iter()
-        .map(|c| {
-            let same = previous.and_then(|p| {
-                let before = p.config.clusters.iter().find(|b| b.name == c.name)?;
-                (before == c).then(|| p.clusters.get(&c.name).cloned())?
-            });
-            (c.name.clone(), same.unwrap_or_else(|| Arc::new(Cluster::new(c, metrics))))
-        })
-        .collect();
+    let clusters = clusters(&config, metrics, previous);
 
     // Compiling and initialising filters blocks: do it off the runtime's threads.
     let (metrics2, clusters2) = (metrics.clone(), clusters.clone());
@@ -392,6 +382,22 @@ async fn prepare(
     }
     let config_json = serde_json::to_vec_pretty(&config.raw).unwrap_or_default().into();
     Ok((Snapshot { generation: 1, config, config_json, clusters, filters }, next))
+}
+
+/// The clusters of `config` by name; one unchanged from `previous` is kept
+/// (its pools, balancer and breakers).
+pub fn clusters(config: &Config, metrics: &Metrics, previous: Option<&Snapshot>) -> HashMap<String, Arc<Cluster>> {
+    config
+        .clusters
+        .iter()
+        .map(|c| {
+            let same = previous.and_then(|p| {
+                let before = p.config.clusters.iter().find(|b| b.name == c.name)?;
+                (before == c).then(|| p.clusters.get(&c.name).cloned())?
+            });
+            (c.name.clone(), same.unwrap_or_else(|| Arc::new(Cluster::new(c, metrics))))
+        })
+        .collect()
 }
 
 /// A listener's handler: its routes (with their clusters and filter chains) or its TCP cluster.
