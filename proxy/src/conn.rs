@@ -1,21 +1,22 @@
 //! One downstream HTTP connection: HTTP/1.1 or HTTP/2 (prior knowledge)
-//! served by hyper with the listener's limits, closed when idle, and shut
-//! down gracefully (HTTP/2 GOAWAY, HTTP/1 close after the in-flight
-//! response) when the proxy drains.
+//! served by hyper with the listener's limits, closed when idle or when the
+//! client stops reading (write stall), and shut down gracefully (HTTP/2
+//! GOAWAY, HTTP/1 close after the in-flight response) when the proxy drains.
 
 use crate::access_log::AccessLog;
-use crate::config::Limits;
-use crate::listener::Listener;
-use crate::metrics::RouteMetrics;
+use crate::config::{HttpSettings, Limits};
+use crate::io::{Progress, Watched, clock_ms};
+use crate::listener::{Listener, Slot};
+use crate::metrics::{RouteMetrics, Timeouts};
 use crate::route::Router;
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +29,10 @@ pub struct HttpListener {
     pub router: Router,
     /// Protective limits.
     pub limits: Limits,
+    /// How requests are read and which of their claims are believed.
+    pub http: HttpSettings,
+    /// `wasp_timeouts_total` of this listener.
+    pub timeouts: Timeouts,
     /// Access log.
     pub access_log: AccessLog,
     /// Metrics for requests that matched no route.
@@ -39,10 +44,13 @@ pub struct HttpListener {
 
 impl HttpListener {
     /// Builds a listener's shared state; the hyper server is configured here, once.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: &str,
         router: Router,
         limits: Limits,
+        http: HttpSettings,
+        timeouts: Timeouts,
         access_log: AccessLog,
         no_route_metrics: RouteMetrics,
         tracker: TaskTracker,
@@ -55,13 +63,29 @@ impl HttpListener {
             .max_buf_size(limits.max_header_bytes)
             .max_headers(limits.max_headers)
             .keep_alive(true);
+        let h2 = &http.http2;
         builder
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .initial_stream_window_size(h2.initial_stream_window)
+            .initial_connection_window_size(h2.initial_connection_window)
+            .max_pending_accept_reset_streams(h2.max_pending_resets)
+            .max_local_error_reset_streams(h2.max_error_resets)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(10));
-        HttpListener { name: name.into(), router, limits, access_log, no_route_metrics, tracker, builder }
+        HttpListener {
+            name: name.into(),
+            router,
+            limits,
+            http,
+            timeouts,
+            access_log,
+            no_route_metrics,
+            tracker,
+            builder,
+        }
     }
 }
 
@@ -74,20 +98,18 @@ pub struct ConnState {
     /// The listener that accepted it: an upgraded connection's tunnel is
     /// held by it (see [`Listener::hold`]).
     pub accepted_by: Arc<Listener>,
+    /// The connection's place under `max_connections`: a tunnel the
+    /// connection becomes keeps it until the tunnel closes.
+    pub slot: Slot,
     in_flight: AtomicUsize,
     idle_since_ms: AtomicU64,
 }
 
-fn clock_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
 impl ConnState {
-    fn new(peer: SocketAddr, accepted_by: Arc<Listener>) -> Self {
+    fn new(peer: SocketAddr, accepted_by: Arc<Listener>, slot: Slot) -> Self {
         let peer_header = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
         let (in_flight, idle_since_ms) = (AtomicUsize::new(0), AtomicU64::new(clock_ms()));
-        ConnState { peer, peer_header, accepted_by, in_flight, idle_since_ms }
+        ConnState { peer, peer_header, accepted_by, slot, in_flight, idle_since_ms }
     }
 
     /// A request began on this connection.
@@ -123,9 +145,11 @@ pub async fn serve(
     listener: Arc<HttpListener>,
     live: Arc<Listener>,
     drain: CancellationToken,
+    slot: Slot,
 ) {
-    let state = Arc::new(ConnState::new(peer, live));
-    let io = TokioIo::new(stream);
+    let state = Arc::new(ConnState::new(peer, live, slot));
+    let progress = Progress::new();
+    let io = TokioIo::new(Watched::new(stream, progress.clone()));
     let svc = {
         let (listener, state) = (listener.clone(), state.clone());
         service_fn(move |req| {
@@ -135,14 +159,17 @@ pub async fn serve(
     };
     let conn = listener.builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    let idle = listener.limits.idle_timeout;
-    let check = tokio::time::sleep(idle);
+    let (idle, stall) = (listener.limits.idle_timeout, listener.limits.write_timeout);
+    let check = tokio::time::sleep(idle.min(stall));
     tokio::pin!(check);
     let mut closing = false;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
+                    if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                        listener.timeouts.header_read.inc();
+                    }
                     tracing::debug!(%peer, error = %e, "connection ended with error");
                 }
                 return;
@@ -151,15 +178,29 @@ pub async fn serve(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = &mut check, if !closing => match state.idle_for() {
-                Some(d) if d >= idle => {
-                    tracing::debug!(%peer, "closing idle connection");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+            () = &mut check => {
+                // A client that takes no response bytes is cut off, in-flight
+                // responses and all: that frees their upstream connections and
+                // pending slots for clients that read.
+                let stalled = progress.write_stalled_for();
+                if stalled.is_some_and(|d| d >= stall) {
+                    tracing::debug!(%peer, "closing a connection whose client stopped reading");
+                    listener.timeouts.write_stall.inc();
+                    return;
                 }
-                Some(d) => check.as_mut().reset(tokio::time::Instant::now() + (idle - d)),
-                None => check.as_mut().reset(tokio::time::Instant::now() + idle),
-            },
+                let mut next = stall - stalled.unwrap_or_default();
+                match state.idle_for().filter(|_| !closing) {
+                    Some(d) if d >= idle => {
+                        tracing::debug!(%peer, "closing idle connection");
+                        listener.timeouts.idle.inc();
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    Some(d) => next = next.min(idle - d),
+                    None => next = next.min(idle),
+                }
+                check.as_mut().reset(tokio::time::Instant::now() + next);
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The request path of an HTTP listener: limits → route → forwarding headers
-//! → filter request phases (and request body, if filters asked for it) →
+//! The request path of an HTTP listener: the request's one identity
+//! (normalised path, one host, strict framing) → limits → route → forwarding
+//! headers → filter request phases (and request body, if filters asked for it) →
 //! cluster (LB, breaker, timeout, retries) → filter response phases (and
 //! response body) → client, with WebSocket and other HTTP/1.1 upgrades
 //! tunnelled once the upstream agrees (101).
@@ -8,7 +9,9 @@ use crate::conn::{ConnState, HttpListener};
 use crate::error::{Kind, ProxyError};
 use crate::filter::body::{BufferError, Filtered, buffer, set_length};
 use crate::filter::{BodyMode, Facts, Run, Side, Verdict};
-use crate::headers::{add_forwarding, is_upgrade, strip_hop_by_hop};
+use crate::headers::{add_forwarding, is_upgrade, strip_hop_by_hop, strip_upgrade};
+use crate::identity;
+use crate::io::{Progress, Watched};
 use crate::respond::{Exchange, Payload, ResponseBody, filter_reply, local_reply};
 use crate::upstream::body::{Shared as BodyShared, Source, Whole};
 use crate::upstream::{Held, RequestBody, RequestHead, UpstreamBody};
@@ -24,12 +27,20 @@ use std::sync::Arc;
 
 /// hyper's service entry point for every request on an HTTP listener.
 pub async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     listener: Arc<HttpListener>,
     conn: Arc<ConnState>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    // Checked on the target as the client sent it, before normalising.
+    let too_long = target_len(&req) > listener.limits.max_uri_bytes;
+    let identity = identity::establish(&mut req, listener.http.escaped_slashes);
     let mut exchange = Exchange::begin(&req, listener.clone(), conn.clone());
-    match proxy(req, &listener, &conn, &mut exchange).await {
+    let result = match identity {
+        _ if too_long => Err(ProxyError::new(Kind::UriTooLong)),
+        Err(refused) => Err(refused.into()),
+        Ok(()) => proxy(req, &listener, &conn, &mut exchange).await,
+    };
+    match result {
         Ok(Answer::Filter { head, body }) => Ok(filter_reply(head, body, exchange)),
         Ok(Answer::Upstream { mut head, body, guard }) => {
             exchange.status = head.status.as_u16();
@@ -64,15 +75,18 @@ async fn proxy(
     conn: &ConnState,
     exchange: &mut Exchange,
 ) -> Result<Answer, ProxyError> {
-    let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
-    strip_hop_by_hop(req.headers_mut(), upgrade);
-    let request_id = add_forwarding(req.headers_mut(), &conn.peer_header, "http");
+    let asks_upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+    strip_hop_by_hop(req.headers_mut(), asks_upgrade);
+    let request_id = add_forwarding(req.headers_mut(), &conn.peer_header, "http", listener.http.trusted_hops);
     exchange.request_id = Some(request_id.clone());
-    if target_len(&req) > listener.limits.max_uri_bytes {
-        return Err(ProxyError::new(Kind::UriTooLong));
-    }
     let route = listener.router.route(&req).ok_or(ProxyError::new(Kind::NoRoute))?.clone();
     exchange.route = Some(route.clone());
+    // Only the protocols the route allows are tunnelled; any other Upgrade
+    // (h2c included) is removed and the request goes on as a plain one.
+    let upgrade = asks_upgrade && route.allows_upgrade(req.headers());
+    if asks_upgrade && !upgrade {
+        strip_upgrade(req.headers_mut());
+    }
     if upgrade && !route.cluster.supports_upgrade() {
         return Err(ProxyError::new(Kind::UpgradeUnsupported));
     }
@@ -121,7 +135,13 @@ async fn proxy(
     strip_hop_by_hop(up.response.headers_mut(), switching && upgrade);
     if let (Some(client), true) = (client_upgrade, switching) {
         let upstream = hyper::upgrade::on(&mut up.response);
-        listener.tracker.spawn(conn.accepted_by.hold(tunnel(client, upstream)));
+        let tunnel =
+            tunnel(client, upstream, listener.limits.tunnel_idle_timeout, listener.timeouts.tunnel_idle.clone());
+        let slot = conn.slot.clone();
+        listener.tracker.spawn(conn.accepted_by.hold(async move {
+            tunnel.await;
+            drop(slot);
+        }));
     }
     let (head, body) = up.response.into_parts();
     match run {
@@ -232,15 +252,36 @@ fn target_len<B>(req: &Request<B>) -> usize {
         + uri.scheme_str().map_or(0, |s| s.len() + 3)
 }
 
-/// Copies bytes both ways between an upgraded client and upstream connection.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    match tokio::try_join!(client, upstream) {
-        Ok((client, upstream)) => {
-            let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                tracing::debug!(error = %e, "upgraded connection ended with error");
+/// Copies bytes both ways between an upgraded client and upstream
+/// connection, until either side closes or nothing moves for `idle`.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    idle: std::time::Duration,
+    idled: prometheus::IntCounter,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+    };
+    let progress = Progress::new();
+    let (mut c, mut u) = (Watched::new(TokioIo::new(client), progress.clone()), TokioIo::new(upstream));
+    let quiet = async {
+        loop {
+            let d = progress.idle_for();
+            if d >= idle {
+                return;
             }
+            tokio::time::sleep(idle - d).await;
         }
-        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    };
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut c, &mut u) => if let Err(e) = copied {
+            tracing::debug!(error = %e, "upgraded connection ended with error");
+        },
+        () = quiet => {
+            tracing::debug!("closing an idle upgraded connection");
+            idled.inc();
+        }
     }
 }

@@ -2,6 +2,12 @@
 //! not forwarded, `x-forwarded-for` / `x-forwarded-proto` say where a request
 //! came from, and every request carries an `x-request-id`. `traceparent` and
 //! every other end-to-end header pass through untouched.
+//!
+//! What a client says about where the request came from is believed only
+//! from a trusted peer (`trusted_hops` > 0, as Envoy's
+//! `xff_num_trusted_hops`): from any other, `x-forwarded-for` becomes the
+//! peer's address, `x-forwarded-proto` the listener's scheme, and
+//! `x-request-id` a fresh id.
 
 use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -84,10 +90,18 @@ fn is_end_to_end_core(name: &HeaderName) -> bool {
     name == HOST || name == X_REQUEST_ID
 }
 
-/// Adds the forwarding headers and returns the request id (kept if the
-/// client sent a sane one, generated otherwise).
-pub fn add_forwarding(headers: &mut HeaderMap, peer: &HeaderValue, proto: &'static str) -> HeaderValue {
-    let xff = match join_all(headers, &X_FORWARDED_FOR) {
+/// Sets the forwarding headers and returns the request id. With
+/// `trusted_hops` 0 the peer is the client: its `x-forwarded-*` and
+/// `x-request-id` are replaced. Otherwise the peer is a trusted proxy: the
+/// chain is extended, its `x-forwarded-proto` and a sane `x-request-id` kept.
+pub fn add_forwarding(
+    headers: &mut HeaderMap,
+    peer: &HeaderValue,
+    proto: &'static str,
+    trusted_hops: u32,
+) -> HeaderValue {
+    let trusted = trusted_hops > 0;
+    let xff = match join_all(headers, &X_FORWARDED_FOR).filter(|_| trusted) {
         Some(prior) => {
             let peer = peer.to_str().unwrap_or("unknown");
             HeaderValue::from_str(&format!("{prior}, {peer}")).unwrap_or_else(|_| peer_value(peer))
@@ -95,17 +109,32 @@ pub fn add_forwarding(headers: &mut HeaderMap, peer: &HeaderValue, proto: &'stat
         None => peer.clone(),
     };
     headers.insert(X_FORWARDED_FOR.clone(), xff);
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
+    if !trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     match headers.get(&X_REQUEST_ID) {
-        Some(id) if is_sane_request_id(id) => id.clone(),
+        Some(id) if trusted && is_sane_request_id(id) => id.clone(),
         _ => {
             let id = new_request_id();
             headers.insert(X_REQUEST_ID.clone(), id.clone());
             id
         }
     }
+}
+
+/// Turns an upgrade request into a plain one: no `Upgrade`, no `Connection`.
+pub fn strip_upgrade(headers: &mut HeaderMap) {
+    headers.remove(UPGRADE);
+    headers.remove(CONNECTION);
+}
+
+/// The protocols an `Upgrade` header asks for (`websocket`, `h2c`...), without versions.
+pub fn upgrade_protocols(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(UPGRADE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|p| p.split(|&b| b == b'/').next().unwrap_or_default().trim_ascii())
 }
 
 fn peer_value(peer: &str) -> HeaderValue {
@@ -182,13 +211,13 @@ mod tests {
     #[test]
     fn forwarding_headers_append_and_request_id_is_kept_or_made() {
         let mut h = map(&[("x-forwarded-for", "203.0.113.7"), ("x-request-id", "abc-123")]);
-        let id = add_forwarding(&mut h, &HeaderValue::from_static("10.1.2.3"), "http");
+        let id = add_forwarding(&mut h, &HeaderValue::from_static("10.1.2.3"), "http", 1);
         assert_eq!(id, "abc-123");
         assert_eq!(h.get("x-forwarded-for").expect("xff"), "203.0.113.7, 10.1.2.3");
         assert_eq!(h.get("x-forwarded-proto").expect("xfp"), "http");
 
         let mut h = map(&[("x-request-id", "")]);
-        let id = add_forwarding(&mut h, &HeaderValue::from_static("::1"), "http");
+        let id = add_forwarding(&mut h, &HeaderValue::from_static("::1"), "http", 1);
         assert_eq!(id.len(), 36);
         let text = id.to_str().expect("ascii");
         assert_eq!(&text[14..15], "4", "version 4: {text}");
@@ -196,5 +225,27 @@ mod tests {
         assert_ne!(new_request_id(), new_request_id());
         assert_eq!(h.get("x-request-id"), Some(&id));
         assert_eq!(h.get("x-forwarded-for").expect("xff"), "::1");
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_claim_forwarding_headers() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "chosen-by-client"),
+        ]);
+        let id = add_forwarding(&mut h, &HeaderValue::from_static("10.1.2.3"), "http", 0);
+        assert_ne!(id, "chosen-by-client");
+        assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["10.1.2.3"]);
+        assert_eq!(h.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(), ["http"]);
+        assert_eq!(h.get("x-request-id"), Some(&id));
+    }
+
+    #[test]
+    fn upgrade_protocols_are_listed_without_versions() {
+        let h = map(&[("upgrade", "WebSocket, foo/2 ,h2c")]);
+        let got: Vec<_> = upgrade_protocols(&h).collect();
+        assert_eq!(got, [&b"WebSocket"[..], b"foo", b"h2c"]);
     }
 }

@@ -6,9 +6,10 @@
 //!    it to [`conn`] (HTTP) or [`tcp`] (raw byte copy to a cluster).
 //! 2. [`conn`] serves HTTP/1.1 or HTTP/2 with the listener's limits, closes
 //!    idle connections and shuts down gracefully on drain.
-//! 3. [`forward`] takes each request: [`headers`] strips hop-by-hop headers
-//!    and adds `x-forwarded-*` / `x-request-id`; [`route`] picks the first
-//!    matching route.
+//! 3. [`forward`] takes each request: [`identity`] gives it one host and a
+//!    normalised path (or refuses it, 400), [`headers`] strips hop-by-hop
+//!    headers and sets `x-forwarded-*` / `x-request-id` as far as the peer is
+//!    trusted; [`route`] picks the first matching route.
 //!    A route's [`filter`] chain (Wasm components) runs its request phases
 //!    here and may rewrite the request or answer it locally.
 //! 4. [`upstream`] picks an endpoint of the route's cluster (load balancing,
@@ -35,6 +36,8 @@ pub mod error;
 pub mod filter;
 pub mod forward;
 pub mod headers;
+pub mod identity;
+pub mod io;
 pub mod listener;
 pub mod live;
 pub mod metrics;

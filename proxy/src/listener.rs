@@ -13,7 +13,7 @@ use prometheus::{IntCounter, IntGauge};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,6 +25,11 @@ pub enum Handler {
     /// Raw TCP.
     Tcp(Arc<TcpProxy>),
 }
+
+/// A connection's place under its listener's `max_connections` (and in
+/// `wasp_active_connections`), held until every holder is gone: the
+/// connection, and the tunnel an upgraded connection becomes.
+pub type Slot = Arc<(OwnedSemaphorePermit, GaugeGuard)>;
 
 /// A listener's live state, shared by its accept loop and its connections.
 pub struct Listener {
@@ -154,10 +159,8 @@ impl Listener {
             match &**self.handler.load() {
                 Handler::Http(l) => {
                     let (l, listener) = (l.clone(), self.clone());
-                    tracker.spawn(self.hold(async move {
-                        conn::serve(stream, peer, l, listener, drain).await;
-                        drop((permit, active));
-                    }))
+                    let slot = Arc::new((permit, active));
+                    tracker.spawn(self.hold(conn::serve(stream, peer, l, listener, drain, slot)))
                 }
                 Handler::Tcp(t) => {
                     let t = t.clone();

@@ -380,7 +380,7 @@ async fn prepare(
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    let config_json = serde_json::to_vec_pretty(&config.raw).unwrap_or_default().into();
+    let config_json = config::effective_json(&config.raw).into();
     Ok((Snapshot { generation: 1, config, config_json, clusters, filters }, next))
 }
 
@@ -425,6 +425,8 @@ fn handler(
                 &l.name,
                 Router::new(routes),
                 l.limits.clone(),
+                l.http.clone(),
+                metrics.timeouts(&l.name),
                 access_log.clone(),
                 metrics.route(&l.name, "", ""),
                 tracker.clone(),

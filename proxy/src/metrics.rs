@@ -43,6 +43,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `wasp_config_generation`
     pub config_generation: IntGauge,
+    /// `wasp_timeouts_total{listener,kind}`
+    timeouts: IntCounterVec,
     filter_counters: Mutex<HashMap<String, IntCounterVec>>,
     filter_histograms: Mutex<HashMap<String, HistogramVec>>,
 }
@@ -163,6 +165,14 @@ impl Metrics {
                 "Generation of the config serving (1 at start, +1 per reload)",
             )
             .expect("valid metric"),
+            timeouts: IntCounterVec::new(
+                Opts::new(
+                    "wasp_timeouts_total",
+                    "Downstream connections ended by a timeout: header_read, idle, write_stall, tunnel_idle",
+                ),
+                &["listener", "kind"],
+            )
+            .expect("valid metric"),
             filter_counters: Mutex::default(),
             filter_histograms: Mutex::default(),
             registry,
@@ -187,6 +197,7 @@ impl Metrics {
             Box::new(m.filter_generation.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.config_generation.clone()),
+            Box::new(m.timeouts.clone()),
             Box::new(build),
         ] {
             r.register(c).expect("metric names are unique");
@@ -199,6 +210,17 @@ impl Metrics {
         RouteMetrics {
             by_class: CLASSES.map(|class| self.requests.with_label_values(&[listener, route, cluster, class])),
             duration: self.duration.with_label_values(&[listener, route, cluster]),
+        }
+    }
+
+    /// Pre-resolved timeout counters of one listener.
+    pub fn timeouts(&self, listener: &str) -> Timeouts {
+        let kind = |k| self.timeouts.with_label_values(&[listener, k]);
+        Timeouts {
+            header_read: kind("header_read"),
+            idle: kind("idle"),
+            write_stall: kind("write_stall"),
+            tunnel_idle: kind("tunnel_idle"),
         }
     }
 
@@ -285,6 +307,19 @@ impl RouteMetrics {
         self.by_class[class].inc();
         self.duration.observe(seconds);
     }
+}
+
+/// `wasp_timeouts_total` of one listener, by kind.
+#[derive(Clone)]
+pub struct Timeouts {
+    /// A client did not send its request headers in time.
+    pub header_read: IntCounter,
+    /// A connection had nothing in flight for `idle_timeout`.
+    pub idle: IntCounter,
+    /// A client accepted no response bytes for `write_timeout`.
+    pub write_stall: IntCounter,
+    /// An upgraded tunnel carried nothing for `tunnel_idle_timeout`.
+    pub tunnel_idle: IntCounter,
 }
 
 /// Keeps a gauge raised while alive (e.g. an open connection).

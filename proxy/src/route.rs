@@ -24,6 +24,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Filters, when the route has any.
     pub chain: Option<Chain>,
+    /// Upgrade protocols tunnelled (lower case).
+    upgrades: Vec<String>,
 }
 
 impl Route {
@@ -37,7 +39,14 @@ impl Route {
             retries: cfg.retries.clone(),
             metrics,
             chain,
+            upgrades: cfg.upgrades.clone(),
         }
+    }
+
+    /// Whether every protocol the request's `Upgrade` asks for is one this route tunnels.
+    pub fn allows_upgrade(&self, headers: &http::HeaderMap) -> bool {
+        let mut asked = crate::headers::upgrade_protocols(headers).peekable();
+        asked.peek().is_some() && asked.all(|p| self.upgrades.iter().any(|u| u.as_bytes().eq_ignore_ascii_case(p)))
     }
 
     fn matches<B>(&self, req: &Request<B>) -> bool {

@@ -14,6 +14,7 @@ async fn rewrites_request_and_response_headers_and_path_prefixes() {
 listeners:
   - name: ingress
     address: 127.0.0.1:0
+    trusted_hops: 1 # the test client's x-request-id is kept
     routes:
       - {{ name: api, match: {{ prefix: /old }}, cluster: app, filters: [rewrite] }}
 clusters:
@@ -88,6 +89,7 @@ async fn concurrent_requests_keep_their_own_filter_state() {
 listeners:
   - name: ingress
     address: 127.0.0.1:0
+    trusted_hops: 1 # the test client's x-request-id is kept
     routes:
       - {{ name: api, cluster: app, filters: [rewrite] }}
 clusters:

@@ -43,10 +43,15 @@ async fn h2_to_h2() {
     echo_through("h2", "http2").await;
 }
 
+/// The usual config with the listener trusting one proxy in front of it.
+fn trusting(upstream: std::net::SocketAddr) -> String {
+    one_route(&[upstream], "http1", "", "").replace("    routes:\n", "    trusted_hops: 1\n    routes:\n")
+}
+
 #[tokio::test]
 async fn hop_by_hop_headers_are_dropped_and_forwarding_headers_added() {
     let upstream = Upstream::start("app").await;
-    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
+    let proxy = TestProxy::new(trusting(upstream.addr)).start();
     let req = Request::builder()
         .uri(proxy.url("ingress", "/echo"))
         .header("connection", "keep-alive, x-private")

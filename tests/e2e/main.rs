@@ -17,6 +17,8 @@ mod filters_isolation;
 mod filters_rate_limit;
 mod filters_reload;
 mod forwarding;
+mod framing;
+mod identity;
 mod limits;
 mod pooling;
 mod resilience;

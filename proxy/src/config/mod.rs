@@ -14,6 +14,21 @@ pub use validate::*;
 
 use std::fmt;
 
+/// The effective config as `/config` shows it: every default filled in, and
+/// each filter's `config` (where API keys, tokens and other secrets live)
+/// replaced by `{"redacted": "sha256:..."}` of its JSON, so that versions can
+/// be told apart, unless `admin.show_secrets` is on.
+pub fn effective_json(raw: &model::RawConfig) -> Vec<u8> {
+    let mut shown = raw.clone();
+    if !raw.admin.show_secrets {
+        for f in &mut shown.filters {
+            let hash = crate::filter::registry::sha256_hex(f.config.to_string().as_bytes());
+            f.config = serde_json::json!({ "redacted": format!("sha256:{hash}") });
+        }
+    }
+    serde_json::to_vec_pretty(&shown).unwrap_or_default()
+}
+
 /// One problem in a config file, at a path such as `clusters[0].endpoints[1]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

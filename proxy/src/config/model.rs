@@ -53,11 +53,14 @@ pub struct RawAdmin {
     /// Cluster of the local app: `/readyz` is ready only when it accepts connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_cluster: Option<String>,
+    /// `/config` shows filters' `config` as written instead of a hash of it.
+    #[serde(default)]
+    pub show_secrets: bool,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        RawAdmin { address: default_admin_address(), ready_cluster: None }
+        RawAdmin { address: default_admin_address(), ready_cluster: None, show_secrets: false }
     }
 }
 
@@ -94,6 +97,65 @@ pub struct RawListener {
     /// Protective limits.
     #[serde(default)]
     pub limits: RawListenerLimits,
+    /// What an encoded slash or backslash (`%2F`, `%5C`) in a request path
+    /// becomes: `keep` (default), `reject` (400) or `unescape`.
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+    /// Proxies in front of this listener whose forwarding headers are
+    /// believed (`x-forwarded-for`, `x-forwarded-proto`, `x-request-id`);
+    /// 0 (default): the peer is the client, and its forwarding headers are replaced.
+    #[serde(default)]
+    pub trusted_hops: u32,
+    /// HTTP/2 limits for downstream connections.
+    #[serde(default)]
+    pub http2: RawHttp2,
+}
+
+/// `listeners[i].escaped_slashes`, as Envoy's `path_with_escaped_slashes_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EscapedSlashes {
+    /// Forward `%2F` and `%5C` as they are (not path separators).
+    #[default]
+    Keep,
+    /// Answer 400.
+    Reject,
+    /// Decode them into `/`, then normalise.
+    Unescape,
+}
+
+/// `listeners[i].http2`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawHttp2 {
+    /// Streams a client may have open at once on one connection.
+    #[serde(default = "default_h2_max_streams")]
+    pub max_concurrent_streams: u32,
+    /// Bytes a client may send on one stream before wasp reads them.
+    #[serde(default = "default_h2_stream_window")]
+    pub initial_stream_window: String,
+    /// Bytes a client may send on a connection before wasp reads them.
+    #[serde(default = "default_h2_connection_window")]
+    pub initial_connection_window: String,
+    /// Streams a client may reset before wasp has served them; more in a
+    /// short time (a rapid-reset attack) ends the connection with GOAWAY.
+    #[serde(default = "default_h2_max_resets")]
+    pub max_pending_resets: usize,
+    /// Streams wasp may reset for a client's protocol errors before it ends
+    /// the connection with GOAWAY (ENHANCE_YOUR_CALM).
+    #[serde(default = "default_h2_max_error_resets")]
+    pub max_error_resets: usize,
+}
+
+impl Default for RawHttp2 {
+    fn default() -> Self {
+        RawHttp2 {
+            max_concurrent_streams: default_h2_max_streams(),
+            initial_stream_window: default_h2_stream_window(),
+            initial_connection_window: default_h2_connection_window(),
+            max_pending_resets: default_h2_max_resets(),
+            max_error_resets: default_h2_max_error_resets(),
+        }
+    }
 }
 
 /// `listeners[i].limits`
@@ -117,6 +179,12 @@ pub struct RawListenerLimits {
     /// A connection with no request in flight and no bytes moving for this long is closed.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: String,
+    /// A client that accepts no response bytes for this long is disconnected.
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout: String,
+    /// An upgraded (WebSocket) tunnel with no bytes either way for this long is closed.
+    #[serde(default = "default_tunnel_idle_timeout")]
+    pub tunnel_idle_timeout: String,
 }
 
 impl Default for RawListenerLimits {
@@ -128,6 +196,8 @@ impl Default for RawListenerLimits {
             max_uri_bytes: default_max_uri_bytes(),
             header_read_timeout: default_header_read_timeout(),
             idle_timeout: default_idle_timeout(),
+            write_timeout: default_write_timeout(),
+            tunnel_idle_timeout: default_tunnel_idle_timeout(),
         }
     }
 }
@@ -151,6 +221,10 @@ pub struct RawRoute {
     /// Retry policy; none by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<RawRetries>,
+    /// Protocols an HTTP/1.1 `Upgrade` may switch to on this route; any
+    /// other `Upgrade` is removed and the request forwarded as a plain one.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
 }
 
 /// `routes[j].match`
@@ -237,6 +311,10 @@ pub struct RawCluster {
     /// Per-endpoint circuit breaking and the cluster's pending-request cap.
     #[serde(default)]
     pub circuit_breaker: RawCircuitBreaker,
+    /// Connections open at once to one endpoint; requests beyond wait for
+    /// one (within `max_pending` and the route timeout).
+    #[serde(default = "default_max_connections_per_endpoint")]
+    pub max_connections_per_endpoint: usize,
     /// TLS origination (reserved: not available in this build).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<serde_json::Value>,
@@ -388,6 +466,33 @@ fn default_header_read_timeout() -> String {
 }
 fn default_idle_timeout() -> String {
     "60s".into()
+}
+fn default_write_timeout() -> String {
+    "30s".into()
+}
+fn default_tunnel_idle_timeout() -> String {
+    "1h".into()
+}
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".into()]
+}
+fn default_max_connections_per_endpoint() -> usize {
+    1024
+}
+fn default_h2_max_streams() -> u32 {
+    100
+}
+fn default_h2_stream_window() -> String {
+    "256KiB".into()
+}
+fn default_h2_connection_window() -> String {
+    "1MiB".into()
+}
+fn default_h2_max_resets() -> usize {
+    20
+}
+fn default_h2_max_error_resets() -> usize {
+    1024
 }
 fn default_route_timeout() -> String {
     "15s".into()

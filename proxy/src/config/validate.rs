@@ -92,6 +92,34 @@ pub struct ListenerConfig {
     pub kind: ListenerKind,
     /// Protective limits.
     pub limits: Limits,
+    /// How HTTP requests are read and trusted.
+    pub http: HttpSettings,
+}
+
+/// How an HTTP listener reads requests and which of their claims it believes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// What `%2F` / `%5C` in a path become.
+    pub escaped_slashes: EscapedSlashes,
+    /// Proxies in front whose forwarding headers are believed (0: none).
+    pub trusted_hops: u32,
+    /// Downstream HTTP/2 limits.
+    pub http2: Http2Limits,
+}
+
+/// Downstream HTTP/2 limits (hyper/h2 enforce them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Http2Limits {
+    /// Concurrent streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Initial per-stream flow-control window.
+    pub initial_stream_window: u32,
+    /// Initial connection flow-control window.
+    pub initial_connection_window: u32,
+    /// Client resets of unserved streams tolerated before GOAWAY.
+    pub max_pending_resets: usize,
+    /// Resets wasp sends for client protocol errors before GOAWAY.
+    pub max_error_resets: usize,
 }
 
 /// What a listener serves.
@@ -118,6 +146,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Idle connection lifetime.
     pub idle_timeout: Duration,
+    /// How long a client may accept no response bytes before it is disconnected.
+    pub write_timeout: Duration,
+    /// Idle lifetime of an upgraded (WebSocket) tunnel.
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// A validated route.
@@ -135,6 +167,8 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// Retry policy.
     pub retries: Option<RetryConfig>,
+    /// Upgrade protocols (lower case) the route tunnels.
+    pub upgrades: Vec<String>,
 }
 
 /// How a route's path is matched.
@@ -191,6 +225,8 @@ pub struct ClusterConfig {
     pub connect_timeout: Duration,
     /// Circuit breaker.
     pub breaker: BreakerConfig,
+    /// Connections open at once to one endpoint.
+    pub max_connections_per_endpoint: usize,
 }
 
 /// Circuit-breaker settings.
@@ -398,6 +434,8 @@ fn listener(
         max_uri_bytes: c.size(format!("{at}.limits.max_uri_bytes"), &lim.max_uri_bytes),
         header_read_timeout: c.positive_duration(format!("{at}.limits.header_read_timeout"), &lim.header_read_timeout),
         idle_timeout: c.positive_duration(format!("{at}.limits.idle_timeout"), &lim.idle_timeout),
+        write_timeout: c.positive_duration(format!("{at}.limits.write_timeout"), &lim.write_timeout),
+        tunnel_idle_timeout: c.positive_duration(format!("{at}.limits.tunnel_idle_timeout"), &lim.tunnel_idle_timeout),
     };
     if lim.max_connections == 0 || lim.max_connections > 10_000_000 {
         c.error(format!("{at}.limits.max_connections"), "must be between 1 and 10000000");
@@ -408,7 +446,38 @@ fn listener(
     if limits.max_header_bytes != 0 && limits.max_header_bytes < 8192 {
         c.error(format!("{at}.limits.max_header_bytes"), "must be at least 8KiB");
     }
-    ListenerConfig { name: l.name.clone(), address, kind, limits }
+    let http = HttpSettings {
+        escaped_slashes: l.escaped_slashes,
+        trusted_hops: l.trusted_hops,
+        http2: http2(c, &format!("{at}.http2"), &l.http2),
+    };
+    if l.trusted_hops > 10 {
+        c.error(format!("{at}.trusted_hops"), "at most 10");
+    }
+    ListenerConfig { name: l.name.clone(), address, kind, limits, http }
+}
+
+fn http2(c: &mut Checker, at: &str, h: &RawHttp2) -> Http2Limits {
+    // RFC 9113 §6.9.1: windows are 31-bit; the protocol's floor is 65,535.
+    let mut window = |field: &str, text: &str| {
+        let size = c.size(format!("{at}.{field}"), text);
+        if size != 0 && !(65_535..=(1 << 31) - 1).contains(&size) {
+            c.error(format!("{at}.{field}"), "must be between 65535 bytes and 2GiB - 1");
+        }
+        u32::try_from(size).unwrap_or(u32::MAX >> 1)
+    };
+    let initial_stream_window = window("initial_stream_window", &h.initial_stream_window);
+    let initial_connection_window = window("initial_connection_window", &h.initial_connection_window);
+    if h.max_concurrent_streams == 0 {
+        c.error(format!("{at}.max_concurrent_streams"), "must be greater than zero");
+    }
+    Http2Limits {
+        max_concurrent_streams: h.max_concurrent_streams,
+        initial_stream_window,
+        initial_connection_window,
+        max_pending_resets: h.max_pending_resets,
+        max_error_resets: h.max_error_resets,
+    }
 }
 
 fn route(
@@ -457,6 +526,13 @@ fn route(
     let host = m.host.as_ref().map(|h| h.to_ascii_lowercase());
     let timeout = c.positive_duration(format!("{at}.timeout"), &r.timeout);
     let retries = r.retries.as_ref().map(|x| retries(c, &format!("{at}.retries"), x));
+    for (k, u) in r.upgrades.iter().enumerate() {
+        if u.is_empty() || !u.bytes().all(|b| b.is_ascii_graphic() && b != b',' && b != b'/') {
+            c.error(format!("{at}.upgrades[{k}]"), format!("invalid protocol name {u:?}; expected e.g. websocket"));
+        } else if u.eq_ignore_ascii_case("h2c") {
+            c.error(format!("{at}.upgrades[{k}]"), "h2c is never tunnelled: clients speak HTTP/2 to wasp directly");
+        }
+    }
     RouteConfig {
         name: r.name.clone(),
         matcher: MatchConfig { path, host, headers, methods },
@@ -464,6 +540,7 @@ fn route(
         filters: r.filters.clone(),
         timeout,
         retries,
+        upgrades: r.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
     }
 }
 
@@ -515,6 +592,9 @@ fn cluster(c: &mut Checker, i: usize, x: &RawCluster) -> ClusterConfig {
     if b.max_pending == 0 {
         c.error(format!("{at}.circuit_breaker.max_pending"), "must be greater than zero");
     }
+    if x.max_connections_per_endpoint == 0 || x.max_connections_per_endpoint > 1_000_000 {
+        c.error(format!("{at}.max_connections_per_endpoint"), "must be between 1 and 1000000");
+    }
     ClusterConfig {
         name: x.name.clone(),
         endpoints: x.endpoints.clone(),
@@ -526,6 +606,7 @@ fn cluster(c: &mut Checker, i: usize, x: &RawCluster) -> ClusterConfig {
             open_for: c.positive_duration(format!("{at}.circuit_breaker.open_for"), &b.open_for),
             max_pending: b.max_pending,
         },
+        max_connections_per_endpoint: x.max_connections_per_endpoint,
     }
 }
 

@@ -42,10 +42,15 @@ where
 }
 
 /// Fixes the framing headers of a message whose whole body filters have seen:
-/// the new length, or none (chunked) when trailers follow.
+/// the new length, or none (chunked) when trailers follow, with `Trailer`
+/// naming them (an HTTP/1.1 peer is sent only the trailers it declares).
 pub fn set_length(headers: &mut HeaderMap, chunk: &Chunk) {
-    if chunk.trailers.is_some() {
+    if let Some(trailers) = &chunk.trailers {
         headers.remove(CONTENT_LENGTH);
+        let names: Vec<&str> = trailers.keys().map(|k| k.as_str()).collect();
+        if let Ok(v) = http::HeaderValue::from_str(&names.join(", ")) {
+            headers.insert(http::header::TRAILER, v);
+        }
     } else if !chunk.data.is_empty() || headers.contains_key(CONTENT_LENGTH) {
         headers.insert(CONTENT_LENGTH, chunk.data.len().into());
     }

@@ -44,7 +44,10 @@ pub fn prepare(
         return Err(format!("path {:?} must start with '/'", request.path));
     }
     let path = request.path.parse().map_err(|_| format!("invalid path {:?}", request.path))?;
-    let mut headers = header_map(&request.headers)?;
+    let (mut headers, framing) = header_map(&request.headers)?;
+    if let Some(name) = framing.first() {
+        return Err(format!("header {name:?} is managed by wasp (framing or hop-by-hop); not allowed in a call"));
+    }
     let timeout = match request.timeout_ms {
         0 => DEFAULT_TIMEOUT,
         ms => Duration::from_millis(ms.into()),

@@ -321,7 +321,13 @@ fn judge(f: &Arc<LoadedFilter>, outcome: Result<Decision, Failure>) -> Step {
     let failure = match outcome {
         Ok(Decision::Continue) => return Step::Next,
         Ok(Decision::Reply(reply)) => match local_reply(reply) {
-            Ok((head, body)) => return Step::Stop(Verdict::Reply { head, body, filter: f.name.clone() }),
+            Ok((head, body, framing)) => {
+                if !framing.is_empty() {
+                    tracing::warn!(filter = %f.name, headers = ?framing, "a local reply may not set framing or hop-by-hop headers; left out");
+                    f.count(Failure::InvalidOutput);
+                }
+                return Step::Stop(Verdict::Reply { head, body, filter: f.name.clone() });
+            }
             Err(why) => {
                 tracing::warn!(filter = %f.name, "invalid local reply: {why}");
                 f.count(Failure::InvalidOutput);
@@ -344,16 +350,18 @@ fn judge(f: &Arc<LoadedFilter>, outcome: Result<Decision, Failure>) -> Step {
     }
 }
 
-/// Checks a guest's reply: a final status (200–599) and valid headers.
-fn local_reply(reply: LocalReply) -> Result<(http::response::Parts, Bytes), String> {
+/// Checks a guest's reply: a final status (200–599) and valid headers;
+/// framing fields are left out (hyper frames the reply from its body) and named.
+fn local_reply(reply: LocalReply) -> Result<(http::response::Parts, Bytes, Vec<http::HeaderName>), String> {
     let status = StatusCode::from_u16(reply.status)
         .ok()
         .filter(|s| (200..=599).contains(&s.as_u16()))
         .ok_or_else(|| format!("status {} is not a final HTTP status (200-599)", reply.status))?;
     let mut resp = http::Response::new(());
     *resp.status_mut() = status;
-    *resp.headers_mut() = header_map(&reply.headers)?;
-    Ok((resp.into_parts().0, Bytes::from(reply.body)))
+    let (headers, framing) = header_map(&reply.headers)?;
+    *resp.headers_mut() = headers;
+    Ok((resp.into_parts().0, Bytes::from(reply.body), framing))
 }
 
 fn take_request(parts: &mut http::request::Parts) -> http::request::Parts {

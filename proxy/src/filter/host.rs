@@ -200,14 +200,47 @@ pub fn header_list(map: &HeaderMap) -> Vec<types::Header> {
     map.iter().map(|(n, v)| types::Header { name: n.as_str().to_string(), value: v.as_bytes().to_vec() }).collect()
 }
 
-/// A guest's header list as a header map; fails on the first invalid name or value.
-pub fn header_map(headers: &[types::Header]) -> Result<HeaderMap, String> {
+/// A guest's header list as a header map; fails on the first invalid name
+/// or value. Framing and hop-by-hop fields are left out (wasp owns them) and
+/// returned separately, for the caller to report.
+pub fn header_map(headers: &[types::Header]) -> Result<(HeaderMap, Vec<HeaderName>), String> {
     let mut map = HeaderMap::with_capacity(headers.len());
+    let mut dropped = Vec::new();
     for h in headers {
         let (name, value) = header_pair(&h.name, &h.value)?;
-        map.append(name, value);
+        if is_framing(&name) {
+            dropped.push(name);
+        } else {
+            map.append(name, value);
+        }
     }
-    Ok(map)
+    Ok((map, dropped))
+}
+
+/// Fields a filter may not set, append, remove or put in a reply or
+/// trailers: the message's framing and hop-by-hop fields, which wasp sets
+/// from the body it actually sends. A filter setting `content-length` on a
+/// response whose body it did not change would otherwise desynchronise the
+/// client's connection (response splitting).
+pub fn is_framing(name: &HeaderName) -> bool {
+    use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    name == CONTENT_LENGTH
+        || name == TRANSFER_ENCODING
+        || name == CONNECTION
+        || name == UPGRADE
+        || name == TE
+        || name == TRAILER
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Reports a framing field a filter tried to change (and did not): a
+/// warning, `wasp_filter_errors_total{reason="invalid_output"}`, and the
+/// error the guest gets back.
+pub fn refuse_framing(filter: &str, metrics: &Metrics, name: &HeaderName) -> String {
+    tracing::warn!(filter, header = %name, "a filter may not change framing or hop-by-hop headers; ignored");
+    metrics.filter_errors.with_label_values(&[filter, "invalid_output"]).inc();
+    format!("header {name:?} is managed by wasp (framing or hop-by-hop); not changed")
 }
 
 type Res<T> = wasmtime::Result<T>;
@@ -318,7 +351,11 @@ impl types::HostMessage for HostState {
 
     fn set_header(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
         let state = self.table.get_mut(&m)?;
+        let shared = &self.shared;
         Ok(header_pair(&name, &value).and_then(|(n, v)| {
+            if is_framing(&n) {
+                return Err(refuse_framing(&shared.name, &shared.metrics, &n));
+            }
             state.headers_mut()?.insert(n, v);
             Ok(())
         }))
@@ -326,7 +363,11 @@ impl types::HostMessage for HostState {
 
     fn append_header(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
         let state = self.table.get_mut(&m)?;
+        let shared = &self.shared;
         Ok(header_pair(&name, &value).and_then(|(n, v)| {
+            if is_framing(&n) {
+                return Err(refuse_framing(&shared.name, &shared.metrics, &n));
+            }
             state.headers_mut()?.append(n, v);
             Ok(())
         }))
@@ -335,7 +376,11 @@ impl types::HostMessage for HostState {
     fn remove_header(&mut self, m: Resource<MessageState>, name: String) -> Res<()> {
         let state = self.table.get_mut(&m)?;
         if let (Ok(n), Ok(headers)) = (HeaderName::from_bytes(name.as_bytes()), state.headers_mut()) {
-            headers.remove(n);
+            if is_framing(&n) {
+                refuse_framing(&self.shared.name, &self.shared.metrics, &n);
+            } else {
+                headers.remove(n);
+            }
         }
         Ok(())
     }
@@ -379,8 +424,13 @@ impl types::HostMessage for HostState {
         if !body.end {
             return Ok(Err("trailers can only be set at the end of the body".into()));
         }
-        Ok(header_pair(&name, &value).map(|(n, v)| {
+        let shared = &self.shared;
+        Ok(header_pair(&name, &value).and_then(|(n, v)| {
+            if is_framing(&n) {
+                return Err(refuse_framing(&shared.name, &shared.metrics, &n));
+            }
             body.trailers.get_or_insert_with(HeaderMap::new).insert(n, v);
+            Ok(())
         }))
     }
 

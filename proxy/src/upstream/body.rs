@@ -9,12 +9,19 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 /// Errors of a request body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client's request body failed (malformed chunked framing, a reset)
+/// while it was being sent upstream: the client's fault (400), never the
+/// upstream's, and never counted against the upstream's breaker.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub struct ClientBodyError(pub BoxError);
 
 /// Where a streamed request body comes from: the client, or the client
 /// through streaming filters.
@@ -31,7 +38,7 @@ impl Body for Source {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Source::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Source::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(|e| ClientBodyError(e.into()).into()),
             Source::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }
@@ -96,10 +103,12 @@ impl Body for Whole {
     }
 }
 
-/// What the attempts of one request share: the unread body and a byte count.
+/// What the attempts of one request share: the unread body, a byte count,
+/// and whether the client's side of the body failed.
 pub struct Shared {
     unread: Mutex<Option<Source>>,
     bytes: AtomicU64,
+    client_failed: AtomicBool,
 }
 
 /// A downstream request body, shareable between attempts until first read.
@@ -129,7 +138,11 @@ impl RequestBody {
         if body.is_end_stream() {
             return (RequestBody { state: State::Empty, hint }, None);
         }
-        let shared = Arc::new(Shared { unread: Mutex::new(Some(body)), bytes: AtomicU64::new(0) });
+        let shared = Arc::new(Shared {
+            unread: Mutex::new(Some(body)),
+            bytes: AtomicU64::new(0),
+            client_failed: AtomicBool::new(false),
+        });
         (RequestBody { state: State::Unread(shared.clone()), hint }, Some(shared))
     }
 
@@ -137,8 +150,21 @@ impl RequestBody {
     /// sent again on every attempt; the shared count is its length.
     pub fn full(data: Bytes, trailers: Option<HeaderMap>) -> (Self, Arc<Shared>) {
         let hint = SizeHint::with_exact(data.len() as u64);
-        let shared = Arc::new(Shared { unread: Mutex::new(None), bytes: AtomicU64::new(data.len() as u64) });
+        let shared = Arc::new(Shared {
+            unread: Mutex::new(None),
+            bytes: AtomicU64::new(data.len() as u64),
+            client_failed: AtomicBool::new(false),
+        });
         (RequestBody { state: State::Full(Whole::new(data, trailers)), hint }, shared)
+    }
+
+    /// Whether the client's side of the body failed (broken framing, a
+    /// reset): an attempt that failed then failed because of the client.
+    pub fn client_failed(&self) -> bool {
+        match &self.state {
+            State::Unread(s) | State::Streaming(_, s) => s.client_failed.load(Ordering::Relaxed),
+            _ => false,
+        }
     }
 
     /// A body for another attempt, if no attempt has read this one yet.
@@ -184,10 +210,16 @@ impl Body for RequestBody {
                 }
                 State::Streaming(body, shared) => {
                     let polled = Pin::new(body).poll_frame(cx);
-                    if let Poll::Ready(Some(Ok(frame))) = &polled
-                        && let Some(data) = frame.data_ref()
-                    {
-                        shared.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    match &polled {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            if let Some(data) = frame.data_ref() {
+                                shared.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                            }
+                        }
+                        Poll::Ready(Some(Err(e))) if e.is::<ClientBodyError>() => {
+                            shared.client_failed.store(true, Ordering::Relaxed)
+                        }
+                        _ => {}
                     }
                     return polled;
                 }

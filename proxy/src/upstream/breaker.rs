@@ -26,7 +26,9 @@ pub struct Breaker {
 }
 
 /// Permission to send one request; report its outcome with [`Permit::record`].
-/// A probe dropped without an outcome (e.g. cancelled by a timeout) counts as a failure.
+/// A permit dropped without an outcome (the client went away, or its own
+/// request failed) says nothing about the endpoint: a probe's turn passes to
+/// the next request. A route timeout is reported by [`Breaker::note_failure`].
 #[must_use]
 pub struct Permit<'a> {
     breaker: &'a Breaker,
@@ -84,6 +86,15 @@ impl Breaker {
         self.record(false, false);
     }
 
+    /// A probe ended without an outcome: the next request probes.
+    fn release_probe(&self) {
+        let mut state = self.lock();
+        if *state == State::HalfOpen {
+            *state = State::Open { until: Instant::now() };
+            self.gauge.set(1);
+        }
+    }
+
     fn record(&self, ok: bool, probe: bool) {
         if ok {
             if self.consecutive.load(Ordering::Relaxed) != 0 {
@@ -98,7 +109,11 @@ impl Breaker {
         }
         let failures = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
         let mut state = self.lock();
-        if probe || (failures >= self.threshold && *state == State::Closed) {
+        // A failure while a probe may go (e.g. a probe cancelled by the route
+        // timeout) counts as the probe's.
+        let probing =
+            matches!(*state, State::HalfOpen) || matches!(*state, State::Open { until } if until <= Instant::now());
+        if probe || probing || (failures >= self.threshold && *state == State::Closed) {
             *state = State::Open { until: Instant::now() + self.open_for };
             self.consecutive.store(0, Ordering::Relaxed);
             self.tripped.store(true, Ordering::Release);
@@ -117,12 +132,15 @@ impl Permit<'_> {
         self.recorded = true;
         self.breaker.record(ok, self.probe);
     }
+
+    /// Reports no outcome: the request failed for reasons that are not the endpoint's.
+    pub fn forget(self) {}
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.recorded && self.probe {
-            self.breaker.record(false, true);
+            self.breaker.release_probe();
         }
     }
 }
@@ -170,13 +188,18 @@ mod tests {
     }
 
     #[test]
-    fn an_abandoned_probe_counts_as_failure() {
+    fn an_abandoned_probe_passes_its_turn_and_a_timeout_then_counts() {
         let b = breaker(Duration::ZERO);
         for _ in 0..3 {
             b.try_acquire().expect("closed").record(false);
         }
         drop(b.try_acquire().expect("probe"));
         assert!(!b.is_closed());
-        assert!(b.try_acquire().is_some(), "a new probe may go after open_for");
+        assert_eq!(b.gauge.get(), 1);
+        drop(b.try_acquire().expect("the next request probes"));
+        b.note_failure();
+        assert!(!b.is_closed(), "a probe's route timeout keeps it open");
+        b.try_acquire().expect("probe").record(true);
+        assert!(b.is_closed());
     }
 }

@@ -35,14 +35,18 @@ pub struct H2Slot {
 }
 
 impl Client {
-    /// Sends `req` (URI already absolute, pointing at the right authority) to `endpoint`.
+    /// Sends `req` (URI already absolute, pointing at the right authority)
+    /// to `endpoint`; `queued` is set while it waits for a connection.
     pub async fn send(
         self,
         endpoint: &Endpoint,
         req: Request<RequestBody>,
+        queued: &mut bool,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         match self {
-            Client::Http1 { connect_timeout } => endpoint.h1.send(&endpoint.address, connect_timeout, req).await,
+            Client::Http1 { connect_timeout } => {
+                endpoint.h1.send(&endpoint.address, connect_timeout, req, queued).await
+            }
             Client::Http2 { connect_timeout } => {
                 let mut sender = h2_sender(endpoint, connect_timeout).await?;
                 sender.ready().await.map_err(ProxyError::from_hyper)?;

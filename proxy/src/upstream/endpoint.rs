@@ -22,15 +22,16 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// A new endpoint; `address` must already be validated.
-    pub fn new(address: &str, breaker: Breaker) -> Self {
+    /// A new endpoint with at most `max_connections` HTTP/1.1 connections
+    /// open; `address` must already be validated.
+    pub fn new(address: &str, breaker: Breaker, max_connections: usize) -> Self {
         let authority = address.parse().unwrap_or_else(|_| Authority::from_static("invalid.endpoint"));
         Endpoint {
             address: address.into(),
             authority,
             breaker,
             in_flight: AtomicUsize::new(0),
-            h1: Default::default(),
+            h1: Arc::new(super::pool::H1Pool::new(max_connections)),
             h2: Default::default(),
         }
     }

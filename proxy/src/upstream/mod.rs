@@ -63,6 +63,9 @@ pub struct Attempts {
     pub endpoint: Option<Arc<Endpoint>>,
     /// Attempts made.
     pub count: u32,
+    /// The latest attempt is waiting for a connection to its endpoint
+    /// (`max_connections_per_endpoint`): a timeout then is not the endpoint's failure.
+    pub queued: bool,
 }
 
 /// An upstream response whose body is still streaming, with the counts it holds.
@@ -94,7 +97,7 @@ impl Cluster {
             .map(|address| {
                 let gauge = metrics.breaker_state.with_label_values(&[&cfg.name, address]);
                 let breaker = Breaker::new(cfg.breaker.consecutive_failures, cfg.breaker.open_for, gauge);
-                Arc::new(Endpoint::new(address, breaker))
+                Arc::new(Endpoint::new(address, breaker, cfg.max_connections_per_endpoint))
             })
             .collect();
         let client = match cfg.protocol {
@@ -157,7 +160,7 @@ impl Cluster {
         let result = match tokio::time::timeout(timeout, self.attempt_all(head, body, policy, attempts)).await {
             Ok(r) => r,
             Err(_) => {
-                if let Some(ep) = &attempts.endpoint {
+                if let Some(ep) = attempts.endpoint.as_ref().filter(|_| !attempts.queued) {
                     ep.breaker.note_failure();
                 }
                 self.count_error(Kind::Timeout);
@@ -199,7 +202,10 @@ impl Cluster {
             };
             let req = self.build(&head, headers, attempt_body, endpoint);
             let in_flight = endpoint.start();
-            let outcome = self.client.send(endpoint, req).await;
+            let outcome = match self.client.send(endpoint, req, &mut attempts.queued).await {
+                Err(e) if body.client_failed() => Err(ProxyError::with(Kind::ClientBody, e)),
+                outcome => outcome,
+            };
             let retryable = |p: &RetryConfig, kind: Option<Kind>, status: Option<u16>| {
                 let wanted = match (kind, status) {
                     (Some(Kind::ConnectFailure | Kind::ConnectTimeout), _) => p.on_connect_failure,
@@ -214,6 +220,11 @@ impl Cluster {
                     let status = resp.status();
                     permit.record(!status.is_server_error());
                     !last_chance && policy.is_some_and(|p| retryable(p, None, Some(status.as_u16())))
+                }
+                // The client's own failure says nothing about the endpoint.
+                Err(e) if e.kind == Kind::ClientBody => {
+                    permit.forget();
+                    false
                 }
                 Err(e) => {
                     permit.record(false);
@@ -245,6 +256,7 @@ impl Cluster {
             // HTTP/1.1 origin-form (`GET /path`): the Host header names the
             // host; the pool already knows which endpoint to dial.
             UpstreamProtocol::Http1 => {
+                join_cookies(&mut headers);
                 if !headers.contains_key(http::header::HOST) {
                     let host = head.authority.as_ref().unwrap_or(&endpoint.authority);
                     if let Ok(v) = HeaderValue::from_str(host.as_str()) {
@@ -289,6 +301,26 @@ pub async fn dial(address: &str, timeout: Duration) -> Result<tokio::net::TcpStr
     }
 }
 
+/// RFC 9113 §8.2.3: the `cookie` fields of an HTTP/2 request become one
+/// field, joined with `"; "`, for an HTTP/1.1 upstream (many servers read
+/// only the first `Cookie` line).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(http::header::COOKIE).iter();
+    if all.nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(http::header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(http::header::COOKIE, v);
+    }
+}
+
 /// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
 fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
@@ -312,6 +344,15 @@ mod tests {
             assert!(d <= base * 10, "{d:?}");
             assert!(d <= base * 2u32.pow(retry.min(4)), "{retry}: {d:?}");
         }
+    }
+
+    #[test]
+    fn cookies_are_joined_for_http1() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(http::header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(http::header::COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2"]);
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! the pool when its response body has been read to the end; a body dropped
 //! early, an upgrade or an error means the connection is not reused.
 //! Idle connections are reused newest first and closed after [`IDLE_FOR`].
+//! At most `max_connections_per_endpoint` are open at once: a request that
+//! finds none idle and none to open waits for one to come back or close,
+//! so a flood of requests queues in wasp instead of in the endpoint's
+//! accept backlog (where it would time out and trip the breaker).
 
 use super::body::RequestBody;
 use crate::error::{Kind, ProxyError};
@@ -16,6 +20,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// How long an idle connection is kept.
 pub const IDLE_FOR: Duration = Duration::from_secs(90);
@@ -24,13 +29,21 @@ const MAX_IDLE: usize = 1024;
 
 type Sender = http1::SendRequest<RequestBody>;
 
-/// Idle HTTP/1.1 connections to one endpoint.
-#[derive(Default)]
+/// Idle HTTP/1.1 connections to one endpoint, and the cap on open ones.
 pub struct H1Pool {
     idle: Mutex<Vec<(Sender, Instant)>>,
+    /// One permit per connection that may be open; a connection's task holds its permit.
+    open: Arc<Semaphore>,
+    /// A connection came back to the pool.
+    returned: Notify,
 }
 
 impl H1Pool {
+    /// A pool that opens at most `max_connections` at once.
+    pub fn new(max_connections: usize) -> Self {
+        H1Pool { idle: Mutex::default(), open: Arc::new(Semaphore::new(max_connections)), returned: Notify::new() }
+    }
+
     fn checkout(&self) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((sender, since)) = idle.pop() {
@@ -50,7 +63,24 @@ impl H1Pool {
         idle.drain(..stale);
         if idle.len() < MAX_IDLE {
             idle.push((sender, Instant::now()));
+            drop(idle);
+            self.returned.notify_one();
         }
+    }
+
+    /// A permit to open a connection, waiting (with `queued` set) while the
+    /// cap is reached; `None` when a connection came back to the pool meanwhile.
+    async fn permit(&self, queued: &mut bool) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = self.open.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        *queued = true;
+        let permit = tokio::select! {
+            p = self.open.clone().acquire_owned() => p.ok(),
+            () = self.returned.notified() => None,
+        };
+        *queued = false;
+        permit
     }
 
     /// Sends `req` over a pooled or new connection to `address`.
@@ -59,11 +89,15 @@ impl H1Pool {
         address: &str,
         connect_timeout: Duration,
         mut req: Request<RequestBody>,
+        queued: &mut bool,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(s) => (s, true),
-                None => (connect(address, connect_timeout).await?, false),
+                None => match self.permit(queued).await {
+                    Some(permit) => (connect(address, connect_timeout, permit).await?, false),
+                    None => continue,
+                },
             };
             if sender.ready().await.is_err() {
                 if reused {
@@ -87,7 +121,8 @@ impl H1Pool {
     }
 }
 
-async fn connect(address: &str, timeout: Duration) -> Result<Sender, ProxyError> {
+/// Opens a connection that counts against the cap (`permit`) until it closes.
+async fn connect(address: &str, timeout: Duration, permit: OwnedSemaphorePermit) -> Result<Sender, ProxyError> {
     let stream = super::dial(address, timeout).await?;
     let (sender, conn) =
         http1::handshake(TokioIo::new(stream)).await.map_err(|e| ProxyError::with(Kind::ConnectFailure, e))?;
@@ -96,6 +131,7 @@ async fn connect(address: &str, timeout: Duration) -> Result<Sender, ProxyError>
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(endpoint = %address, error = %e, "upstream connection ended");
         }
+        drop(permit);
     });
     Ok(sender)
 }

@@ -73,3 +73,19 @@ pub async fn get(client: &TestClient, url: &str) -> Reply {
 pub fn request(method: Method, url: &str, body: Body) -> Request<Body> {
     Request::builder().method(method).uri(url).body(body).expect("request")
 }
+
+/// Sends `req` over a new HTTP/2 (prior knowledge) connection to `addr`,
+/// whatever authority its URI names (the `:authority` a client chose).
+pub async fn h2_to(addr: std::net::SocketAddr, req: Request<Body>) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.expect("h2 request");
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.expect("h2 body");
+    let trailers = collected.trailers().cloned();
+    Reply { status: parts.status, headers: parts.headers, body: collected.to_bytes(), trailers }
+}

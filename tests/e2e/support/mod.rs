@@ -6,6 +6,7 @@ pub mod client;
 pub mod filters;
 pub mod load;
 pub mod proxy;
+pub mod raw;
 pub mod upstream;
 
 pub use proxy::{Running, TestProxy, refused};

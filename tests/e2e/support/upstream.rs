@@ -2,7 +2,8 @@
 //! chosen by path:
 //!
 //! - `/bytes/N` (`?chunked` for no Content-Length): N bytes of [`pattern`]
-//! - `POST /sha256`: length and sha256 of the request body
+//! - `POST /sha256`: length and sha256 of the request body (counted in
+//!   [`Upstream::bodies`] once read to its end)
 //! - `/status/CODE`, `/delay/MS`
 //! - `/scripted`: the next status from [`Upstream::script`], 200 when empty
 //! - `/drop`: closes the connection without answering
@@ -46,6 +47,7 @@ pub struct Upstream {
 struct State {
     name: String,
     hits: AtomicUsize,
+    bodies: AtomicUsize,
     connections: AtomicUsize,
     delay_ms: std::sync::atomic::AtomicU64,
     script: Mutex<VecDeque<u16>>,
@@ -64,6 +66,7 @@ impl Upstream {
         let state = Arc::new(State {
             name: name.into(),
             hits: AtomicUsize::new(0),
+            bodies: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             delay_ms: Default::default(),
             script: Mutex::new(VecDeque::new()),
@@ -88,6 +91,11 @@ impl Upstream {
     /// Requests received so far.
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// `/sha256` request bodies received whole.
+    pub fn bodies(&self) -> usize {
+        self.state.bodies.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far.
@@ -180,6 +188,7 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                     h.update(&data);
                 }
             }
+            state.bodies.fetch_add(1, Ordering::SeqCst);
             let json =
                 serde_json::json!({ "len": len, "sha256": hex(&h.finalize()), "version": version, "framing": framing });
             full(200, json.to_string())

@@ -1,0 +1,207 @@
+//! A request's one identity, established before routing and before any
+//! filter: a single host and a normalised path that routes match, filters
+//! see and the upstream receives, and framing that RFC 9112 allows.
+//!
+//! After [`establish`], the URI is in origin form (`/path?query`, or `*` for
+//! `OPTIONS`) and the `Host` header is the only host: an absolute-form
+//! target's authority replaces `Host` (RFC 9112 §3.2.2); in HTTP/2,
+//! `:authority` becomes `Host` and a `Host` that disagrees is refused.
+//! Refused with 400: HTTP/1.1 without `Host`, more than one `Host`, a host
+//! that is not a valid authority (or carries userinfo), `chunked` applied
+//! more than once, and paths that [`path::normalize`] refuses.
+
+pub mod path;
+
+use crate::config::model::EscapedSlashes;
+use crate::error::{Kind, ProxyError};
+use http::header::{HOST, TRANSFER_ENCODING};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
+use std::borrow::Cow;
+
+/// Why a request was refused before routing (for the log; the client sees 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// HTTP/1.1 without `Host`, or HTTP/2 without `:authority` or `Host`.
+    #[error("no Host")]
+    NoHost,
+    /// More than one `Host` field.
+    #[error("more than one Host")]
+    ManyHosts,
+    /// `Host` / `:authority` is not `host[:port]`.
+    #[error("invalid host {0:?}")]
+    BadHost(String),
+    /// HTTP/2 `:authority` and `Host` name different hosts.
+    #[error("Host {host:?} differs from :authority {authority:?}")]
+    HostMismatch {
+        /// `Host`
+        host: String,
+        /// `:authority`
+        authority: String,
+    },
+    /// `Transfer-Encoding` applies `chunked` more than once.
+    #[error("chunked applied more than once")]
+    ChunkedTwice,
+    /// The path cannot be normalised.
+    #[error("path: {0}")]
+    Path(#[from] path::PathError),
+}
+
+impl From<Refused> for ProxyError {
+    fn from(r: Refused) -> Self {
+        ProxyError::with(Kind::BadRequest, r)
+    }
+}
+
+/// Checks and rewrites `req` into its one identity (see the module doc).
+pub fn establish<B>(req: &mut Request<B>, slashes: EscapedSlashes) -> Result<(), Refused> {
+    let h1 = req.version() < Version::HTTP_2;
+    if h1 && chunked_twice(req.headers()) {
+        return Err(Refused::ChunkedTwice);
+    }
+    let host = one_host(req.uri(), req.headers(), h1, req.version() == Version::HTTP_11)?;
+    let uri = req.uri();
+    let path = uri.path();
+    // `None`: the path is already normal.
+    let normal = match path == "*" && req.method() == Method::OPTIONS {
+        true => None,
+        false => match path::normalize(path, slashes)? {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(p) => Some(p),
+        },
+    };
+    if let Some(host) = host {
+        req.headers_mut().insert(HOST, host);
+    }
+    let uri = req.uri();
+    let target = match (normal, uri.query()) {
+        (None, _) if uri.authority().is_none() && uri.scheme().is_none() => return Ok(()),
+        (None, _) => uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
+        (Some(p), None) => PathAndQuery::try_from(p).map_err(|_| path::PathError::BadEscape)?,
+        (Some(p), Some(q)) => PathAndQuery::try_from(format!("{p}?{q}")).map_err(|_| path::PathError::BadEscape)?,
+    };
+    *req.uri_mut() = Uri::from(target);
+    Ok(())
+}
+
+/// The host to put in `Host`, when it must change (`None`: `Host` is already right).
+fn one_host(uri: &Uri, headers: &HeaderMap, h1: bool, h11: bool) -> Result<Option<HeaderValue>, Refused> {
+    let mut hosts = headers.get_all(HOST).iter();
+    let (host, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err(Refused::ManyHosts);
+    }
+    if let Some(h) = host {
+        check_host(h.as_bytes())?;
+    }
+    match (uri.authority(), host) {
+        // HTTP/1 absolute form: the target's authority wins (RFC 9112 §3.2.2).
+        (Some(a), _) if h1 => Ok(Some(authority_value(a)?)),
+        (Some(a), Some(h)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) => {
+            Err(Refused::HostMismatch { host: lossy(h.as_bytes()), authority: a.as_str().to_string() })
+        }
+        (Some(_), Some(_)) => Ok(None),
+        (Some(a), None) => Ok(Some(authority_value(a)?)),
+        (None, Some(_)) => Ok(None),
+        // HTTP/1.0 may come without a host; HTTP/1.1 and HTTP/2 may not.
+        (None, None) if h1 && !h11 => Ok(None),
+        (None, None) => Err(Refused::NoHost),
+    }
+}
+
+fn authority_value(a: &Authority) -> Result<HeaderValue, Refused> {
+    check_host(a.as_str().as_bytes())?;
+    HeaderValue::from_str(a.as_str()).map_err(|_| Refused::BadHost(a.as_str().to_string()))
+}
+
+/// `host[:port]`: a valid authority, without userinfo.
+fn check_host(h: &[u8]) -> Result<(), Refused> {
+    match Authority::try_from(h) {
+        Ok(a) if !h.contains(&b'@') && !a.host().is_empty() => Ok(()),
+        _ => Err(Refused::BadHost(lossy(h))),
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn chunked_twice(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .nth(1)
+        .is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, uri: &str, hosts: &[&str]) -> Request<()> {
+        let mut r = Request::builder().version(version).uri(uri);
+        for h in hosts {
+            r = r.header(HOST, *h);
+        }
+        r.body(()).expect("request")
+    }
+
+    fn run(mut r: Request<()>) -> Result<(String, Option<String>), Refused> {
+        establish(&mut r, EscapedSlashes::Keep)?;
+        let host = r.headers().get(HOST).map(|h| h.to_str().expect("ascii").to_string());
+        assert_eq!(r.headers().get_all(HOST).iter().count(), usize::from(host.is_some()));
+        Ok((r.uri().to_string(), host))
+    }
+
+    #[test]
+    fn absolute_form_authority_replaces_host() {
+        let r = req(Version::HTTP_11, "http://public.local/x/../y?q=1", &["admin.local"]);
+        assert_eq!(run(r), Ok(("/y?q=1".into(), Some("public.local".into()))));
+    }
+
+    #[test]
+    fn hosts_must_be_one_and_valid() {
+        assert_eq!(run(req(Version::HTTP_11, "/", &[])), Err(Refused::NoHost));
+        assert_eq!(run(req(Version::HTTP_11, "/", &["a", "b"])), Err(Refused::ManyHosts));
+        assert!(matches!(run(req(Version::HTTP_11, "/", &["a b"])), Err(Refused::BadHost(_))));
+        assert!(matches!(run(req(Version::HTTP_11, "/", &["u@a"])), Err(Refused::BadHost(_))));
+        assert!(matches!(run(req(Version::HTTP_11, "/", &[""])), Err(Refused::BadHost(_))));
+        assert_eq!(run(req(Version::HTTP_10, "/", &[])), Ok(("/".into(), None)));
+        assert_eq!(run(req(Version::HTTP_11, "/a", &["a:80"])), Ok(("/a".into(), Some("a:80".into()))));
+    }
+
+    #[test]
+    fn http2_authority_and_host_must_agree() {
+        assert_eq!(run(req(Version::HTTP_2, "http://a.local/x", &[])), Ok(("/x".into(), Some("a.local".into()))));
+        assert_eq!(
+            run(req(Version::HTTP_2, "http://a.local/x", &["A.local"])),
+            Ok(("/x".into(), Some("A.local".into())))
+        );
+        assert!(matches!(
+            run(req(Version::HTTP_2, "http://a.local/x", &["b.local"])),
+            Err(Refused::HostMismatch { .. })
+        ));
+        assert_eq!(run(req(Version::HTTP_2, "/x", &[])), Err(Refused::NoHost));
+    }
+
+    #[test]
+    fn chunked_twice_is_refused() {
+        let mut r = req(Version::HTTP_11, "/", &["a"]);
+        r.headers_mut().insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked, chunked"));
+        assert_eq!(run(r), Err(Refused::ChunkedTwice));
+        let mut r = req(Version::HTTP_11, "/", &["a"]);
+        r.headers_mut().append(TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        r.headers_mut().append(TRANSFER_ENCODING, HeaderValue::from_static("Chunked"));
+        assert!(run(r).is_ok());
+    }
+
+    #[test]
+    fn options_star_is_kept() {
+        let mut r = req(Version::HTTP_11, "*", &["a"]);
+        *r.method_mut() = Method::OPTIONS;
+        assert_eq!(run(r), Ok(("*".into(), Some("a".into()))));
+        assert_eq!(run(req(Version::HTTP_11, "*", &["a"])), Err(Refused::Path(path::PathError::NotAPath)));
+    }
+}
