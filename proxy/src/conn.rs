@@ -15,9 +15,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -103,24 +104,55 @@ pub struct ConnState {
     pub slot: Slot,
     in_flight: AtomicUsize,
     idle_since_ms: AtomicU64,
+    /// Requests begun on this connection, and how many of them the client
+    /// reset before their response (HTTP/2 rapid reset).
+    streams: AtomicU32,
+    early_resets: AtomicU32,
+    /// Fires when the client resets most of its streams.
+    abusive: Notify,
 }
+
+/// A connection where the client reset more than half of its streams before
+/// their response, after at least this many, is ended (rapid reset,
+/// CVE-2023-44487, when wasp keeps up and h2's own pending-reset limit never
+/// sees it), as Envoy's premature-reset check does.
+const RESET_CHECK_AFTER: u32 = 100;
 
 impl ConnState {
     fn new(peer: SocketAddr, accepted_by: Arc<Listener>, slot: Slot) -> Self {
         let peer_header = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
         let (in_flight, idle_since_ms) = (AtomicUsize::new(0), AtomicU64::new(clock_ms()));
-        ConnState { peer, peer_header, accepted_by, slot, in_flight, idle_since_ms }
+        ConnState {
+            peer,
+            peer_header,
+            accepted_by,
+            slot,
+            in_flight,
+            idle_since_ms,
+            streams: AtomicU32::new(0),
+            early_resets: AtomicU32::new(0),
+            abusive: Notify::new(),
+        }
     }
 
     /// A request began on this connection.
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.streams.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A request's response ended.
-    pub fn request_finished(&self) {
+    /// A request's response ended; `reset` if the client reset it before
+    /// its response (an HTTP/2 stream cancelled early).
+    pub fn request_finished(&self, reset: bool) {
         if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.idle_since_ms.store(clock_ms(), Ordering::Relaxed);
+        }
+        if reset {
+            let resets = self.early_resets.fetch_add(1, Ordering::Relaxed) + 1;
+            let streams = self.streams.load(Ordering::Relaxed);
+            if streams >= RESET_CHECK_AFTER && resets * 2 > streams {
+                self.abusive.notify_one();
+            }
         }
     }
 
@@ -134,6 +166,9 @@ impl ConnState {
         Some(Duration::from_millis(clock_ms().saturating_sub(self.idle_since_ms.load(Ordering::Relaxed))))
     }
 }
+
+/// How long an abusive client's connection may take to wind down after GOAWAY.
+const ABUSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one accepted connection until it closes, idles out or drains.
 /// The connection keeps the settings of `listener`, the handler it was
@@ -162,7 +197,7 @@ pub async fn serve(
     let (idle, stall) = (listener.limits.idle_timeout, listener.limits.write_timeout);
     let check = tokio::time::sleep(idle.min(stall));
     tokio::pin!(check);
-    let mut closing = false;
+    let (mut closing, mut abusive) = (false, false);
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -178,7 +213,16 @@ pub async fn serve(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
+            () = state.abusive.notified(), if !abusive => {
+                tracing::warn!(%peer, "client resets most of its streams before their response; ending the connection");
+                conn.as_mut().graceful_shutdown();
+                (closing, abusive) = (true, true);
+                check.as_mut().reset(tokio::time::Instant::now() + ABUSE_GRACE);
+            }
             () = &mut check => {
+                if abusive {
+                    return;
+                }
                 // A client that takes no response bytes is cut off, in-flight
                 // responses and all: that frees their upstream connections and
                 // pending slots for clients that read.

@@ -84,7 +84,8 @@ impl Exchange {
         if self.listener.access_log.enabled() {
             self.write_log(seconds);
         }
-        self.conn.request_finished();
+        let reset = self.status == 499 && self.version == Version::HTTP_2;
+        self.conn.request_finished(reset);
     }
 
     fn write_log(&self, seconds: f64) {

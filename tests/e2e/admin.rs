@@ -49,3 +49,26 @@ async fn not_ready_while_the_local_app_is_down() {
     assert_eq!(ready.body, "not ready: cluster \"app\" does not accept connections\n");
     assert_eq!(get(&client::h1(), &proxy.admin_url("/healthz")).await.status, 200, "alive all the same");
 }
+
+#[tokio::test]
+async fn config_hides_filter_secrets_unless_asked() {
+    let upstream = Upstream::start("app").await;
+    let module = crate::support::filters::wasm("header-rewrite");
+    let yaml = |admin: &str| {
+        one_route(&[upstream.addr], "http1", "", "").replace("admin: { address: 127.0.0.1:0 }", admin)
+            + &format!(
+                "filters:\n  - name: rw\n    module: {}\n    config: {{ request: {{ set: {{ authorization: \"Bearer s3cret-token\" }} }} }}\n",
+                module.display()
+            )
+    };
+    let hidden = TestProxy::new(yaml("admin: { address: 127.0.0.1:0 }")).start();
+    let config = get(&client::h1(), &hidden.admin_url("/config")).await;
+    let text = String::from_utf8_lossy(&config.body).to_string();
+    assert!(!text.contains("s3cret-token"), "{text}");
+    let redacted = config.json()["filters"][0]["config"]["redacted"].as_str().map(str::to_string);
+    assert!(redacted.as_deref().is_some_and(|r| r.starts_with("sha256:") && r.len() == 71), "{text}");
+
+    let shown = TestProxy::new(yaml("admin: { address: 127.0.0.1:0, show_secrets: true }")).start();
+    let text = String::from_utf8_lossy(&get(&client::h1(), &shown.admin_url("/config")).await.body).to_string();
+    assert!(text.contains("s3cret-token"), "opted in: {text}");
+}

@@ -147,3 +147,28 @@ async fn a_buffered_response_is_rewritten_whole_and_one_over_the_limit_is_a_502(
     let buffered = client::get(&client::h2(), &proxy.url("ingress", "/trailers")).await;
     assert_eq!(buffered.body, "HELLO", "a buffered body with trailers");
 }
+
+/// Request trailers survive a filter that buffers the body, to an HTTP/1.1
+/// upstream (which is sent only the trailers a `Trailer` field declares)
+/// and to an HTTP/2 one, from HTTP/2 and HTTP/1.1 clients.
+#[tokio::test]
+async fn request_trailers_survive_a_buffering_filter() {
+    for protocol in ["http1", "http2"] {
+        let upstream = Upstream::start("app").await;
+        let proxy = proxy(&upstream, protocol, "{ request: buffer }", "1MiB");
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+        let frames = vec![Ok(Frame::data(Bytes::from("hello"))), Ok(Frame::trailers(trailers))];
+        let body: Body = BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)));
+        let req = Request::builder().method(Method::POST).uri(proxy.url("ingress", "/sha256")).body(body).expect("req");
+        let seen = send(&client::h2(), req).await.expect("send").json();
+        assert_eq!(seen["len"], 5, "{protocol}: {seen}");
+        assert_eq!(seen["trailers"]["x-checksum"], "abc", "{protocol}, from HTTP/2: {seen}");
+
+        let mut conn = crate::support::raw::Conn::open(proxy.addr("ingress")).await;
+        conn.send(b"POST /sha256 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: def\r\n\r\n").await;
+        let reply = conn.response(false).await.expect("answer");
+        let seen: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
+        assert_eq!(seen["trailers"]["x-checksum"], "def", "{protocol}, from HTTP/1.1: {seen}");
+    }
+}

@@ -103,3 +103,26 @@ async fn methods_and_bodies_pass_through() {
     assert_eq!(head.header("content-length"), Some("1000"));
     assert!(head.body.is_empty());
 }
+
+/// By default the peer is the client: what it claims about earlier hops and
+/// its own request id reach the app replaced, not trusted.
+#[tokio::test]
+async fn an_untrusted_client_cannot_claim_forwarding_headers() {
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
+    for c in [client::h1(), client::h2()] {
+        let req = Request::builder()
+            .uri(proxy.url("ingress", "/echo"))
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-request-id", "chosen-by-client")
+            .body(client::empty())
+            .expect("request");
+        let reply = send(&c, req).await.expect("send");
+        let h = &reply.json()["headers"];
+        assert_eq!(h["x-forwarded-proto"], "http", "the listener's real scheme: {h}");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "only the peer: {h}");
+        let id = h["x-request-id"].as_str().expect("an id");
+        assert_ne!(id, "chosen-by-client");
+    }
+}

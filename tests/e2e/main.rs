@@ -20,6 +20,7 @@ mod forwarding;
 mod framing;
 mod identity;
 mod limits;
+mod overload;
 mod pooling;
 mod resilience;
 mod routing;

@@ -149,13 +149,15 @@ impl RequestBody {
     /// A whole body (buffered by a filter, or a filter's own call): it can be
     /// sent again on every attempt; the shared count is its length.
     pub fn full(data: Bytes, trailers: Option<HeaderMap>) -> (Self, Arc<Shared>) {
-        let hint = SizeHint::with_exact(data.len() as u64);
+        let whole = Whole::new(data, trailers);
+        let hint = whole.size_hint();
+        let data_len = whole.data.as_ref().map_or(0, |d| d.len() as u64);
         let shared = Arc::new(Shared {
             unread: Mutex::new(None),
-            bytes: AtomicU64::new(data.len() as u64),
+            bytes: AtomicU64::new(data_len),
             client_failed: AtomicBool::new(false),
         });
-        (RequestBody { state: State::Full(Whole::new(data, trailers)), hint }, shared)
+        (RequestBody { state: State::Full(whole), hint }, shared)
     }
 
     /// Whether the client's side of the body failed (broken framing, a

@@ -2,8 +2,8 @@
 //! chosen by path:
 //!
 //! - `/bytes/N` (`?chunked` for no Content-Length): N bytes of [`pattern`]
-//! - `POST /sha256`: length and sha256 of the request body (counted in
-//!   [`Upstream::bodies`] once read to its end)
+//! - `POST /sha256`: length, sha256 and trailers of the request body
+//!   (counted in [`Upstream::bodies`] once read to its end)
 //! - `/status/CODE`, `/delay/MS`
 //! - `/scripted`: the next status from [`Upstream::script`], 200 when empty
 //! - `/drop`: closes the connection without answering
@@ -49,6 +49,8 @@ struct State {
     hits: AtomicUsize,
     bodies: AtomicUsize,
     connections: AtomicUsize,
+    open: AtomicUsize,
+    peak: AtomicUsize,
     delay_ms: std::sync::atomic::AtomicU64,
     script: Mutex<VecDeque<u16>>,
 }
@@ -67,6 +69,8 @@ impl Upstream {
             name: name.into(),
             hits: AtomicUsize::new(0),
             bodies: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             delay_ms: Default::default(),
             script: Mutex::new(VecDeque::new()),
@@ -76,12 +80,18 @@ impl Upstream {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 s.connections.fetch_add(1, Ordering::SeqCst);
+                let open = s.open.fetch_add(1, Ordering::SeqCst) + 1;
+                s.peak.fetch_max(open, Ordering::SeqCst);
                 let s = s.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| answer(s.clone(), req));
+                    let svc = {
+                        let s = s.clone();
+                        service_fn(move |req| answer(s.clone(), req))
+                    };
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
+                    s.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -96,6 +106,11 @@ impl Upstream {
     /// `/sha256` request bodies received whole.
     pub fn bodies(&self) -> usize {
         self.state.bodies.load(Ordering::SeqCst)
+    }
+
+    /// The most connections that were open at once.
+    pub fn peak_connections(&self) -> usize {
+        self.state.peak.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far.
@@ -181,16 +196,22 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             let version = format!("{:?}", req.version());
             let framing = if req.headers().contains_key(http::header::CONTENT_LENGTH) { "length" } else { "stream" };
             let mut body = req.into_body();
-            let (mut h, mut len) = (Sha256::new(), 0u64);
+            let (mut h, mut len, mut trailers) = (Sha256::new(), 0u64, serde_json::Map::new());
             while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame?.into_data() {
-                    len += data.len() as u64;
-                    h.update(&data);
+                match frame?.into_data() {
+                    Ok(data) => {
+                        len += data.len() as u64;
+                        h.update(&data);
+                    }
+                    Err(frame) => {
+                        for (k, v) in frame.into_trailers().iter().flatten() {
+                            trailers.insert(k.to_string(), String::from_utf8_lossy(v.as_bytes()).into());
+                        }
+                    }
                 }
             }
             state.bodies.fetch_add(1, Ordering::SeqCst);
-            let json =
-                serde_json::json!({ "len": len, "sha256": hex(&h.finalize()), "version": version, "framing": framing });
+            let json = serde_json::json!({ "len": len, "sha256": hex(&h.finalize()), "version": version, "framing": framing, "trailers": trailers });
             full(200, json.to_string())
         }
         "status" => full(arg.parse()?, format!("status {arg}\n")),

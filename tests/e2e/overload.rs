@@ -1,0 +1,168 @@
+//! Abusive clients cannot starve others: readers that stall are cut off
+//! and release what they held, a flood of streams queues in wasp instead of
+//! in a small app's accept backlog (and its cancellation never trips the
+//! breaker), and HTTP/2 reset floods end in GOAWAY.
+
+use crate::support::client::{self, get};
+use crate::support::{TestProxy, Upstream, metrics, one_route, wait_for_metric};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn clients_that_stop_reading_are_cut_off_and_others_are_served() {
+    let upstream = Upstream::start("app").await;
+    let yaml = one_route(&[upstream.addr], "http1", "", "    circuit_breaker: { max_pending: 2 }")
+        .replace("    routes:\n", "    limits: { write_timeout: 1s }\n    routes:\n");
+    let proxy = TestProxy::new(yaml).start();
+    let addr = proxy.addr("ingress");
+    // More stalled readers than max_pending, each asking for far more than
+    // the socket buffers hold, and never reading; the first two are admitted.
+    let mut stalled = Vec::new();
+    for i in 0..4 {
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        c.write_all(b"GET /bytes/200000000 HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+        stalled.push(c);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while i < 2 && upstream.hits() <= i {
+            assert!(Instant::now() < deadline, "stalled reader {i} never reached the upstream");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // They hold both pending slots: others are refused for now...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&client::h1(), &proxy.url("ingress", "/echo")).await.status != 503 {
+        assert!(Instant::now() < deadline, "the stalled readers never held the pending slots");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...until the stalled readers are cut off and release them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = get(&client::h1(), &proxy.url("ingress", "/echo")).await;
+        if reply.status == 200 {
+            break;
+        }
+        assert_eq!(reply.status, 503, "only the pending cap may refuse meanwhile");
+        assert!(Instant::now() < deadline, "stalled readers kept the pending slots");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = metrics(&proxy).await;
+    let stalls = m
+        .lines()
+        .find(|l| l.starts_with("wasp_timeouts_total{kind=\"write_stall\",listener=\"ingress\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert!(stalls.is_some_and(|n| n >= 1), "{m}");
+    drop(stalled);
+}
+
+/// An app with an accept backlog of 5 that answers slowly.
+async fn small_app() -> Upstream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let app = Upstream::serve("small", socket.listen(5).expect("listen"));
+    app.set_delay(Duration::from_millis(100));
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_flood_queues_for_connections_and_never_trips_the_breaker() {
+    let app = small_app().await;
+    let cluster = "    connect_timeout: 200ms\n    max_connections_per_endpoint: 4\n    circuit_breaker: { consecutive_failures: 3, open_for: 30s }";
+    let proxy = TestProxy::new(one_route(&[app.addr], "http1", "", cluster)).start();
+    let url = proxy.url("ingress", "/echo");
+    let flood = client::h2();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (c, url) = (flood.clone(), url.clone());
+            tokio::spawn(
+                async move { client::send(&c, client::request(http::Method::GET, &url, client::empty())).await },
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let peak = app.peak_connections();
+    assert!(peak <= 4, "wasp had {peak} connections open to an app capped at 4");
+    // The flooding client goes away: its streams are reset mid-wait.
+    for t in &tasks {
+        t.abort();
+    }
+    drop(flood);
+    let started = Instant::now();
+    let reply = get(&client::h1(), &url).await;
+    assert_eq!(reply.status, 200, "an ordinary client is served: {:?}", reply.body);
+    assert!(started.elapsed() < Duration::from_secs(5), "served once the flood's queue drained");
+    let m = metrics(&proxy).await;
+    assert!(!m.contains("kind=\"connect_timeout\""), "no connect timeouts: {m}");
+    assert!(m.contains(&format!("wasp_circuit_breaker_state{{cluster=\"app\",endpoint=\"{}\"}} 0", app.addr)), "{m}");
+}
+
+/// HTTP/2 frame: 9-byte header, then `payload`.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The GOAWAY error code wasp sent, if any, in what it wrote before closing.
+fn goaway_code(mut bytes: &[u8]) -> Option<u32> {
+    while bytes.len() >= 9 {
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        let (kind, payload) = (bytes[3], bytes.get(9..9 + len)?);
+        if kind == 0x7 {
+            return Some(u32::from_be_bytes(payload.get(4..8)?.try_into().ok()?));
+        }
+        bytes = &bytes[9 + len..];
+    }
+    None
+}
+
+/// HEADERS then RST_STREAM(CANCEL), thousands of times in a few writes
+/// (rapid reset, CVE-2023-44487): wasp ends the connection with GOAWAY and
+/// serves others meanwhile. h2 answers ENHANCE_YOUR_CALM (0xb) when resets
+/// pile up faster than wasp takes streams; when wasp keeps up, its own check
+/// ends the connection (GOAWAY NO_ERROR, as hyper's graceful shutdown sends).
+#[tokio::test]
+async fn rapid_reset_gets_goaway() {
+    // Thousands in a few writes: h2's pending-reset limit.
+    assert_eq!(reset_flood(200, Duration::ZERO).await.0, 0xb);
+    // One at a time, slower than wasp takes them: wasp's premature-reset check.
+    let (code, sent) = reset_flood(1, Duration::from_millis(2)).await;
+    assert_eq!(code, 0x0);
+    assert!(sent < 1000, "ended after {sent} resets");
+}
+
+/// Sends up to 10,000 HEADERS + RST_STREAM pairs, `batch` per write, and
+/// returns the GOAWAY error code wasp answered with before closing, and how
+/// many pairs were written before it closed.
+async fn reset_flood(batch: usize, pause: Duration) -> (u32, usize) {
+    use tokio::io::AsyncReadExt;
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
+    let mut tcp = TcpStream::connect(proxy.addr("ingress")).await.expect("connect");
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("preface");
+    tcp.write_all(&frame(0x4, 0, 0, &[])).await.expect("settings");
+    // GET / for authority "x", from HPACK's static table; END_STREAM | END_HEADERS.
+    let block = [0x82, 0x86, 0x84, 0x01, 0x01, b'x'];
+    let (mut sent, mut stream) = (0, 1u32);
+    while sent < 10_000 {
+        let mut bytes = Vec::new();
+        for _ in 0..batch {
+            bytes.extend(frame(0x1, 0x5, stream, &block));
+            bytes.extend(frame(0x3, 0, stream, &0x8u32.to_be_bytes()));
+            stream += 2;
+        }
+        if tcp.write_all(&bytes).await.is_err() {
+            break;
+        }
+        sent += batch;
+        tokio::time::sleep(pause).await;
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "wasp did not close the connection after {sent} resets");
+    assert_eq!(get(&client::h1(), &proxy.url("ingress", "/echo")).await.status, 200, "others are served");
+    wait_for_metric(&proxy, "wasp_active_connections{listener=\"ingress\"} 0").await;
+    (goaway_code(&answer).unwrap_or_else(|| panic!("no GOAWAY after {sent} resets")), sent)
+}
