@@ -63,6 +63,10 @@ impl HttpListener {
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(limits.max_header_bytes)
             .max_headers(limits.max_headers)
+            // A client that shuts down its side after the request still gets
+            // the response (as from nginx), instead of wasp forwarding the
+            // request and dropping the answer.
+            .half_close(true)
             .keep_alive(true);
         let h2 = &http.http2;
         builder

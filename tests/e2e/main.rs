@@ -18,6 +18,7 @@ mod filters_rate_limit;
 mod filters_reload;
 mod forwarding;
 mod framing;
+mod fuzz_h1;
 mod identity;
 mod limits;
 mod overload;

@@ -32,9 +32,13 @@ fn parse_raw(text: &str, errors: &mut Vec<ConfigError>) -> Option<RawConfig> {
         Ok(raw) => Some(raw),
         Err(e) => {
             let path = render_tracked(e.path());
-            let message = e.into_inner().to_string();
+            let inner = e.into_inner();
+            let message = inner.to_string();
             // serde_yaml_ng may start its message with the same path; say it once.
-            let message = message.strip_prefix(&format!("{path}: ")).map(str::to_string).unwrap_or(message);
+            let mut message = message.strip_prefix(&format!("{path}: ")).map(str::to_string).unwrap_or(message);
+            if let Some(at) = inner.location().filter(|_| !message.contains(" line ")) {
+                message.push_str(&format!(" (line {}, column {})", at.line(), at.column()));
+            }
             errors.push(ConfigError { path, message });
             None
         }
@@ -104,5 +108,93 @@ mod tests {
     fn json_is_accepted() {
         let text = r#"{"listeners":[{"name":"a","address":"127.0.0.1:0","routes":[{"name":"r","cluster":"c"}]}],"clusters":[{"name":"c","endpoints":["127.0.0.1:1"]}]}"#;
         assert_eq!(errors(text), "ok");
+    }
+
+    const EXAMPLE: &str = include_str!("../../../examples/sidecar.yaml");
+
+    /// Values a hostile or careless operator might write anywhere.
+    const VALUES: &[&str] = &[
+        "-1",
+        "0",
+        "99999999999999999999",
+        "1 fortnight",
+        "\"\"",
+        "[]",
+        "{}",
+        "null",
+        "true",
+        "http3",
+        "::",
+        "[::1]:99999",
+        "\"/\"",
+        "x\u{0}y",
+        "64KiB",
+        "1ms",
+        "*.",
+        "\"\\u00e9\"",
+        "{ a: [ }",
+        "&anchor",
+        "*alias",
+        "!!binary AA==",
+    ];
+
+    /// Every error says what is wrong, and where: a path into the document,
+    /// the line (YAML that does not parse), or that it is about the whole
+    /// file (empty, several documents).
+    fn check(text: &str) -> Result<(), String> {
+        let Err(errors) = parse(text, Path::new("/nonexistent")) else { return Ok(()) };
+        for e in &errors.0 {
+            let whole_file = e.message == "config is empty" || e.message.contains("more than one document");
+            if e.message.is_empty() || (e.path.is_empty() && !e.message.contains("line") && !whole_file) {
+                return Err(format!("error without a message or a location: {e:?}\n--- config:\n{text}"));
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2048,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// A value on a random line replaced by a random one.
+        #[test]
+        fn any_value_anywhere_is_reported_with_its_path(line in 0usize..64, value in proptest::sample::select(VALUES)) {
+            let mut lines: Vec<String> = EXAMPLE.lines().map(str::to_string).collect();
+            let i = line % lines.len();
+            if let Some((key, _)) = lines[i].split_once(": ") {
+                lines[i] = format!("{key}: {value}");
+            }
+            let checked = check(&lines.join("\n"));
+            proptest::prop_assert!(checked.is_ok(), "{:?}", checked);
+        }
+
+        /// Lines deleted, duplicated, swapped or cut short, bytes inserted.
+        #[test]
+        fn any_edit_is_refused_with_located_errors_and_never_panics(
+            edits in proptest::collection::vec((0usize..4, 0usize..64, 0usize..64, "\\PC{0,8}"), 1..6),
+        ) {
+            let mut lines: Vec<String> = EXAMPLE.lines().map(str::to_string).collect();
+            for (op, a, b, junk) in edits {
+                if lines.is_empty() {
+                    break;
+                }
+                let (a, b) = (a % lines.len(), b % lines.len());
+                match op {
+                    0 => { lines.remove(a); }
+                    1 => { let l = lines[a].clone(); lines.insert(b, l); }
+                    2 => lines.swap(a, b),
+                    _ => {
+                        let cut = lines[a].char_indices().nth(b % (lines[a].chars().count() + 1)).map_or(lines[a].len(), |(i, _)| i);
+                        lines[a] = format!("{}{junk}", &lines[a][..cut]);
+                    }
+                }
+            }
+            let text = lines.join("\n");
+            let checked = check(&text);
+            proptest::prop_assert!(checked.is_ok(), "{:?}", checked);
+        }
     }
 }

@@ -371,3 +371,58 @@ fn take_request(parts: &mut http::request::Parts) -> http::request::Parts {
 fn take_response(parts: &mut http::response::Parts) -> http::response::Parts {
     std::mem::replace(parts, http::Response::new(()).into_parts().0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::bindings::wasp::filter::types::Header;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header() -> impl Strategy<Value = Header> {
+        let names = prop_oneof![
+            Just("content-length".to_string()),
+            Just("Transfer-Encoding".to_string()),
+            Just("connection".to_string()),
+            Just("trailer".to_string()),
+            Just("x-ok".to_string()),
+            "[a-zA-Z0-9 :\r\n\0-]{0,12}",
+        ];
+        (names, proptest::collection::vec(any::<u8>(), 0..12)).prop_map(|(name, value)| Header { name, value })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, failure_persistence: None, ..Default::default() })]
+
+        /// Whatever a guest answers, the host accepts only a final status
+        /// and valid headers, and never lets a framing field through.
+        #[test]
+        fn a_local_reply_is_checked_whole(
+            status in any::<u16>(),
+            headers in proptest::collection::vec(header(), 0..6),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let valid = (200..=599).contains(&status)
+                && headers.iter().all(|h| {
+                    http::HeaderName::from_bytes(h.name.as_bytes()).is_ok() && http::HeaderValue::from_bytes(&h.value).is_ok()
+                });
+            let framing = headers
+                .iter()
+                .filter(|h| http::HeaderName::from_bytes(h.name.as_bytes()).is_ok_and(|n| super::super::host::is_framing(&n)))
+                .count();
+            match local_reply(LocalReply { status, headers: headers.clone(), body: body.clone() }) {
+                Ok((head, out, dropped)) => {
+                    prop_assert!(valid);
+                    prop_assert_eq!(head.status.as_u16(), status);
+                    prop_assert_eq!(&out[..], &body[..]);
+                    prop_assert_eq!(dropped.len(), framing);
+                    prop_assert!(head.headers.keys().all(|n| !super::super::host::is_framing(n)));
+                    prop_assert_eq!(head.headers.len() + dropped.len(), headers.len());
+                }
+                Err(why) => {
+                    prop_assert!(!valid);
+                    prop_assert!(!why.is_empty());
+                }
+            }
+        }
+    }
+}

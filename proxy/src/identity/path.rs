@@ -13,8 +13,9 @@
 //!    decoded into `/`;
 //! 3. a raw backslash is a separator (`\` → `/`), as browsers and many
 //!    servers treat it;
-//! 4. empty segments are merged (`//` → `/`) and dot segments removed
-//!    (RFC 3986 §5.2.4), `%2E` included since step 1 decoded it.
+//! 4. dot segments are removed (RFC 3986 §5.2.4, where an empty segment is
+//!    a segment: `/a//../b` is `/a/b`), `%2E` included since step 1 decoded
+//!    it; then empty segments are merged (`//` → `/`), in Envoy's order.
 //!
 //! Refused (400): an escape that is not `%` + two hex digits, `%00`, a path
 //! climbing above the root with `..`, and a target that is not a path
@@ -126,14 +127,14 @@ fn decode(p: &[u8], slashes: EscapedSlashes) -> Result<Vec<u8>, PathError> {
     Ok(out)
 }
 
-/// Step 4: merged slashes and dot segments removed. `p` starts with `/`.
+/// Step 4: dot segments removed, then empty segments merged. `p` starts with `/`.
 fn resolve(p: &[u8]) -> Result<Vec<u8>, PathError> {
     let mut segments: Vec<&[u8]> = Vec::new();
     let mut trailing = false;
     for seg in p.split(|&b| b == b'/').skip(1) {
         trailing = matches!(seg, b"" | b"." | b"..");
         match seg {
-            b"" | b"." => {}
+            b"." => {}
             b".." => {
                 segments.pop().ok_or(PathError::AboveRoot)?;
             }
@@ -141,11 +142,11 @@ fn resolve(p: &[u8]) -> Result<Vec<u8>, PathError> {
         }
     }
     let mut out = Vec::with_capacity(p.len());
-    for s in &segments {
+    for s in segments.iter().filter(|s| !s.is_empty()) {
         out.push(b'/');
         out.extend_from_slice(s);
     }
-    if trailing || segments.is_empty() {
+    if trailing || out.is_empty() {
         out.push(b'/');
     }
     Ok(out)
@@ -189,6 +190,8 @@ mod tests {
         assert_eq!(n("/a/b/.").as_deref(), Ok("/a/b/"));
         assert_eq!(n("/a/..").as_deref(), Ok("/"));
         assert_eq!(n("/a//b///").as_deref(), Ok("/a/b/"));
+        assert_eq!(n("/a//../b").as_deref(), Ok("/a/b"), "an empty segment is a segment, as in RFC 3986");
+        assert_eq!(n("//..").as_deref(), Ok("/"));
         assert_eq!(n("//").as_deref(), Ok("/"));
         assert_eq!(n("/.").as_deref(), Ok("/"));
         assert_eq!(n("/.."), Err(PathError::AboveRoot));
@@ -215,5 +218,102 @@ mod tests {
         assert_eq!(normalize(p, Reject), Err(PathError::EscapedSlash));
         assert_eq!(normalize(p, Unescape).as_deref(), Ok("/admin/x"));
         assert_eq!(normalize("/a%252Fb", Reject).as_deref(), Ok("/a%252Fb"), "%25 is not a slash");
+    }
+
+    /// RFC 3986 §5.2.4 as written (the input-buffer algorithm), then `//+` → `/`:
+    /// a second, independent statement of what the normaliser must produce.
+    fn reference(decoded: &str) -> String {
+        let (mut input, mut output) = (decoded.to_string(), String::new());
+        while !input.is_empty() {
+            if let Some(rest) = input.strip_prefix("../").or_else(|| input.strip_prefix("./")) {
+                input = rest.to_string();
+            } else if input.starts_with("/./") {
+                input = input[2..].to_string();
+            } else if input == "/." {
+                input = "/".into();
+            } else if input.starts_with("/../") || input == "/.." {
+                input = format!("/{}", &input[if input == "/.." { 3 } else { 4 }..]);
+                let cut = output.rfind('/').unwrap_or(0);
+                output.truncate(cut);
+            } else if input == "." || input == ".." {
+                input.clear();
+            } else {
+                let start = usize::from(input.starts_with('/'));
+                let end = input[start..].find('/').map_or(input.len(), |i| i + start);
+                output.push_str(&input[..end]);
+                input = input[end..].to_string();
+            }
+        }
+        let mut merged = String::new();
+        for c in output.chars() {
+            if !(c == '/' && merged.ends_with('/')) {
+                merged.push(c);
+            }
+        }
+        if merged.is_empty() { "/".into() } else { merged }
+    }
+
+    /// Unreserved escapes decoded, backslashes made slashes (escaped slashes unescaped).
+    fn decoded(p: &str) -> Option<String> {
+        let b = p.as_bytes();
+        let mut out = String::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                let v = u8::from_str_radix(p.get(i + 1..i + 3)?, 16).ok()?;
+                match v {
+                    b'/' | b'\\' => out.push('/'),
+                    v if unreserved(v) => out.push(v as char),
+                    v => out.push_str(&format!("%{v:02X}")),
+                }
+                i += 3;
+            } else {
+                out.push(if b[i] == b'\\' { '/' } else { b[i] as char });
+                i += 1;
+            }
+        }
+        Some(out)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 4096,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        #[test]
+        fn normal_paths_are_fixed_points_with_no_dot_segments_or_double_slashes(
+            tail in "[/.a%2eEfF5cC\\\\0x~]{0,24}",
+            slashes in proptest::sample::select(vec![Keep, Reject, Unescape]),
+        ) {
+            let path = format!("/{tail}");
+            if let Ok(out) = normalize(&path, slashes) {
+                let out = out.into_owned();
+                proptest::prop_assert!(out.starts_with('/'));
+                proptest::prop_assert!(!out.contains("//"), "{path} -> {out}");
+                proptest::prop_assert!(!out.contains('\\'));
+                for seg in out.split('/') {
+                    proptest::prop_assert!(seg != "." && seg != "..", "{path} -> {out}");
+                }
+                let again = normalize(&out, slashes).map(Cow::into_owned);
+                proptest::prop_assert_eq!(again, Ok(out.clone()), "idempotent: {}", path);
+                // An RFC 3986 resolver leaves it where wasp routed it.
+                proptest::prop_assert_eq!(reference(&out), out.clone());
+            }
+        }
+
+        #[test]
+        fn the_normal_form_is_what_rfc_3986_resolution_gives(tail in "[/.a%2eEfF5cC\\\\x]{0,24}") {
+            let path = format!("/{tail}");
+            if let (Ok(out), Some(d)) = (normalize(&path, Unescape), decoded(&path)) {
+                proptest::prop_assert_eq!(out.into_owned(), reference(&d), "{}", path);
+            }
+        }
+
+        #[test]
+        fn any_input_is_normalised_or_refused_without_panicking(path in "\\PC{0,64}") {
+            let _ = normalize(&path, Keep);
+        }
     }
 }
