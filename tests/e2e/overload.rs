@@ -166,3 +166,35 @@ async fn reset_flood(batch: usize, pause: Duration) -> (u32, usize) {
     wait_for_metric(&proxy, "wasp_active_connections{listener=\"ingress\"} 0").await;
     (goaway_code(&answer).unwrap_or_else(|| panic!("no GOAWAY after {sent} resets")), sent)
 }
+
+/// Many clients share one HTTP/2 connection to an upstream: a few that stop
+/// reading hold only their streams' windows, never the connection's, so the
+/// others are still served (until write_timeout cuts the stalled ones off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_readers_do_not_stall_a_shared_http2_upstream_connection() {
+    let upstream = Upstream::start("app").await;
+    let yaml = one_route(&[upstream.addr], "http2", "", "")
+        .replace("    routes:\n", "    limits: { write_timeout: 60s }\n    routes:\n");
+    let proxy = TestProxy::new(yaml).start();
+    let addr = proxy.addr("ingress");
+    let mut stalled = Vec::new();
+    for i in 0..4 {
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        c.write_all(b"GET /bytes/100000000 HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+        stalled.push(c);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while upstream.hits() <= i {
+            assert!(Instant::now() < deadline, "stalled reader {i} never reached the upstream");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // their windows fill up
+    let c = client::h1();
+    for _ in 0..20 {
+        let reply = tokio::time::timeout(Duration::from_secs(5), get(&c, &proxy.url("ingress", "/bytes/100000")))
+            .await
+            .expect("served while others stall");
+        assert_eq!((reply.status.as_u16(), reply.body.len()), (200, 100_000));
+    }
+    drop(stalled);
+}

@@ -12,6 +12,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// Flow-control windows of an upstream HTTP/2 connection. Every client of
+/// the endpoint shares it, and a stream's unread data holds the connection's
+/// window too: with hyper's defaults (2 MiB per stream, 5 MiB per
+/// connection) three clients that stop reading stall everyone else's
+/// responses. A stream may buffer 256 KiB; the connection has room for 128
+/// such stalled streams at once (32 MiB, the most one connection can hold
+/// in memory), and `write_timeout` cuts the stalled clients off.
+const STREAM_WINDOW: u32 = 256 * 1024;
+const CONNECTION_WINDOW: u32 = 128 * STREAM_WINDOW;
+
 /// How a cluster talks to its endpoints.
 #[derive(Clone, Copy)]
 pub enum Client {
@@ -71,6 +81,8 @@ async fn h2_sender(
     let stream = super::dial(&endpoint.address, connect_timeout).await?;
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .handshake(TokioIo::new(stream))
