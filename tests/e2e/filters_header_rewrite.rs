@@ -63,19 +63,25 @@ filters:
 
 #[tokio::test]
 async fn a_config_the_filter_rejects_fails_the_load_with_its_message() {
-    let yaml = format!(
-        "listeners:\n  - {{ name: i, address: 127.0.0.1:0, routes: [{{ name: r, cluster: c, filters: [rw] }}] }}\n\
-         clusters:\n  - {{ name: c, endpoints: [\"127.0.0.1:1\"] }}\n\
-         filters:\n  - {{ name: rw, module: {}, config: {{ request: {{ set: {{ x: \"{{nope}}\" }} }} }} }}\n",
-        wasm("header-rewrite").display()
-    );
-    for stderr in refused(&yaml) {
-        assert!(
-            stderr.contains(
-                "filters[0].module: the filter rejected its config: request.set.x: unknown placeholder {nope}"
-            ),
-            "{stderr}"
-        );
+    let config = |rules: &str| {
+        format!(
+            "listeners:\n  - {{ name: i, address: 127.0.0.1:0, routes: [{{ name: r, cluster: c, filters: [rw] }}] }}\n\
+             clusters:\n  - {{ name: c, endpoints: [\"127.0.0.1:1\"] }}\n\
+             filters:\n  - {{ name: rw, module: {}, config: {rules} }}\n",
+            wasm("header-rewrite").display()
+        )
+    };
+    let cases = [
+        ("{ request: { set: { x: \"{nope}\" } } }", "request.set.x: unknown placeholder {nope}"),
+        (
+            "{ response: { set: { Content-Length: \"3\" } } }",
+            "response.set: \"Content-Length\" is a framing or hop-by-hop header; wasp manages it",
+        ),
+    ];
+    for (rules, message) in cases {
+        for stderr in refused(&config(rules)) {
+            assert!(stderr.contains(&format!("filters[0].module: the filter rejected its config: {message}")), "{stderr}");
+        }
     }
 }
 

@@ -184,10 +184,21 @@ struct CompiledRules {
     rename: Vec<(String, String)>,
 }
 
-/// RFC 9110 token characters: what a header name may contain.
+/// Framing and hop-by-hop fields: wasp sets them from the body it sends and
+/// refuses a filter's changes to them, so a rule naming one is a mistake.
+const MANAGED: [&str; 8] =
+    ["content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"];
+
+/// RFC 9110 token characters: what a header name may contain; and not one wasp manages.
 fn check_name(side: &str, op: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if ok { Ok(()) } else { Err(format!("{side}.{op}: invalid header name {name:?}")) }
+    if !ok {
+        return Err(format!("{side}.{op}: invalid header name {name:?}"));
+    }
+    if MANAGED.iter().any(|m| m.eq_ignore_ascii_case(name)) {
+        return Err(format!("{side}.{op}: {name:?} is a framing or hop-by-hop header; wasp manages it"));
+    }
+    Ok(())
 }
 
 impl CompiledRules {

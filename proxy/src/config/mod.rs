@@ -4,6 +4,7 @@
 //! which also reloads it). Every error is reported together with its path, e.g.
 //! `listeners[0].routes[1].cluster: no cluster named "ap"`.
 
+mod listeners;
 mod load;
 pub mod model;
 pub mod units;

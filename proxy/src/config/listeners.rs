@@ -1,0 +1,197 @@
+//! Validation of listeners and their routes: addresses, limits, HTTP/2
+//! limits, how requests are read and trusted, and each route's match,
+//! cluster, filters, timeout, retries and upgrades.
+
+use super::model::*;
+use super::validate::*;
+use http::{HeaderName, HeaderValue, Method};
+use std::collections::HashSet;
+
+pub(super) fn listener(
+    c: &mut Checker,
+    i: usize,
+    l: &RawListener,
+    clusters: &HashSet<String>,
+    filters: &HashSet<String>,
+) -> ListenerConfig {
+    let at = format!("listeners[{i}]");
+    let address = c.socket_addr(format!("{at}.address"), &l.address);
+    if l.tls.is_some() {
+        c.error(format!("{at}.tls"), "TLS termination is not available in this build yet");
+    }
+    let kind = match l.protocol {
+        ListenerProtocol::Http => {
+            if l.cluster.is_some() {
+                c.error(format!("{at}.cluster"), "http listeners forward by routes; `cluster` is for tcp listeners");
+            }
+            if l.routes.is_empty() {
+                c.error(format!("{at}.routes"), "an http listener needs at least one route");
+            }
+            c.unique(
+                "route",
+                l.routes.iter().enumerate().map(|(j, r)| (format!("{at}.routes[{j}].name"), r.name.as_str())),
+            );
+            let routes = l.routes.iter().enumerate();
+            ListenerKind::Http(
+                routes.map(|(j, r)| route(c, &format!("{at}.routes[{j}]"), r, clusters, filters)).collect(),
+            )
+        }
+        ListenerProtocol::Tcp => {
+            if !l.routes.is_empty() {
+                c.error(format!("{at}.routes"), "tcp listeners have no routes; set `cluster`");
+            }
+            match &l.cluster {
+                None => c.error(format!("{at}.cluster"), "a tcp listener needs a cluster"),
+                Some(name) if !clusters.contains(name) => {
+                    c.error(format!("{at}.cluster"), format!("no cluster named {name:?}"))
+                }
+                Some(_) => {}
+            }
+            ListenerKind::Tcp(l.cluster.clone().unwrap_or_default())
+        }
+    };
+    let lim = &l.limits;
+    let limits = Limits {
+        max_connections: lim.max_connections,
+        max_header_bytes: c.size(format!("{at}.limits.max_header_bytes"), &lim.max_header_bytes),
+        max_headers: lim.max_headers,
+        max_uri_bytes: c.size(format!("{at}.limits.max_uri_bytes"), &lim.max_uri_bytes),
+        header_read_timeout: c.positive_duration(format!("{at}.limits.header_read_timeout"), &lim.header_read_timeout),
+        idle_timeout: c.positive_duration(format!("{at}.limits.idle_timeout"), &lim.idle_timeout),
+        write_timeout: c.positive_duration(format!("{at}.limits.write_timeout"), &lim.write_timeout),
+        tunnel_idle_timeout: c.positive_duration(format!("{at}.limits.tunnel_idle_timeout"), &lim.tunnel_idle_timeout),
+    };
+    if lim.max_connections == 0 || lim.max_connections > 10_000_000 {
+        c.error(format!("{at}.limits.max_connections"), "must be between 1 and 10000000");
+    }
+    if lim.max_headers == 0 {
+        c.error(format!("{at}.limits.max_headers"), "must be greater than zero");
+    }
+    if limits.max_header_bytes != 0 && limits.max_header_bytes < 8192 {
+        c.error(format!("{at}.limits.max_header_bytes"), "must be at least 8KiB");
+    }
+    let http = HttpSettings {
+        escaped_slashes: l.escaped_slashes,
+        trusted_hops: l.trusted_hops,
+        http2: http2(c, &format!("{at}.http2"), &l.http2),
+    };
+    if l.trusted_hops > 10 {
+        c.error(format!("{at}.trusted_hops"), "at most 10");
+    }
+    ListenerConfig { name: l.name.clone(), address, kind, limits, http }
+}
+
+fn http2(c: &mut Checker, at: &str, h: &RawHttp2) -> Http2Limits {
+    // RFC 9113 §6.9.1: windows are 31-bit; the protocol's floor is 65,535.
+    let mut window = |field: &str, text: &str| {
+        let size = c.size(format!("{at}.{field}"), text);
+        if size != 0 && !(65_535..=(1 << 31) - 1).contains(&size) {
+            c.error(format!("{at}.{field}"), "must be between 65535 bytes and 2GiB - 1");
+        }
+        u32::try_from(size).unwrap_or(u32::MAX >> 1)
+    };
+    let initial_stream_window = window("initial_stream_window", &h.initial_stream_window);
+    let initial_connection_window = window("initial_connection_window", &h.initial_connection_window);
+    if h.max_concurrent_streams == 0 {
+        c.error(format!("{at}.max_concurrent_streams"), "must be greater than zero");
+    }
+    Http2Limits {
+        max_concurrent_streams: h.max_concurrent_streams,
+        initial_stream_window,
+        initial_connection_window,
+        max_pending_resets: h.max_pending_resets,
+        max_error_resets: h.max_error_resets,
+    }
+}
+
+fn route(
+    c: &mut Checker,
+    at: &str,
+    r: &RawRoute,
+    clusters: &HashSet<String>,
+    filters: &HashSet<String>,
+) -> RouteConfig {
+    if !clusters.contains(&r.cluster) {
+        c.error(format!("{at}.cluster"), format!("no cluster named {:?}", r.cluster));
+    }
+    c.all_known(&format!("{at}.filters"), &r.filters, filters, "filter");
+    let m = &r.matcher;
+    let path = match (&m.prefix, &m.path) {
+        (Some(_), Some(_)) => {
+            c.error(format!("{at}.match"), "set either `prefix` or `path`, not both");
+            PathMatch::Any
+        }
+        (Some(p), None) | (None, Some(p)) if !p.starts_with('/') => {
+            let field = if m.prefix.is_some() { "prefix" } else { "path" };
+            c.error(format!("{at}.match.{field}"), format!("{p:?} must start with \"/\""));
+            PathMatch::Any
+        }
+        (Some(p), None) => PathMatch::Prefix(p.clone()),
+        (None, Some(p)) => PathMatch::Exact(p.clone()),
+        (None, None) => PathMatch::Any,
+    };
+    let mut headers = Vec::new();
+    for (name, value) in &m.headers {
+        let n = HeaderName::from_bytes(name.as_bytes());
+        let v = HeaderValue::from_str(value);
+        match (n, v) {
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            (Err(_), _) => c.error(format!("{at}.match.headers.{name}"), "invalid header name"),
+            (_, Err(_)) => c.error(format!("{at}.match.headers.{name}"), "invalid header value"),
+        }
+    }
+    let mut methods = Vec::new();
+    for (k, name) in m.methods.iter().enumerate() {
+        match Method::from_bytes(name.as_bytes()) {
+            Ok(method) if name.bytes().all(|b| b.is_ascii_uppercase()) => methods.push(method),
+            _ => c.error(format!("{at}.match.methods[{k}]"), format!("invalid method {name:?}; expected e.g. GET")),
+        }
+    }
+    let host = m.host.as_ref().map(|h| h.to_ascii_lowercase());
+    let timeout = c.positive_duration(format!("{at}.timeout"), &r.timeout);
+    let retries = r.retries.as_ref().map(|x| retries(c, &format!("{at}.retries"), x));
+    for (k, u) in r.upgrades.iter().enumerate() {
+        if u.is_empty() || !u.bytes().all(|b| b.is_ascii_graphic() && b != b',' && b != b'/') {
+            c.error(format!("{at}.upgrades[{k}]"), format!("invalid protocol name {u:?}; expected e.g. websocket"));
+        } else if u.eq_ignore_ascii_case("h2c") {
+            c.error(format!("{at}.upgrades[{k}]"), "h2c is never tunnelled: clients speak HTTP/2 to wasp directly");
+        }
+    }
+    RouteConfig {
+        name: r.name.clone(),
+        matcher: MatchConfig { path, host, headers, methods },
+        cluster: r.cluster.clone(),
+        filters: r.filters.clone(),
+        timeout,
+        retries,
+        upgrades: r.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
+    }
+}
+
+fn retries(c: &mut Checker, at: &str, r: &RawRetries) -> RetryConfig {
+    let mut policy = RetryConfig {
+        attempts: r.attempts,
+        on_connect_failure: false,
+        on_reset: false,
+        on_status: Vec::new(),
+        backoff: c.duration(format!("{at}.backoff"), &r.backoff),
+    };
+    if r.attempts > 10 {
+        c.error(format!("{at}.attempts"), "at most 10 retries");
+    }
+    for (k, on) in r.on.iter().enumerate() {
+        match on {
+            RetryOn::Named(n) if n == "connect-failure" => policy.on_connect_failure = true,
+            RetryOn::Named(n) if n == "reset" => policy.on_reset = true,
+            RetryOn::Status(s) if (500..=599).contains(s) || *s == 429 || *s == 408 => policy.on_status.push(*s),
+            RetryOn::Status(s) => {
+                c.error(format!("{at}.on[{k}]"), format!("cannot retry on status {s}; use 408, 429 or 5xx"))
+            }
+            RetryOn::Named(n) => c.error(
+                format!("{at}.on[{k}]"),
+                format!("unknown retry condition {n:?}; expected connect-failure, reset or a status code"),
+            ),
+        }
+    }
+    policy
+}
