@@ -80,7 +80,10 @@ async fn a_config_the_filter_rejects_fails_the_load_with_its_message() {
     ];
     for (rules, message) in cases {
         for stderr in refused(&config(rules)) {
-            assert!(stderr.contains(&format!("filters[0].module: the filter rejected its config: {message}")), "{stderr}");
+            assert!(
+                stderr.contains(&format!("filters[0].module: the filter rejected its config: {message}")),
+                "{stderr}"
+            );
         }
     }
 }

@@ -2,6 +2,7 @@
 //! (414), slow-loris header timeout, idle timeout and max connections.
 
 use crate::support::client::{self, get};
+use crate::support::raw::exchange;
 use crate::support::{TestProxy, Upstream, one_route};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,15 +13,6 @@ fn with_limits(upstream: std::net::SocketAddr, limits: &str) -> String {
         .replace("    routes:\n", &format!("    limits: {{ {limits} }}\n    routes:\n"))
 }
 
-/// Sends raw bytes and returns what comes back until close or `wait`.
-async fn raw(addr: std::net::SocketAddr, request: &[u8], wait: Duration) -> String {
-    let mut conn = TcpStream::connect(addr).await.expect("connect");
-    conn.write_all(request).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(wait, conn.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).to_string()
-}
-
 #[tokio::test]
 async fn oversized_headers_get_431_and_long_targets_get_414() {
     let upstream = Upstream::start("app").await;
@@ -29,7 +21,7 @@ async fn oversized_headers_get_431_and_long_targets_get_414() {
             .start();
     let addr = proxy.addr("ingress");
     let big = format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(20 * 1024));
-    let reply = raw(addr, big.as_bytes(), Duration::from_secs(3)).await;
+    let reply = exchange(addr, big.as_bytes(), Duration::from_secs(3)).await;
     assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
 
     let mut many = String::from("GET / HTTP/1.1\r\nhost: x\r\n");
@@ -37,11 +29,11 @@ async fn oversized_headers_get_431_and_long_targets_get_414() {
         many.push_str(&format!("x-h{i}: v\r\n"));
     }
     many.push_str("\r\n");
-    let reply = raw(addr, many.as_bytes(), Duration::from_secs(3)).await;
+    let reply = exchange(addr, many.as_bytes(), Duration::from_secs(3)).await;
     assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
 
     let long = format!("GET /{} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", "p".repeat(2000));
-    let reply = raw(addr, long.as_bytes(), Duration::from_secs(3)).await;
+    let reply = exchange(addr, long.as_bytes(), Duration::from_secs(3)).await;
     assert!(reply.starts_with("HTTP/1.1 414"), "{reply}");
     assert_eq!(upstream.hits(), 0);
 

@@ -9,6 +9,23 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+/// `n` clients that each ask for far more than the socket buffers hold and
+/// never read; the first `admitted` are waited for until they reach the upstream.
+async fn stalled_readers(addr: std::net::SocketAddr, upstream: &Upstream, n: usize, admitted: usize) -> Vec<TcpStream> {
+    let mut stalled = Vec::new();
+    for i in 0..n {
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        c.write_all(b"GET /bytes/200000000 HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+        stalled.push(c);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while i < admitted && upstream.hits() <= i {
+            assert!(Instant::now() < deadline, "stalled reader {i} never reached the upstream");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    stalled
+}
+
 #[tokio::test]
 async fn clients_that_stop_reading_are_cut_off_and_others_are_served() {
     let upstream = Upstream::start("app").await;
@@ -16,19 +33,8 @@ async fn clients_that_stop_reading_are_cut_off_and_others_are_served() {
         .replace("    routes:\n", "    limits: { write_timeout: 1s }\n    routes:\n");
     let proxy = TestProxy::new(yaml).start();
     let addr = proxy.addr("ingress");
-    // More stalled readers than max_pending, each asking for far more than
-    // the socket buffers hold, and never reading; the first two are admitted.
-    let mut stalled = Vec::new();
-    for i in 0..4 {
-        let mut c = TcpStream::connect(addr).await.expect("connect");
-        c.write_all(b"GET /bytes/200000000 HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
-        stalled.push(c);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while i < 2 && upstream.hits() <= i {
-            assert!(Instant::now() < deadline, "stalled reader {i} never reached the upstream");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    // More stalled readers than max_pending; the first two are admitted.
+    let stalled = stalled_readers(addr, &upstream, 4, 2).await;
     // They hold both pending slots: others are refused for now...
     let deadline = Instant::now() + Duration::from_secs(10);
     while get(&client::h1(), &proxy.url("ingress", "/echo")).await.status != 503 {
@@ -177,17 +183,7 @@ async fn stalled_readers_do_not_stall_a_shared_http2_upstream_connection() {
         .replace("    routes:\n", "    limits: { write_timeout: 60s }\n    routes:\n");
     let proxy = TestProxy::new(yaml).start();
     let addr = proxy.addr("ingress");
-    let mut stalled = Vec::new();
-    for i in 0..4 {
-        let mut c = TcpStream::connect(addr).await.expect("connect");
-        c.write_all(b"GET /bytes/100000000 HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
-        stalled.push(c);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while upstream.hits() <= i {
-            assert!(Instant::now() < deadline, "stalled reader {i} never reached the upstream");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
+    let stalled = stalled_readers(addr, &upstream, 4, 4).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // their windows fill up
     let c = client::h1();
     for _ in 0..20 {
