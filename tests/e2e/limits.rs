@@ -62,6 +62,7 @@ async fn slow_loris_connections_are_closed() {
     })
     .await;
     assert!(closed.is_ok(), "a client that never finishes its headers must be cut off");
+    crate::support::wait_for_metric(&proxy, "wasp_timeouts_total{kind=\"header_read\",listener=\"ingress\"} 1").await;
 }
 
 #[tokio::test]
@@ -83,6 +84,7 @@ async fn idle_keep_alive_connections_are_closed() {
     })
     .await;
     assert!(closed.is_ok(), "idle connection must be closed after idle_timeout");
+    crate::support::wait_for_metric(&proxy, "wasp_timeouts_total{kind=\"idle\",listener=\"ingress\"} 1").await;
 }
 
 #[tokio::test]
