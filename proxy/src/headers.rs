@@ -101,7 +101,8 @@ pub fn add_forwarding(
     trusted_hops: u32,
 ) -> HeaderValue {
     let trusted = trusted_hops > 0;
-    let xff = match join_all(headers, &X_FORWARDED_FOR).filter(|_| trusted) {
+    let prior = if trusted { join_all(headers, &X_FORWARDED_FOR) } else { None };
+    let xff = match prior {
         Some(prior) => {
             let peer = peer.to_str().unwrap_or("unknown");
             HeaderValue::from_str(&format!("{prior}, {peer}")).unwrap_or_else(|_| peer_value(peer))

@@ -2,10 +2,10 @@
 //! filter: a single host and a normalised path that routes match, filters
 //! see and the upstream receives, and framing that RFC 9112 allows.
 //!
-//! After [`establish`], the URI is in origin form (`/path?query`, or `*` for
-//! `OPTIONS`) and the `Host` header is the only host: an absolute-form
-//! target's authority replaces `Host` (RFC 9112 §3.2.2); in HTTP/2,
-//! `:authority` becomes `Host` and a `Host` that disagrees is refused.
+//! After [`establish`], the path is normal and the request has one host,
+//! the same wherever it is read (the URI's authority and `Host`): an
+//! absolute-form target's authority replaces `Host` (RFC 9112 §3.2.2); in
+//! HTTP/2 a `Host` that disagrees with `:authority` is refused.
 //! Refused with 400: HTTP/1.1 without `Host`, more than one `Host`, a host
 //! that is not a valid authority (or carries userinfo), `chunked` applied
 //! more than once, and paths that [`path::normalize`] refuses.
@@ -73,14 +73,14 @@ pub fn establish<B>(req: &mut Request<B>, slashes: EscapedSlashes) -> Result<(),
     if let Some(host) = host {
         req.headers_mut().insert(HOST, host);
     }
-    let uri = req.uri();
-    let target = match (normal, uri.query()) {
-        (None, _) if uri.authority().is_none() && uri.scheme().is_none() => return Ok(()),
-        (None, _) => uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
-        (Some(p), None) => PathAndQuery::try_from(p).map_err(|_| path::PathError::BadEscape)?,
-        (Some(p), Some(q)) => PathAndQuery::try_from(format!("{p}?{q}")).map_err(|_| path::PathError::BadEscape)?,
+    let Some(normal) = normal else { return Ok(()) };
+    let target = match req.uri().query() {
+        None => PathAndQuery::try_from(normal),
+        Some(q) => PathAndQuery::try_from(format!("{normal}?{q}")),
     };
-    *req.uri_mut() = Uri::from(target);
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(target.map_err(|_| path::PathError::BadEscape)?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| path::PathError::BadEscape)?;
     Ok(())
 }
 
@@ -114,12 +114,32 @@ fn authority_value(a: &Authority) -> Result<HeaderValue, Refused> {
     HeaderValue::from_str(a.as_str()).map_err(|_| Refused::BadHost(a.as_str().to_string()))
 }
 
-/// `host[:port]`: a valid authority, without userinfo.
+/// `host[:port]` (RFC 3986 §3.2.2-3): a registered name or IPv4 address, or
+/// an IP literal in brackets, then an optional numeric port. No userinfo,
+/// no path, no whitespace. Checked in place: this runs on every request.
 fn check_host(h: &[u8]) -> Result<(), Refused> {
-    match Authority::try_from(h) {
-        Ok(a) if !h.contains(&b'@') && !a.host().is_empty() => Ok(()),
-        _ => Err(Refused::BadHost(lossy(h))),
-    }
+    let (host, port) = match h.first() {
+        Some(b'[') => match h.iter().position(|&b| b == b']') {
+            Some(end) => (&h[..=end], &h[end + 1..]),
+            None => (h, &h[..0]),
+        },
+        _ => match h.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&h[..colon], &h[colon..]),
+            None => (h, &h[..0]),
+        },
+    };
+    let name_ok = match host {
+        [b'[', inner @ .., b']'] => {
+            !inner.is_empty() && inner.iter().all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        }
+        _ => !host.is_empty() && host.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)),
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if name_ok && port_ok { Ok(()) } else { Err(Refused::BadHost(lossy(h))) }
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -148,11 +168,17 @@ mod tests {
         r.body(()).expect("request")
     }
 
+    /// The path and query, and the one host (URI authority and `Host` agree).
     fn run(mut r: Request<()>) -> Result<(String, Option<String>), Refused> {
         establish(&mut r, EscapedSlashes::Keep)?;
-        let host = r.headers().get(HOST).map(|h| h.to_str().expect("ascii").to_string());
-        assert_eq!(r.headers().get_all(HOST).iter().count(), usize::from(host.is_some()));
-        Ok((r.uri().to_string(), host))
+        let header = r.headers().get(HOST).map(|h| h.to_str().expect("ascii").to_string());
+        assert_eq!(r.headers().get_all(HOST).iter().count(), usize::from(header.is_some()));
+        let authority = r.uri().authority().map(|a| a.to_string());
+        if let (Some(h), Some(a)) = (&header, &authority) {
+            assert!(h.eq_ignore_ascii_case(a), "{h} vs {a}");
+        }
+        let path = r.uri().path_and_query().map_or_else(|| r.uri().to_string(), |p| p.to_string());
+        Ok((path, authority.or(header)))
     }
 
     #[test]
@@ -168,6 +194,12 @@ mod tests {
         assert!(matches!(run(req(Version::HTTP_11, "/", &["a b"])), Err(Refused::BadHost(_))));
         assert!(matches!(run(req(Version::HTTP_11, "/", &["u@a"])), Err(Refused::BadHost(_))));
         assert!(matches!(run(req(Version::HTTP_11, "/", &[""])), Err(Refused::BadHost(_))));
+        for bad in ["a:b", "a/b", "[::1", "[zz]", ":80", "a:8o", "a?b", "a#b"] {
+            assert!(matches!(run(req(Version::HTTP_11, "/", &[bad])), Err(Refused::BadHost(_))), "{bad}");
+        }
+        for good in ["a.b-c_d", "10.0.0.1:8080", "[::1]:443", "xn--bcher-kva.example", "a:"] {
+            assert!(run(req(Version::HTTP_11, "/", &[good])).is_ok(), "{good}");
+        }
         assert_eq!(run(req(Version::HTTP_10, "/", &[])), Ok(("/".into(), None)));
         assert_eq!(run(req(Version::HTTP_11, "/a", &["a:80"])), Ok(("/a".into(), Some("a:80".into()))));
     }
@@ -177,8 +209,9 @@ mod tests {
         assert_eq!(run(req(Version::HTTP_2, "http://a.local/x", &[])), Ok(("/x".into(), Some("a.local".into()))));
         assert_eq!(
             run(req(Version::HTTP_2, "http://a.local/x", &["A.local"])),
-            Ok(("/x".into(), Some("A.local".into())))
+            Ok(("/x".into(), Some("a.local".into())))
         );
+        assert_eq!(run(req(Version::HTTP_2, "http://a.local/x/../y", &[])), Ok(("/y".into(), Some("a.local".into()))));
         assert!(matches!(
             run(req(Version::HTTP_2, "http://a.local/x", &["b.local"])),
             Err(Refused::HostMismatch { .. })
