@@ -28,19 +28,22 @@ throughout. Clients are Python asyncio subprocesses of this script (`soak.py _lo
 Prints a markdown report and writes bench/results/soak-latest.md (+ .json); exits 1 if a
 must-hold check fails. Environment (defaults): SOAK_SECONDS=60 SOAK_RATE=500 SOAK_KA_CONNS=8
 BURST_CONNS=10000 CAP=1000 BURST_TIMEOUT=60 ABUSE_SECONDS=10 PROBE_RATE=50 WORKERS=0 (wasp's
-`workers`: one per CPU) WASP_BIN FILTER_DIR SHARED RESULTS_DIR SKIP_BUILD=1 KEEP_TMP=1.
+`workers`: one per CPU) QUIET_WAIT=120 (wait up to this long for the machine to be < 15% busy)
+WASP_BIN FILTER_DIR SHARED RESULTS_DIR SKIP_BUILD=1 KEEP_TMP=1.
 """
-import asyncio, datetime, http.client, json, os, re, resource, select, shutil, socket, struct, subprocess, sys, tempfile, threading, time
+import asyncio, datetime, http.client, json, os, re, resource, select, shutil, socket, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = lambda k, d: type(d)(os.environ.get(k, d))
 SOAK_SECONDS, RATE, KA_CONNS = ENV("SOAK_SECONDS", 60), ENV("SOAK_RATE", 500), ENV("SOAK_KA_CONNS", 8)
 BURST, CAP, BURST_TIMEOUT = ENV("BURST_CONNS", 10000), ENV("CAP", 1000), ENV("BURST_TIMEOUT", 60)
 ABUSE_SECONDS, PROBE_RATE, WORKERS = ENV("ABUSE_SECONDS", 10), ENV("PROBE_RATE", 50), ENV("WORKERS", 0)
+QUIET_WAIT = ENV("QUIET_WAIT", 120)
 WASP_BIN = os.environ.get("WASP_BIN", f"{ROOT}/target/release/wasp")
 FILTER_DIR = os.environ.get("FILTER_DIR", f"{ROOT}/target/wasm/wasm32-wasip2/release")
 SHARED = os.environ.get("SHARED", f"{ROOT}/../shared/bench")
 RESULTS_DIR = os.environ.get("RESULTS_DIR", f"{ROOT}/bench/results")
+TMP = ""  # the run's temporary folder: configs, logs, client results
 FRAMES = {0: "DATA", 1: "HEADERS", 3: "RST_STREAM", 4: "SETTINGS", 6: "PING", 7: "GOAWAY", 8: "WINDOW_UPDATE"}
 CODES = {0: "NO_ERROR", 1: "PROTOCOL_ERROR", 2: "INTERNAL_ERROR", 6: "FRAME_SIZE_ERROR", 11: "ENHANCE_YOUR_CALM"}
 
@@ -121,15 +124,17 @@ async def load(port, rate, seconds, ka_share, ka_conns):
 
 async def burst(port, n, timeout):
     """n connections at once, one GET each: outcomes, and when (s after the start) each was answered."""
-    loop = asyncio.get_running_loop()
+    loop, connected, started = asyncio.get_running_loop(), [], []
     start = loop.time()
 
     async def one():
         w, stage = None, "connect"
+        started.append(loop.time() - start)
         try:
             async with asyncio.timeout(timeout):
                 r, w = await asyncio.open_connection("127.0.0.1", port)
                 stage = "answer"
+                connected.append(loop.time() - start)
                 status = await get(r, w, "/", True)
             return "ok" if status == 200 else f"status {status}", loop.time() - start
         except TimeoutError:
@@ -145,7 +150,8 @@ async def burst(port, n, timeout):
         bump(kinds, k)
     edges = [1, 3, 7, 15, 31, 63, 1e9]  # a dropped SYN is sent again 1 s later, then 2, 4, 8, 16, 32 s
     hist = {f"< {e} s" if e < 1e9 else "later": sum(lo <= t < e for t in done) for lo, e in zip([0] + edges, edges)}
-    return dict(kinds=kinds, answered=len(done), all_s=max(done, default=0), p50_s=pct(done, .5), p99_s=pct(done, .99), hist=hist)
+    return dict(kinds=kinds, answered=len(done), all_s=max(done, default=0), p50_s=pct(done, .5), p99_s=pct(done, .99), hist=hist,
+                connect_s=[pct(connected, .5), pct(connected, .99), max(connected, default=0)], last_connect_call_s=max(started))
 
 
 def h2_frame(ftype, flags, sid, payload=b""):
@@ -161,7 +167,10 @@ def h2_connect(port):
     s.sendall(conn.data_to_send())
     buf = b""
     while len(buf) < 9 or buf[3] != 4:  # wasp's first frame is its SETTINGS
-        buf += s.recv(65536) or b"\0" * 9
+        if not (data := s.recv(65536)):
+            s.close()
+            raise ConnectionError("closed in the handshake")
+        buf += data
     s.sendall(h2_frame(4, 1, 0))
     s.settimeout(None)
     return s
@@ -175,19 +184,21 @@ def h2_check(port):
     conn.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "soak")], end_stream=True)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(conn.data_to_send())
-        while True:
-            for ev in conn.receive_data(s.recv(65536)):
+        while data := s.recv(65536):
+            for ev in conn.receive_data(data):
                 if isinstance(ev, h2.events.ResponseReceived):
                     return dict(ev.headers)[b":status"].decode()
             s.sendall(conn.data_to_send())
+        return "closed without an answer"
 
 
 def h2_read(s, out, t_conn, end, read):
-    """Reads (if `read`) and counts wasp's frames until the connection ends or `end`; how it ended."""
-    buf, goaway = b"", False
+    """Reads (if `read`) and counts wasp's frames until the connection ends or `end`; how it ended.
+    Then shuts the socket down, which unblocks a sender that wasp no longer reads from."""
+    buf, goaway, how = b"", False, None
     if not read:  # let wasp's answers pile up; look at them only at the end
         time.sleep(max(0, end - 0.5 - time.monotonic()))
-    while time.monotonic() < end:
+    while how is None and time.monotonic() < end:
         if not select.select([s], [], [], 0.1)[0]:
             continue
         try:
@@ -195,28 +206,28 @@ def h2_read(s, out, t_conn, end, read):
         except OSError:
             data = None
         if not data:
-            return ("GOAWAY, then " if goaway else "no GOAWAY, ") + ("reset" if data is None else "closed")
+            how = ("GOAWAY, then " if goaway else "no GOAWAY, ") + ("reset" if data is None else "closed")
+            break
         buf, i = buf + data, 0
         while len(buf) - i >= 9 and len(buf) - i >= 9 + (n := int.from_bytes(buf[i:i + 3], "big")):
             bump(out["received"], FRAMES.get(buf[i + 3], str(buf[i + 3])))
-            if buf[i + 3] == 7:
-                goaway = True
-                last, code = struct.unpack(">II", buf[i + 9:i + 17])
-                out["goaways"].append(dict(code=code, last_stream=last, debug=buf[i + 17:i + 9 + n].decode(errors="replace"),
-                                           after_ms=(time.monotonic() - t_conn) * 1000))
+            if buf[i + 3] == 7:  # GOAWAY: last stream id, error code, debug data
+                goaway, code = True, int.from_bytes(buf[i + 13:i + 17], "big")
+                bump(out["goaways"], f"{CODES.get(code, hex(code))} `{buf[i + 17:i + 9 + n].decode(errors='replace')}`")
+                out["goaway_ms"].append((time.monotonic() - t_conn) * 1000)
             i += 9 + n
         buf = buf[i:]
     try:
-        s.shutdown(socket.SHUT_RDWR)  # time is up: unblocks a sender wasp no longer reads from
+        s.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
-    return "open at the end" + (" (after GOAWAY)" if goaway else "")
+    return how or "open at the end" + (" (after GOAWAY)" if goaway else "")
 
 
 def flood(kind, port, seconds):
     """`kind` frames as fast as possible for `seconds`, reconnecting whenever wasp ends the connection."""
     block = b"\x82\x86\x84\x01\x04soak"  # HPACK: GET, http, / (static table); :authority soak, not indexed
-    out = dict(kind=kind, connections=0, frames=0, goaways=[], ends={}, received={})
+    out = dict(kind=kind, connections=0, frames=0, goaways={}, goaway_ms=[], ends={}, received={})
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
@@ -245,7 +256,8 @@ def flood(kind, port, seconds):
         th.join()
         s.close()
         bump(out["ends"], how[0])
-    return out
+    ms, ru = out.pop("goaway_ms"), resource.getrusage(resource.RUSAGE_SELF)
+    return dict(out, cpu=ru.ru_utime + ru.ru_stime, goaway_first_ms=ms[0] if ms else None, goaway_p50_ms=pct(ms, .5))
 
 
 # ------------------------------------------------------------ measuring wasp
@@ -254,10 +266,9 @@ class Proc:
     """A process this script started; stopped by its PID only (SIGTERM, then SIGKILL)."""
     all = []
 
-    def __init__(self, cmd, log=None, env=None):
-        self.err = f"{log}.err" if log else None
-        self.p = subprocess.Popen(cmd, stdout=open(f"{log}.out", "w") if log else subprocess.PIPE,
-                                  stderr=open(self.err, "w") if log else None, env=env, text=True)
+    def __init__(self, cmd, log, env=None, stderr=True):
+        self.out, self.err = f"{log}.out", f"{log}.err" if stderr else None
+        self.p = subprocess.Popen(cmd, stdout=open(self.out, "w"), stderr=open(self.err, "w") if stderr else None, env=env)
         self.pid = self.p.pid
         Proc.all.append(self)
 
@@ -274,14 +285,14 @@ class Proc:
         return self.p.wait()
 
     def result(self):
-        out, _ = self.p.communicate()
-        if self.p.returncode:
+        if self.p.wait():
             raise SystemExit(f"client failed ({self.p.returncode}): {self.p.args}")
-        return json.loads(out)
+        return json.load(open(self.out))
 
 
 def tool(mode, *args):
-    return Proc([sys.executable, os.path.abspath(__file__), mode, *map(str, args)])
+    """One of this file's clients in a subprocess; its JSON result goes to a file (a pipe could fill up)."""
+    return Proc([sys.executable, os.path.abspath(__file__), mode, *map(str, args)], f"{TMP}/{mode}-{len(Proc.all)}", stderr=False)
 
 
 def rss(pid):
@@ -342,6 +353,20 @@ def metric(port, name, **labels):
                if re.match(rf"{name}[{{ ]", l) and all(w in l for w in want))
 
 
+def jiffies():
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(f), f[3] + f[4]  # all, idle + iowait
+
+
+def busy(since=None):
+    """Fraction of the machine's CPU time (all CPUs) not idle since `since` (jiffies()), or over the next second."""
+    if since is None:
+        since = jiffies()
+        time.sleep(1)
+    t, i = jiffies()
+    return 1 - (i - since[1]) / max(1, t - since[0])
+
+
 def netstat(*names):
     rows = [l.split() for l in open("/proc/net/netstat") if l.startswith("TcpExt:")]
     return {n: int(rows[1][rows[0].index(n)]) for n in names}
@@ -378,6 +403,12 @@ def start(tmp, ports):
     conf = conf.replace(f"listen 127.0.0.1:{ports['up']};", f"listen 127.0.0.1:{ports['up']}; listen 127.0.0.1:{ports['up_b']};")
     open(f"{tmp}/nginx.conf", "w").write(conf)
     Proc([shutil.which("nginx", path=os.environ["PATH"] + ":/usr/sbin"), "-e", f"{tmp}/nginx.err", "-c", f"{tmp}/nginx.conf", "-p", f"{tmp}/"], f"{tmp}/nginx")
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", ports["up_b"]), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
     open(f"{tmp}/wasp.yaml", "w").write(f"""admin: {{ address: 127.0.0.1:{ports['admin']} }}
 access_log: "off"
 workers: {WORKERS}
@@ -438,15 +469,16 @@ def run(tmp, ports, R, checks, notes):
     tool("_load", ports["main"], RATE, 3, 0.5, KA_CONNS).result()  # warm-up: pools and filter instances
     time.sleep(1)
     base, c0, n0 = fds(pid, ports), cpu(pid), metric(ports["admin"], "wasp_requests_total", listener="main")
-    p, t0, samples = tool("_load", ports["main"], RATE, SOAK_SECONDS, 0.5, KA_CONNS), time.monotonic(), []
+    p, t0, samples, j0 = tool("_load", ports["main"], RATE, SOAK_SECONDS, 0.5, KA_CONNS), time.monotonic(), [], jiffies()
     while p.running():
         samples.append((time.monotonic() - t0, rss(pid), fds(pid, ports)["total"]))
         time.sleep(1)
     a = p.result()
-    a.update(cpu_us=(cpu(pid) - c0) / max(1, a["n"]) * 1e6, served=metric(ports["admin"], "wasp_requests_total", listener="main") - n0,
+    a.update(busy=busy(j0), cpu_us=(cpu(pid) - c0) / max(1, a["n"]) * 1e6, served=metric(ports["admin"], "wasp_requests_total", listener="main") - n0,
              rss10=min(samples, key=lambda s: abs(s[0] - 10))[1], rss_end=[s for s in samples if s[0] <= SOAK_SECONDS][-1][1],
              fds_base=base, fds_peak=max(s[2] for s in samples))
     a["drift"] = a["rss_end"] / a["rss10"] - 1
+    a["rss_series"] = [min(samples, key=lambda s: abs(s[0] - t))[1] for t in range(0, int(SOAK_SECONDS) + 1, 10)]
     a["back_s"], a["fds_after"] = wait_fds(pid, ports, base, ["downstream", "other"], 5)
     R["A"] = a
     checks += [("A: errors for admitted requests = 0", not a["bad"], f"{sum(a['bad'].values())} of {a['n']} {a['bad'] or ''}"),
@@ -491,15 +523,17 @@ def run(tmp, ports, R, checks, notes):
     for kind in ["none", "rapid-reset", "settings", "ping", "ping-noread"]:
         print(f"C: {kind} for {ABUSE_SECONDS} s", file=sys.stderr)
         time.sleep(2)
-        r0, c0, n0, peak_rss = rss(pid), cpu(pid), metric(ports["admin"], "wasp_requests_total", listener="main"), 0
+        r0, c0, n0, peak_rss, t0, j0 = rss(pid), cpu(pid), metric(ports["admin"], "wasp_requests_total", listener="main"), 0, time.monotonic(), jiffies()
         probe = tool("_load", ports["main"], PROBE_RATE, ABUSE_SECONDS, 1, 1)
         attack = tool("_flood", kind, ports["main"], ABUSE_SECONDS) if kind != "none" else None
         while probe.running() or attack and attack.running():
             peak_rss = max(peak_rss, rss(pid))
             time.sleep(0.25)
-        pr, fl, c1 = probe.result(), attack and attack.result(), cpu(pid)
+            if time.monotonic() - t0 > ABUSE_SECONDS + 30:
+                raise SystemExit(f"C {kind}: the clients did not finish within {ABUSE_SECONDS + 30} s")
+        pr, fl, c1, machine = probe.result(), attack and attack.result(), cpu(pid), busy(j0)
         time.sleep(1)
-        R["C"].append(dict(kind=kind, probe=pr, flood=fl, cpu=c1 - c0, rss0=r0, rss_peak=peak_rss, rss1=rss(pid),
+        R["C"].append(dict(kind=kind, probe=pr, flood=fl, cpu=c1 - c0, busy=machine, rss0=r0, rss_peak=peak_rss, rss1=rss(pid),
                            attack_reqs=metric(ports["admin"], "wasp_requests_total", listener="main") - n0 - pr["n"]))
         checks.append((f"C {kind}: the well-behaved client got only 200s", not pr["bad"], f"{pr['ok']} of {pr['n']} {pr['bad'] or ''}"))
 
@@ -539,37 +573,37 @@ def report(R, checks, notes):
     L += [f"| {n} | {'ok' if ok else '**FAIL**'} | {v} |" for n, ok, v in checks]
     L += ["", f"## A: {RATE} req/s for {SOAK_SECONDS} s through header-rewrite + rate-limit", "",
           f"Half on {KA_CONNS} keep-alive connections, half on a new connection per request (open loop).", "",
-          "| requests | 200 | errors | p50 / p99 / max ms | wasp_requests_total | wasp CPU µs/req | RSS at 10 s → end | fds before → peak → after |",
-          "|---:|---:|---:|---:|---:|---:|---:|---:|",
-          f"| {a['n']} | {a['ok']} | {sum(a['bad'].values())} | {ms(a)} | {a['served']:.0f} | {a['cpu_us']:.0f} | "
+          "| requests | 200 | errors | p50 / p99 / max ms | wasp_requests_total | wasp CPU µs/req | machine busy | RSS at 10 s → end | fds before → peak → after |",
+          "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+          f"| {a['n']} | {a['ok']} | {sum(a['bad'].values())} | {ms(a)} | {a['served']:.0f} | {a['cpu_us']:.0f} | {a['busy']:.0%} | "
           f"{a['rss10']:.1f} → {a['rss_end']:.1f} MiB ({a['drift']:+.1%}) | {a['fds_base']['total']} → {a['fds_peak']} → {a['fds_after']['total']} |",
+          "", f"VmRSS at 0, 10, 20 ... s: {', '.join(f'{x:.1f}' for x in a['rss_series'])} MiB.",
           "", f"## B: {BURST} connections at once, `max_connections: {CAP}`, client timeout {BURST_TIMEOUT} s", "",
-          "| answered 200 | other outcomes | time to answer all | p50 / p99 | peak active connections | peak accept queue | kernel ListenOverflows (system-wide) | RSS before → peak | fds peak | downstream fds after |",
+          "| answered 200 | other outcomes | connected p50 / p99 / last | answered p50 / p99 / last | peak active connections | peak accept queue | kernel ListenOverflows (system-wide) | RSS before → peak | fds peak | downstream fds after |",
           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-          f"| {b['answered']} | {', '.join(f'{k}: {v}' for k, v in b['kinds'].items() if k != 'ok') or 'none'} | {b['all_s']:.2f} s | "
-          f"{b['p50_s']:.2f} / {b['p99_s']:.2f} s | {b['peak']['active']:.0f} | {b['peak']['queue']} | {b['drops']['ListenOverflows']} | "
+          f"| {b['answered']} | {', '.join(f'{k}: {v}' for k, v in b['kinds'].items() if k != 'ok') or 'none'} | "
+          f"{' / '.join(f'{x:.2f}' for x in b['connect_s'])} s | {b['p50_s']:.2f} / {b['p99_s']:.2f} / **{b['all_s']:.2f}** s | {b['peak']['active']:.0f} | {b['peak']['queue']} | {b['drops']['ListenOverflows']} | "
           f"{b['rss0']:.1f} → {b['peak']['rss']:.1f} MiB | {b['peak']['fds']} | {b['fds_after']['downstream']} |",
-          "", "Answered, by time since the start (SYNs dropped while the accept queue is full are sent again after 1, 3, 7, 15, 31 s):", "",
+          "", f"Times are since the client started opening them (one Python asyncio process; its last connect() was issued at "
+          f"{b['last_connect_call_s']:.2f} s). Answered, by time (a SYN dropped while the "
+          "accept queue is full is sent again after 1 s, then 3, 7, 15, 31 s after the first):", "",
           "| " + " | ".join(b["hist"]) + " |", "|" + "---:|" * len(b["hist"]), "| " + " | ".join(map(str, b["hist"].values())) + " |",
           "", f"## C: HTTP/2 abuse on `main`, {ABUSE_SECONDS} s each (h2c GET first: {R['h2check']})", "",
           f"One attacker process, reconnecting whenever wasp ends the connection; meanwhile a well-behaved client: HTTP/1.1 keep-alive, "
           f"{PROBE_RATE} GETs/s on `main`. *frames from wasp*: what the attacker read (ping-noread reads only in its last 0.5 s).", "",
           "| attack | frames sent | connections, how they ended | GOAWAY from wasp | first GOAWAY after | frames from wasp | attack requests in wasp_requests_total "
-          f"| wasp CPU s in {ABUSE_SECONDS} s | RSS before → peak → after | client 200 / sent | client p50 / p99 / max ms |",
-          "|---|---:|---|---|---:|---|---:|---:|---:|---:|---:|"]
+          f"| wasp CPU s in {ABUSE_SECONDS} s | attacker CPU s, machine busy | RSS before → peak → after | client 200 / sent | client p50 / p99 / max ms |",
+          "|---|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for c in R["C"]:
         f, pr = c["flood"], c["probe"]
         if f:
-            codes = {}
-            for g in f["goaways"]:
-                bump(codes, f"{CODES.get(g['code'], hex(g['code']))} `{g['debug']}`")
             row = (f"| {c['kind']} | {f['frames']:,} | {f['connections']}: " + ", ".join(f"{v}× {k}" for k, v in f["ends"].items())
-                   + f" | {', '.join(f'{v}× {k}' for k, v in codes.items()) or '**none**'} | "
-                   + (f"{f['goaways'][0]['after_ms']:.1f} ms (median {pct([g['after_ms'] for g in f['goaways']], .5):.1f})" if f["goaways"] else "—")
+                   + f" | {', '.join(f'{v}× {k}' for k, v in f['goaways'].items()) or '**none**'} | "
+                   + (f"{f['goaway_first_ms']:.1f} ms (median {f['goaway_p50_ms']:.1f})" if f["goaways"] else "—")
                    + f" | {', '.join(f'{k} {v:,}' for k, v in f['received'].items())} | {c['attack_reqs']:.0f}")
         else:
             row = "| none (baseline) | — | — | — | — | — | —"
-        L.append(row + f" | {c['cpu']:.2f} | {c['rss0']:.1f} → {c['rss_peak']:.1f} → {c['rss1']:.1f} MiB | {pr['ok']} / {pr['n']} | {ms(pr)} |")
+        L.append(row + f" | {c['cpu']:.2f} | {f['cpu'] if f else 0:.2f}, {c['busy']:.0%} | {c['rss0']:.1f} → {c['rss_peak']:.1f} → {c['rss1']:.1f} MiB | {pr['ok']} / {pr['n']} | {ms(pr)} |")
     L += ["", f"End: {R['end_idle']['upstream_b']} of phase B's upstream connections still open 91 s later with no traffic; after one request "
           f"through `capped`: wasp fds {R['end']}, RSS {R['rss_end']:.1f} MiB.", ""]
     return "\n".join(L + (["## Notes", ""] + [f"- {n}" for n in notes] + [""] if notes else []))
@@ -586,7 +620,8 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-p", "wasp"], cwd=ROOT, check=True)
         subprocess.run(["cargo", "build", "--manifest-path", "filters/Cargo.toml", "--target", "wasm32-wasip2", "--release"],
                        cwd=ROOT, check=True, env=dict(os.environ, CARGO_TARGET_DIR=f"{ROOT}/target/wasm"))
-    tmp = tempfile.mkdtemp(prefix="wasp-soak.")
+    global TMP
+    tmp = TMP = tempfile.mkdtemp(prefix="wasp-soak.")
     shutil.copy(WASP_BIN, f"{tmp}/wasp")
     for m in ("header_rewrite", "rate_limit"):
         shutil.copy(f"{FILTER_DIR}/{m}.wasm", tmp)
@@ -594,6 +629,11 @@ def main():
     ports = dict(zip(["up", "up_b", "main", "capped", "admin"], (s.getsockname()[1] for s in socks)))
     [s.close() for s in socks]
     R, checks, notes = {}, [], []
+    t0 = time.monotonic()
+    while (load := busy()) > 0.15 and time.monotonic() - t0 < QUIET_WAIT:
+        print(f"waiting for a quiet machine: {load:.0%} busy", file=sys.stderr)
+    if load > 0.15:
+        notes.append(f"the machine was {load:.0%} busy (all CPUs) before the run, after waiting {QUIET_WAIT} s: other work skews CPU and latency figures")
     try:
         run(tmp, ports, R, checks, notes)
     finally:

@@ -29,6 +29,8 @@ pub enum Kind {
     UriTooLong,
     /// Malformed request (e.g. missing host for an HTTP/2 upstream).
     BadRequest,
+    /// A transfer coding wasp does not implement (anything but `chunked`).
+    UnsupportedCoding,
     /// TCP connect to the upstream failed.
     ConnectFailure,
     /// TCP connect to the upstream timed out.
@@ -66,6 +68,7 @@ impl Kind {
             Kind::NoRoute => StatusCode::NOT_FOUND,
             Kind::UriTooLong => StatusCode::URI_TOO_LONG,
             Kind::BadRequest => StatusCode::BAD_REQUEST,
+            Kind::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             Kind::ConnectFailure | Kind::ConnectTimeout | Kind::CircuitOpen | Kind::Overflow | Kind::Draining => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -85,6 +88,7 @@ impl Kind {
             Kind::NoRoute => "wasp_no_route",
             Kind::UriTooLong => "wasp_uri_too_long",
             Kind::BadRequest => "wasp_bad_request",
+            Kind::UnsupportedCoding => "wasp_unsupported_transfer_coding",
             Kind::ConnectFailure => "wasp_upstream_connect_failure",
             Kind::ConnectTimeout => "wasp_upstream_connect_timeout",
             Kind::UpstreamReset => "wasp_upstream_reset",
@@ -108,6 +112,7 @@ impl Kind {
             Kind::NoRoute => "no route matches this request",
             Kind::UriTooLong => "request target too long",
             Kind::BadRequest => "malformed request",
+            Kind::UnsupportedCoding => "transfer coding not implemented",
             Kind::ConnectFailure => "upstream connection failed",
             Kind::ConnectTimeout => "upstream connect timed out",
             Kind::UpstreamReset => "upstream closed the connection before responding",
@@ -128,7 +133,11 @@ impl Kind {
     /// Who is to blame.
     pub fn source(self) -> Source {
         match self {
-            Kind::UriTooLong | Kind::BadRequest | Kind::RequestTooLarge | Kind::ClientBody => Source::Client,
+            Kind::UriTooLong
+            | Kind::BadRequest
+            | Kind::UnsupportedCoding
+            | Kind::RequestTooLarge
+            | Kind::ClientBody => Source::Client,
             Kind::NoRoute | Kind::CircuitOpen | Kind::Overflow | Kind::Draining | Kind::UpgradeUnsupported => {
                 Source::Proxy
             }
@@ -216,6 +225,7 @@ mod tests {
             NoRoute,
             UriTooLong,
             BadRequest,
+            UnsupportedCoding,
             ConnectFailure,
             ConnectTimeout,
             UpstreamReset,

@@ -16,6 +16,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -91,8 +95,10 @@ fn is_end_to_end_core(name: &HeaderName) -> bool {
 }
 
 /// Sets the forwarding headers and returns the request id. With
-/// `trusted_hops` 0 the peer is the client: its `x-forwarded-*` and
-/// `x-request-id` are replaced. Otherwise the peer is a trusted proxy: the
+/// `trusted_hops` 0 the peer is the client: its `x-forwarded-for`,
+/// `x-forwarded-proto` and `x-request-id` are replaced, and its other
+/// claims about earlier hops (`forwarded`, `x-forwarded-host`,
+/// `x-forwarded-port`, `x-real-ip`) removed. Otherwise the peer is a trusted proxy: the
 /// chain is extended, its `x-forwarded-proto` and a sane `x-request-id` kept.
 pub fn add_forwarding(
     headers: &mut HeaderMap,
@@ -101,6 +107,11 @@ pub fn add_forwarding(
     trusted_hops: u32,
 ) -> HeaderValue {
     let trusted = trusted_hops > 0;
+    if !trusted {
+        for claim in [&FORWARDED, &X_FORWARDED_HOST, &X_FORWARDED_PORT, &X_REAL_IP] {
+            headers.remove(claim);
+        }
+    }
     let prior = if trusted { join_all(headers, &X_FORWARDED_FOR) } else { None };
     let xff = match prior {
         Some(prior) => {
@@ -235,12 +246,19 @@ mod tests {
             ("x-forwarded-for", "198.51.100.1"),
             ("x-forwarded-proto", "https"),
             ("x-request-id", "chosen-by-client"),
+            ("forwarded", "for=1.2.3.4;host=admin.local"),
+            ("x-forwarded-host", "admin.local"),
+            ("x-forwarded-port", "443"),
+            ("x-real-ip", "1.2.3.4"),
         ]);
         let id = add_forwarding(&mut h, &HeaderValue::from_static("10.1.2.3"), "http", 0);
         assert_ne!(id, "chosen-by-client");
         assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["10.1.2.3"]);
         assert_eq!(h.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(), ["http"]);
         assert_eq!(h.get("x-request-id"), Some(&id));
+        for gone in ["forwarded", "x-forwarded-host", "x-forwarded-port", "x-real-ip"] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
     }
 
     #[test]

@@ -84,7 +84,9 @@ impl Exchange {
         if self.listener.access_log.enabled() {
             self.write_log(seconds);
         }
-        let reset = self.status == 499 && self.version == Version::HTTP_2;
+        // A stream the client reset early (within a second, as Envoy counts
+        // them): a cancelled slow request or long poll is not rapid reset.
+        let reset = self.status == 499 && self.version == Version::HTTP_2 && seconds < 1.0;
         self.conn.request_finished(reset);
     }
 

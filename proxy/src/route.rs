@@ -88,7 +88,9 @@ pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
         Some(a) => a.as_str(),
         None => req.headers().get(http::header::HOST)?.to_str().ok()?,
     };
-    Some(strip_port(raw))
+    // `admin.local.` is `admin.local` to DNS and to most servers behind wasp.
+    let host = strip_port(raw);
+    Some(host.strip_suffix('.').unwrap_or(host))
 }
 
 fn strip_port(host: &str) -> &str {

@@ -32,6 +32,10 @@ async fn ambiguous_requests_are_refused_before_the_upstream() {
         let reply = exchange(addr, req, WAIT).await;
         assert_eq!(raw::status(&reply), 400, "{what}: {reply}");
     }
+    // RFC 9112 §6.1: a transfer coding wasp does not implement is 501.
+    let gzip = b"POST /sha256 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let reply = exchange(addr, gzip, WAIT).await;
+    assert_eq!(raw::status(&reply), 501, "{reply}");
     assert_eq!(upstream.hits(), 0, "no ambiguous request reached the upstream");
 }
 

@@ -10,6 +10,8 @@ use crate::support::{TestProxy, Upstream};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+const WAIT: Duration = Duration::from_secs(5);
+
 /// `/admin` → `admin` through a header-rewrite filter that marks what it
 /// saw; everything else → `public`. `extra` goes into the listener.
 fn guarded(admin: SocketAddr, public: SocketAddr, extra: &str) -> String {
@@ -85,7 +87,7 @@ async fn paths_that_cannot_be_normalised_are_refused_before_any_upstream() {
     let (admin, public) = both().await;
     let proxy = TestProxy::new(guarded(admin.addr, public.addr, "")).start();
     let addr = proxy.addr("ingress");
-    for path in ["/..", "/a/../../admin", "/%2e%2e/admin", "/a%zz", "/a%2", "/a%00b", "*"] {
+    for path in ["/..", "/a/../../admin", "/%2e%2e/admin", "/a%zz", "/a%2", "/a%00b", "*", "/public/..;/admin/x"] {
         let req = format!("GET {path} HTTP/1.1\r\nhost: app.local\r\nconnection: close\r\n\r\n");
         let reply = exchange(addr, req.as_bytes(), Duration::from_secs(5)).await;
         assert_eq!(raw::status(&reply), 400, "{path}: {reply}");
@@ -103,7 +105,9 @@ async fn escaped_slashes_follow_the_listener_setting() {
     let target = "/public/..%2Fadmin%2fx";
     let keep = TestProxy::new(guarded(admin.addr, public.addr, "")).start();
     let reply = get(&client::h1(), &keep.url("ingress", target)).await;
-    assert_eq!(reply.json()["path"], "/public/..%2Fadmin%2Fx", "kept as data (case made canonical)");
+    assert_eq!(reply.status, 400, "a dot segment behind a kept %2F: a server decoding it would climb");
+    let reply = get(&client::h1(), &keep.url("ingress", "/public/a%2fb")).await;
+    assert_eq!(reply.json()["path"], "/public/a%2Fb", "kept as data (case made canonical)");
     assert_eq!(reply.json()["upstream"], "public");
 
     let reject = TestProxy::new(guarded(admin.addr, public.addr, "    escaped_slashes: reject")).start();
@@ -143,10 +147,15 @@ async fn hosts_must_be_one_and_h2_authority_must_match_host() {
         b"GET /x HTTP/1.1\r\nconnection: close\r\n\r\n",
         b"GET /x HTTP/1.1\r\nhost: a@admin.local\r\nconnection: close\r\n\r\n",
         b"GET http://u:p@admin.local/x HTTP/1.1\r\nhost: admin.local\r\nconnection: close\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nhost: adm%69n.local\r\nconnection: close\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nhost: public.local,admin.local\r\nconnection: close\r\n\r\n",
     ] {
         let reply = exchange(addr, req, Duration::from_secs(5)).await;
         assert_eq!(raw::status(&reply), 400, "{}: {reply}", String::from_utf8_lossy(req));
     }
+    // A fully qualified `admin.local.` is `admin.local`: it takes the guarded route.
+    let reply = exchange(addr, b"GET /x HTTP/1.1\r\nhost: admin.local.\r\nconnection: close\r\n\r\n", WAIT).await;
+    assert!(reply.contains("\"upstream\":\"admin\"") && reply.contains("x-guarded"), "{reply}");
     // HTTP/1.0 may omit Host.
     let reply = exchange(addr, b"GET /x HTTP/1.0\r\n\r\n", Duration::from_secs(5)).await;
     assert_eq!(raw::status(&reply), 200, "{reply}");
@@ -164,5 +173,5 @@ async fn hosts_must_be_one_and_h2_authority_must_match_host() {
     let agree = client::h2_to(addr, req(&format!("PUBLIC.local:{}", addr.port()))).await;
     assert_eq!(agree.status, 200);
     assert_eq!(agree.json()["upstream"], "public");
-    assert_eq!(admin.hits() + public.hits(), 2, "only the HTTP/1.0 and the agreeing request reached an upstream");
+    assert_eq!(admin.hits() + public.hits(), 3, "only the dotted, HTTP/1.0 and agreeing requests reached an upstream");
 }

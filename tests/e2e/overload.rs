@@ -194,3 +194,29 @@ async fn stalled_readers_do_not_stall_a_shared_http2_upstream_connection() {
     }
     drop(stalled);
 }
+
+/// A client that sends its body slowly makes the route time out; that is
+/// not the endpoint's failure, and the breaker stays closed for others.
+#[tokio::test]
+async fn slow_uploads_do_not_trip_the_breaker() {
+    let upstream = Upstream::start("app").await;
+    let yaml = one_route(
+        &[upstream.addr],
+        "http1",
+        "        timeout: 300ms",
+        "    circuit_breaker: { consecutive_failures: 1 }",
+    );
+    let proxy = TestProxy::new(yaml).start();
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(proxy.addr("ingress")).await.expect("connect");
+        c.write_all(b"POST /sha256 HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nab").await.expect("write");
+        slow.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await; // past the route timeout
+    let reply = get(&client::h1(), &proxy.url("ingress", "/echo")).await;
+    assert_eq!(reply.status, 200, "the breaker stayed closed");
+    let m = metrics(&proxy).await;
+    assert!(m.contains("kind=\"timeout\"} 3"), "the slow uploads timed out: {m}");
+    drop(slow);
+}

@@ -4,6 +4,7 @@
 
 use super::model::*;
 use super::validate::*;
+use crate::identity::path::normalize;
 use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashSet;
 
@@ -33,7 +34,9 @@ pub(super) fn listener(
             );
             let routes = l.routes.iter().enumerate();
             ListenerKind::Http(
-                routes.map(|(j, r)| route(c, &format!("{at}.routes[{j}]"), r, clusters, filters)).collect(),
+                routes
+                    .map(|(j, r)| route(c, &format!("{at}.routes[{j}]"), r, l.escaped_slashes, clusters, filters))
+                    .collect(),
             )
         }
         ListenerProtocol::Tcp => {
@@ -95,6 +98,13 @@ fn http2(c: &mut Checker, at: &str, h: &RawHttp2) -> Http2Limits {
     if h.max_concurrent_streams == 0 {
         c.error(format!("{at}.max_concurrent_streams"), "must be greater than zero");
     }
+    // 0 would end a connection at the first cancelled stream; a huge value
+    // would switch the rapid-reset protection off.
+    for (field, n) in [("max_pending_resets", h.max_pending_resets), ("max_error_resets", h.max_error_resets)] {
+        if !(1..=100_000).contains(&n) {
+            c.error(format!("{at}.{field}"), "must be between 1 and 100000");
+        }
+    }
     Http2Limits {
         max_concurrent_streams: h.max_concurrent_streams,
         initial_stream_window,
@@ -108,6 +118,7 @@ fn route(
     c: &mut Checker,
     at: &str,
     r: &RawRoute,
+    slashes: EscapedSlashes,
     clusters: &HashSet<String>,
     filters: &HashSet<String>,
 ) -> RouteConfig {
@@ -124,6 +135,21 @@ fn route(
         (Some(p), None) | (None, Some(p)) if !p.starts_with('/') => {
             let field = if m.prefix.is_some() { "prefix" } else { "path" };
             c.error(format!("{at}.match.{field}"), format!("{p:?} must start with \"/\""));
+            PathMatch::Any
+        }
+        // Requests are matched after normalisation: a path that is not in
+        // normal form could never match, and the route would silently go dead.
+        (Some(p), None) | (None, Some(p)) if !is_normal(p, slashes) => {
+            let field = if m.prefix.is_some() { "prefix" } else { "path" };
+            let hint = match normalize(p, slashes) {
+                Ok(n) if p.is_ascii() => format!("; write {n:?}"),
+                _ if !p.is_ascii() => "; percent-encode non-ASCII characters (UTF-8, upper-case hex)".into(),
+                Ok(_) | Err(_) => String::new(),
+            };
+            c.error(
+                format!("{at}.match.{field}"),
+                format!("{p:?} is not a normalised path, and requests are matched after normalisation{hint}"),
+            );
             PathMatch::Any
         }
         (Some(p), None) => PathMatch::Prefix(p.clone()),
@@ -194,4 +220,9 @@ fn retries(c: &mut Checker, at: &str, r: &RawRetries) -> RetryConfig {
         }
     }
     policy
+}
+
+/// Whether `p` is what normalising it gives (and ASCII, as request paths are).
+fn is_normal(p: &str, slashes: EscapedSlashes) -> bool {
+    p.is_ascii() && normalize(p, slashes).is_ok_and(|n| n == p)
 }

@@ -195,6 +195,24 @@ impl MessageState {
     }
 }
 
+/// Makes `authority` the request's one host: `Host`, and the URI's
+/// authority where it has one, so that what the upstream gets agrees.
+fn set_host(p: &mut http::request::Parts, authority: &str) -> Result<(), String> {
+    let parsed = authority
+        .parse::<http::uri::Authority>()
+        .ok()
+        .filter(|_| crate::identity::is_valid_host(authority.as_bytes()))
+        .ok_or_else(|| format!("invalid authority {authority:?}"))?;
+    let value = HeaderValue::from_str(authority).map_err(|_| format!("invalid authority {authority:?}"))?;
+    if p.uri.authority().is_some() {
+        let mut parts = p.uri.clone().into_parts();
+        parts.authority = Some(parsed);
+        p.uri = http::Uri::from_parts(parts).map_err(|e| format!("invalid authority {authority:?}: {e}"))?;
+    }
+    p.headers.insert(http::header::HOST, value);
+    Ok(())
+}
+
 /// A header map as the guest's header list.
 pub fn header_list(map: &HeaderMap) -> Vec<types::Header> {
     map.iter().map(|(n, v)| types::Header { name: n.as_str().to_string(), value: v.as_bytes().to_vec() }).collect()
@@ -313,20 +331,7 @@ impl types::HostMessage for HostState {
         let Head::Request(p) = &mut self.table.get_mut(&m)?.head else {
             return Ok(Err("not a request head (a response, or already sent)".into()));
         };
-        let Ok(parsed) = authority.parse::<http::uri::Authority>() else {
-            return Ok(Err(format!("invalid authority {authority:?}")));
-        };
-        if p.uri.authority().is_some() {
-            let mut parts = p.uri.clone().into_parts();
-            parts.authority = Some(parsed);
-            if let Ok(uri) = http::Uri::from_parts(parts) {
-                p.uri = uri;
-            }
-        }
-        if let Ok(v) = HeaderValue::from_str(&authority) {
-            p.headers.insert(http::header::HOST, v);
-        }
-        Ok(Ok(()))
+        Ok(set_host(p, &authority))
     }
 
     fn status(&mut self, m: Resource<MessageState>) -> Res<u16> {
@@ -356,6 +361,10 @@ impl types::HostMessage for HostState {
             if is_framing(&n) {
                 return Err(refuse_framing(&shared.name, &shared.metrics, &n));
             }
+            // A request's host is one value, checked like the client's own.
+            if let (true, Head::Request(p)) = (n == http::header::HOST, &mut state.head) {
+                return set_host(p, v.to_str().map_err(|_| format!("invalid authority {v:?}"))?);
+            }
             state.headers_mut()?.insert(n, v);
             Ok(())
         }))
@@ -367,6 +376,9 @@ impl types::HostMessage for HostState {
         Ok(header_pair(&name, &value).and_then(|(n, v)| {
             if is_framing(&n) {
                 return Err(refuse_framing(&shared.name, &shared.metrics, &n));
+            }
+            if n == http::header::HOST && matches!(state.head, Head::Request(_)) {
+                return Err("a request has one host: use set-header or set-authority".into());
             }
             state.headers_mut()?.append(n, v);
             Ok(())

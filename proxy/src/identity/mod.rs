@@ -42,6 +42,9 @@ pub enum Refused {
     /// `Transfer-Encoding` applies `chunked` more than once.
     #[error("chunked applied more than once")]
     ChunkedTwice,
+    /// `Transfer-Encoding` names a coding other than `chunked` (answered 501).
+    #[error("transfer coding other than chunked")]
+    UnknownCoding,
     /// The path cannot be normalised.
     #[error("path: {0}")]
     Path(#[from] path::PathError),
@@ -49,15 +52,16 @@ pub enum Refused {
 
 impl From<Refused> for ProxyError {
     fn from(r: Refused) -> Self {
-        ProxyError::with(Kind::BadRequest, r)
+        let kind = if r == Refused::UnknownCoding { Kind::UnsupportedCoding } else { Kind::BadRequest };
+        ProxyError::with(kind, r)
     }
 }
 
 /// Checks and rewrites `req` into its one identity (see the module doc).
 pub fn establish<B>(req: &mut Request<B>, slashes: EscapedSlashes) -> Result<(), Refused> {
     let h1 = req.version() < Version::HTTP_2;
-    if h1 && chunked_twice(req.headers()) {
-        return Err(Refused::ChunkedTwice);
+    if h1 {
+        transfer_codings(req.headers())?;
     }
     let host = one_host(req.uri(), req.headers(), h1, req.version() == Version::HTTP_11)?;
     let uri = req.uri();
@@ -114,9 +118,9 @@ fn authority_value(a: &Authority) -> Result<HeaderValue, Refused> {
     HeaderValue::from_str(a.as_str()).map_err(|_| Refused::BadHost(a.as_str().to_string()))
 }
 
-/// `host[:port]` (RFC 3986 §3.2.2-3): a registered name or IPv4 address, or
-/// an IP literal in brackets, then an optional numeric port. No userinfo,
-/// no path, no whitespace. Checked in place: this runs on every request.
+/// `host[:port]`: a DNS name or IPv4 address, or an IP literal in
+/// brackets, then an optional numeric port. No userinfo, no path, no
+/// whitespace, no escapes. Checked in place: this runs on every request.
 fn check_host(h: &[u8]) -> Result<(), Refused> {
     let (host, port) = match h.first() {
         Some(b'[') => match h.iter().position(|&b| b == b']') {
@@ -132,7 +136,10 @@ fn check_host(h: &[u8]) -> Result<(), Refused> {
         [b'[', inner @ .., b']'] => {
             !inner.is_empty() && inner.iter().all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
         }
-        _ => !host.is_empty() && host.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)),
+        // Letters, digits, `-`, `.` and `_`: what DNS names and IPv4
+        // addresses use. RFC 3986 also allows sub-delims and %-escapes, which
+        // no real host needs and some servers decode (`adm%69n.local`).
+        _ => !host.is_empty() && host.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')),
     };
     let port_ok = match port {
         [] => true,
@@ -142,18 +149,28 @@ fn check_host(h: &[u8]) -> Result<(), Refused> {
     if name_ok && port_ok { Ok(()) } else { Err(Refused::BadHost(lossy(h))) }
 }
 
+/// Whether `h` is a host wasp accepts (`host[:port]`, see [`establish`]).
+pub fn is_valid_host(h: &[u8]) -> bool {
+    check_host(h).is_ok()
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn chunked_twice(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        .nth(1)
-        .is_some()
+/// The only transfer coding wasp forwards is one `chunked` (hyper removes it;
+/// another coding would reach the upstream undeclared once wasp drops the
+/// hop-by-hop `Transfer-Encoding`). RFC 9112 §6.1: 501 for a coding a
+/// server does not implement.
+fn transfer_codings(headers: &HeaderMap) -> Result<(), Refused> {
+    let mut chunked = 0;
+    for coding in headers.get_all(TRANSFER_ENCODING).iter().flat_map(|v| v.as_bytes().split(|&b| b == b',')) {
+        match coding.trim_ascii() {
+            c if c.eq_ignore_ascii_case(b"chunked") => chunked += 1,
+            _ => return Err(Refused::UnknownCoding),
+        }
+    }
+    if chunked > 1 { Err(Refused::ChunkedTwice) } else { Ok(()) }
 }
 
 #[cfg(test)]
@@ -194,7 +211,9 @@ mod tests {
         assert!(matches!(run(req(Version::HTTP_11, "/", &["a b"])), Err(Refused::BadHost(_))));
         assert!(matches!(run(req(Version::HTTP_11, "/", &["u@a"])), Err(Refused::BadHost(_))));
         assert!(matches!(run(req(Version::HTTP_11, "/", &[""])), Err(Refused::BadHost(_))));
-        for bad in ["a:b", "a/b", "[::1", "[zz]", ":80", "a:8o", "a?b", "a#b"] {
+        for bad in
+            ["a:b", "a/b", "[::1", "[zz]", ":80", "a:8o", "a?b", "a#b", "adm%69n.local", "a.local,b.local", "a;b"]
+        {
             assert!(matches!(run(req(Version::HTTP_11, "/", &[bad])), Err(Refused::BadHost(_))), "{bad}");
         }
         for good in ["a.b-c_d", "10.0.0.1:8080", "[::1]:443", "xn--bcher-kva.example", "a:"] {
@@ -227,6 +246,9 @@ mod tests {
         let mut r = req(Version::HTTP_11, "/", &["a"]);
         r.headers_mut().append(TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
         r.headers_mut().append(TRANSFER_ENCODING, HeaderValue::from_static("Chunked"));
+        assert_eq!(run(r), Err(Refused::UnknownCoding));
+        let mut r = req(Version::HTTP_11, "/", &["a"]);
+        r.headers_mut().insert(TRANSFER_ENCODING, HeaderValue::from_static("Chunked"));
         assert!(run(r).is_ok());
     }
 

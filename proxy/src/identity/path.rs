@@ -18,8 +18,11 @@
 //!    it; then empty segments are merged (`//` → `/`), in Envoy's order.
 //!
 //! Refused (400): an escape that is not `%` + two hex digits, `%00`, a path
-//! climbing above the root with `..`, and a target that is not a path
-//! (except `*` for `OPTIONS`). The query string is not touched.
+//! climbing above the root with `..`, a target that is not a path (except
+//! `*` for `OPTIONS`), and dot segments that other servers resolve but a
+//! plain RFC 3986 resolver does not: with parameters (`/..;/`, as Tomcat
+//! reads it) or next to a kept `%2F`/`%5C` (`/..%2F`, as nginx reads it).
+//! The query string is not touched.
 
 use crate::config::model::EscapedSlashes;
 use std::borrow::Cow;
@@ -42,6 +45,14 @@ pub enum PathError {
     /// Not a path (does not start with `/`).
     #[error("request target is not a path")]
     NotAPath,
+    /// A dot segment with parameters (`/..;/`): Tomcat and Jetty drop the
+    /// `;...` and climb, wasp would not.
+    #[error("dot segment with parameters")]
+    DotParameters,
+    /// A dot segment joined to its neighbour by an encoded slash
+    /// (`/..%2F`): servers that decode `%2F` would climb, wasp would not.
+    #[error("dot segment behind an encoded slash")]
+    EscapedDotSegment,
 }
 
 /// The normal form of `path` (no query), or why it has none. Borrows when
@@ -70,7 +81,9 @@ fn is_plain(p: &[u8]) -> bool {
         match b {
             b'%' | b'\\' | 0 => return false,
             b'/' if prev == b'/' => return false,
-            b'.' if prev == b'/' && matches!(p.get(i + 1..), Some([] | [b'/', ..] | [b'.'] | [b'.', b'/', ..])) => {
+            b'.' if prev == b'/'
+                && matches!(p.get(i + 1..), Some([] | [b'/' | b';', ..] | [b'.'] | [b'.', b'/' | b';', ..])) =>
+            {
                 return false;
             }
             _ => {}
@@ -127,12 +140,37 @@ fn decode(p: &[u8], slashes: EscapedSlashes) -> Result<Vec<u8>, PathError> {
     Ok(out)
 }
 
+/// Whether a segment, split at its kept `%2F`/`%5C`, has a `.` or `..` piece.
+fn hides_dot_segment(seg: &[u8]) -> bool {
+    let mut start = 0;
+    let mut i = 0;
+    while i <= seg.len() {
+        let at_slash = seg.get(i..i + 3).is_some_and(|e| e == b"%2F" || e == b"%5C");
+        if at_slash || i == seg.len() {
+            if matches!(&seg[start..i], b"." | b"..") && (at_slash || start > 0) {
+                return true;
+            }
+            i += if at_slash { 3 } else { 1 };
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
 /// Step 4: dot segments removed, then empty segments merged. `p` starts with `/`.
 fn resolve(p: &[u8]) -> Result<Vec<u8>, PathError> {
     let mut segments: Vec<&[u8]> = Vec::new();
     let mut trailing = false;
     for seg in p.split(|&b| b == b'/').skip(1) {
         trailing = matches!(seg, b"" | b"." | b"..");
+        if seg.starts_with(b".;") || seg.starts_with(b"..;") {
+            return Err(PathError::DotParameters);
+        }
+        if seg.len() > 3 && hides_dot_segment(seg) {
+            return Err(PathError::EscapedDotSegment);
+        }
         match seg {
             b"." => {}
             b".." => {
@@ -212,9 +250,23 @@ mod tests {
     }
 
     #[test]
+    fn dot_segments_other_servers_would_resolve_are_refused() {
+        for p in ["/public/..;/admin", "/public/.;x/admin", "/public/..;jsessionid=1/admin"] {
+            assert_eq!(n(p), Err(PathError::DotParameters), "{p}");
+        }
+        for p in ["/public/..%2Fadmin", "/public/..%5cadmin", "/a/x%2F..", "/a/x%2F.%2Fy", "/%2e%2e%2Fadmin"] {
+            assert_eq!(n(p), Err(PathError::EscapedDotSegment), "{p}");
+        }
+        for p in ["/a;b/c", "/a/.b;c", "/a/..b;c", "/a%2Fb", "/a%2F.b", "/a/b..%2Fc"] {
+            assert!(n(p).is_ok(), "{p}");
+        }
+    }
+
+    #[test]
     fn escaped_slashes_follow_the_setting() {
         let p = "/public/..%2Fadmin%5cx";
-        assert_eq!(normalize(p, Keep).as_deref(), Ok("/public/..%2Fadmin%5Cx"));
+        assert_eq!(normalize(p, Keep), Err(PathError::EscapedDotSegment));
+        assert_eq!(normalize("/public/x%2Fadmin%5cx", Keep).as_deref(), Ok("/public/x%2Fadmin%5Cx"));
         assert_eq!(normalize(p, Reject), Err(PathError::EscapedSlash));
         assert_eq!(normalize(p, Unescape).as_deref(), Ok("/admin/x"));
         assert_eq!(normalize("/a%252Fb", Reject).as_deref(), Ok("/a%252Fb"), "%25 is not a slash");

@@ -104,11 +104,13 @@ impl Body for Whole {
 }
 
 /// What the attempts of one request share: the unread body, a byte count,
-/// and whether the client's side of the body failed.
+/// whether the client's side of the body failed, and whether it was read
+/// to its end.
 pub struct Shared {
     unread: Mutex<Option<Source>>,
     bytes: AtomicU64,
     client_failed: AtomicBool,
+    complete: AtomicBool,
 }
 
 /// A downstream request body, shareable between attempts until first read.
@@ -142,6 +144,7 @@ impl RequestBody {
             unread: Mutex::new(Some(body)),
             bytes: AtomicU64::new(0),
             client_failed: AtomicBool::new(false),
+            complete: AtomicBool::new(false),
         });
         (RequestBody { state: State::Unread(shared.clone()), hint }, Some(shared))
     }
@@ -156,6 +159,7 @@ impl RequestBody {
             unread: Mutex::new(None),
             bytes: AtomicU64::new(data_len),
             client_failed: AtomicBool::new(false),
+            complete: AtomicBool::new(true),
         });
         (RequestBody { state: State::Full(whole), hint }, shared)
     }
@@ -166,6 +170,15 @@ impl RequestBody {
         match &self.state {
             State::Unread(s) | State::Streaming(_, s) => s.client_failed.load(Ordering::Relaxed),
             _ => false,
+        }
+    }
+
+    /// The shared state of a body still coming from the client (`None`:
+    /// empty or held whole), to ask later whether it all arrived.
+    pub fn streamed(&self) -> Option<Arc<Shared>> {
+        match &self.state {
+            State::Unread(s) | State::Streaming(_, s) => Some(s.clone()),
+            _ => None,
         }
     }
 
@@ -184,6 +197,13 @@ impl RequestBody {
 impl Shared {
     fn is_unread(&self) -> bool {
         self.unread.lock().map(|b| b.is_some()).unwrap_or(false)
+    }
+
+    /// Whether the client has sent the whole body: until then an upstream
+    /// that has not answered may just be waiting for it, and a timeout is
+    /// not the upstream's failure.
+    pub fn complete(&self) -> bool {
+        self.complete.load(Ordering::Relaxed)
     }
 
     /// Bytes of request body read so far.
@@ -211,13 +231,17 @@ impl Body for RequestBody {
                     };
                 }
                 State::Streaming(body, shared) => {
-                    let polled = Pin::new(body).poll_frame(cx);
+                    let polled = Pin::new(&mut *body).poll_frame(cx);
                     match &polled {
                         Poll::Ready(Some(Ok(frame))) => {
                             if let Some(data) = frame.data_ref() {
                                 shared.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                             }
+                            if body.is_end_stream() {
+                                shared.complete.store(true, Ordering::Relaxed);
+                            }
                         }
+                        Poll::Ready(None) => shared.complete.store(true, Ordering::Relaxed),
                         Poll::Ready(Some(Err(e))) if e.is::<ClientBodyError>() => {
                             shared.client_failed.store(true, Ordering::Relaxed)
                         }

@@ -157,10 +157,15 @@ impl Cluster {
             self.count_error(Kind::Overflow);
             return Err(ProxyError::new(Kind::Overflow));
         }
+        // Kept to ask, after a timeout, whether the client had sent its whole body.
+        let streamed = body.streamed();
         let result = match tokio::time::timeout(timeout, self.attempt_all(head, body, policy, attempts)).await {
             Ok(r) => r,
             Err(_) => {
-                if let Some(ep) = attempts.endpoint.as_ref().filter(|_| !attempts.queued) {
+                // Only the endpoint's own slowness counts: not a wait for a
+                // connection slot, nor for a client still sending its body.
+                let client_done = streamed.as_ref().is_none_or(|s| s.complete());
+                if let Some(ep) = attempts.endpoint.as_ref().filter(|_| !attempts.queued && client_done) {
                     ep.breaker.note_failure();
                 }
                 self.count_error(Kind::Timeout);

@@ -69,15 +69,21 @@ impl H1Pool {
     }
 
     /// A permit to open a connection, waiting (with `queued` set) while the
-    /// cap is reached; `None` when a connection came back to the pool meanwhile.
-    async fn permit(&self, queued: &mut bool) -> Option<OwnedSemaphorePermit> {
+    /// cap is reached; `None` when a connection came back to the pool
+    /// meanwhile (`returned` was registered before the pool was last looked
+    /// at, so no return in between is missed).
+    async fn permit(
+        &self,
+        queued: &mut bool,
+        returned: Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) -> Option<OwnedSemaphorePermit> {
         if let Ok(p) = self.open.clone().try_acquire_owned() {
             return Some(p);
         }
         *queued = true;
         let permit = tokio::select! {
             p = self.open.clone().acquire_owned() => p.ok(),
-            () = self.returned.notified() => None,
+            () = returned => None,
         };
         *queued = false;
         permit
@@ -92,9 +98,12 @@ impl H1Pool {
         queued: &mut bool,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
             let (mut sender, reused) = match self.checkout() {
                 Some(s) => (s, true),
-                None => match self.permit(queued).await {
+                None => match self.permit(queued, returned).await {
                     Some(permit) => (connect(address, connect_timeout, permit).await?, false),
                     None => continue,
                 },
