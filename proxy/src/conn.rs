@@ -1,7 +1,9 @@
 //! One downstream HTTP connection: HTTP/1.1 or HTTP/2 (prior knowledge)
 //! served by hyper with the listener's limits, closed when idle or when the
-//! client stops reading (write stall), and shut down gracefully (HTTP/2
-//! GOAWAY, HTTP/1 close after the in-flight response) when the proxy drains.
+//! client stops reading (write stall: its socket stays full, or an HTTP/2
+//! stream gets no window, see [`crate::stall`]), and shut down gracefully
+//! (HTTP/2 GOAWAY, HTTP/1 close after the in-flight response) when the
+//! proxy drains.
 
 use crate::access_log::AccessLog;
 use crate::config::{HttpSettings, Limits};
@@ -9,6 +11,7 @@ use crate::io::{Progress, Watched, clock_ms};
 use crate::listener::{Listener, Slot};
 use crate::metrics::{RouteMetrics, Timeouts};
 use crate::route::Router;
+use crate::stall::Streams;
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -114,6 +117,8 @@ pub struct ConnState {
     early_resets: AtomicU32,
     /// Fires when the client resets most of its streams.
     abusive: Notify,
+    /// HTTP/2 responses waiting for the client to grant window.
+    pub waiting: Streams,
 }
 
 /// A connection where the client reset more than half of its streams before
@@ -123,7 +128,7 @@ pub struct ConnState {
 const RESET_CHECK_AFTER: u32 = 100;
 
 impl ConnState {
-    fn new(peer: SocketAddr, accepted_by: Arc<Listener>, slot: Slot) -> Self {
+    fn new(peer: SocketAddr, accepted_by: Arc<Listener>, slot: Slot, max_streams: u32) -> Self {
         let peer_header = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
         let (in_flight, idle_since_ms) = (AtomicUsize::new(0), AtomicU64::new(clock_ms()));
         ConnState {
@@ -136,6 +141,7 @@ impl ConnState {
             streams: AtomicU32::new(0),
             early_resets: AtomicU32::new(0),
             abusive: Notify::new(),
+            waiting: Streams::new(max_streams as usize),
         }
     }
 
@@ -186,7 +192,7 @@ pub async fn serve(
     drain: CancellationToken,
     slot: Slot,
 ) {
-    let state = Arc::new(ConnState::new(peer, live, slot));
+    let state = Arc::new(ConnState::new(peer, live, slot, listener.http.http2.max_concurrent_streams));
     let progress = Progress::new();
     let io = TokioIo::new(Watched::new(stream, progress.clone()));
     let svc = {
@@ -230,7 +236,8 @@ pub async fn serve(
                 // A client that takes no response bytes is cut off, in-flight
                 // responses and all: that frees their upstream connections and
                 // pending slots for clients that read.
-                let stalled = progress.write_stalled_for();
+                // The socket is full, or an HTTP/2 stream waits for window.
+                let stalled = progress.write_stalled_for().max(state.waiting.longest_wait());
                 if stalled.is_some_and(|d| d >= stall) {
                     tracing::debug!(%peer, "closing a connection whose client stopped reading");
                     listener.timeouts.write_stall.inc();

@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod respond;
 pub mod route;
 pub mod server;
+pub mod stall;
 pub mod tcp;
 pub mod upstream;
 pub mod watch;

@@ -8,6 +8,7 @@ use crate::conn::{ConnState, HttpListener};
 use crate::error::Kind;
 use crate::filter::body::{Aborted, Filtered};
 use crate::route::Route;
+use crate::stall::Slot;
 use crate::upstream::body::{BoxError, Shared as BodyShared, Whole};
 use crate::upstream::{Attempts, Held, UpstreamBody};
 use bytes::Bytes;
@@ -183,13 +184,16 @@ pub enum Payload {
 pub struct ResponseBody {
     inner: Payload,
     exchange: Box<Exchange>,
+    /// HTTP/2: the stream's slot for the write-stall check.
+    slot: Option<Slot>,
 }
 
 impl ResponseBody {
     /// The upstream's answer, possibly through filters.
     pub fn upstream(body: Payload, mut exchange: Box<Exchange>) -> Self {
         exchange.reason = None;
-        ResponseBody { inner: body, exchange }
+        let slot = (exchange.version == Version::HTTP_2).then(|| exchange.conn.waiting.claim()).flatten();
+        ResponseBody { inner: body, exchange, slot }
     }
 }
 
@@ -201,7 +205,7 @@ pub fn local_reply(kind: Kind, mut exchange: Box<Exchange>) -> Response<Response
     exchange.reason = Some(kind.reason());
     let id = exchange.request_id.clone();
     let body = Bytes::from(format!("wasp: {}\n", kind.message()));
-    let mut resp = Response::new(ResponseBody { inner: Payload::Whole(Whole::new(body, None)), exchange });
+    let mut resp = Response::new(ResponseBody { inner: Payload::Whole(Whole::new(body, None)), exchange, slot: None });
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if let Some(id) = id {
@@ -214,7 +218,7 @@ pub fn local_reply(kind: Kind, mut exchange: Box<Exchange>) -> Response<Response
 pub fn filter_reply(head: http::response::Parts, body: Bytes, mut exchange: Box<Exchange>) -> Response<ResponseBody> {
     exchange.status = head.status.as_u16();
     exchange.reason = Some("wasp_filter_reply");
-    Response::from_parts(head, ResponseBody { inner: Payload::Whole(Whole::new(body, None)), exchange })
+    Response::from_parts(head, ResponseBody { inner: Payload::Whole(Whole::new(body, None)), exchange, slot: None })
 }
 
 impl Body for ResponseBody {
@@ -223,6 +227,9 @@ impl Body for ResponseBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(slot) = this.slot {
+            this.exchange.conn.waiting.moving(slot);
+        }
         let polled = match &mut this.inner {
             Payload::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Payload::Filtered(body) => Pin::new(body.as_mut()).poll_frame(cx),
@@ -232,6 +239,9 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.exchange.bytes_out += data.len() as u64;
+                    if let Some(slot) = this.slot {
+                        this.exchange.conn.waiting.waiting(slot);
+                    }
                 }
             }
             Poll::Ready(Some(Err(e))) => {
@@ -263,6 +273,9 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            self.exchange.conn.waiting.release(slot);
+        }
         if !self.exchange.complete && self.exchange.reason.is_none() && !self.is_end_stream() {
             self.exchange.reason = Some("wasp_client_disconnect");
         }

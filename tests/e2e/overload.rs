@@ -73,7 +73,7 @@ async fn small_app() -> Upstream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_flood_queues_for_connections_and_never_trips_the_breaker() {
     let app = small_app().await;
-    let cluster = "    connect_timeout: 200ms\n    max_connections_per_endpoint: 4\n    circuit_breaker: { consecutive_failures: 3, open_for: 30s }";
+    let cluster = "    connect_timeout: 1s\n    max_connections_per_endpoint: 4\n    circuit_breaker: { consecutive_failures: 3, open_for: 30s }";
     let proxy = TestProxy::new(one_route(&[app.addr], "http1", "", cluster)).start();
     let url = proxy.url("ingress", "/echo");
     let flood = client::h2();
@@ -219,4 +219,38 @@ async fn slow_uploads_do_not_trip_the_breaker() {
     let m = metrics(&proxy).await;
     assert!(m.contains("kind=\"timeout\"} 3"), "the slow uploads timed out: {m}");
     drop(slow);
+}
+
+/// An HTTP/2 client that keeps reading its socket but grants its streams
+/// no window holds their responses (and their upstream connections and
+/// pending slots) just as a stalled reader does: after write_timeout its
+/// connection is ended too, and others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_without_window_are_cut_off_too() {
+    let upstream = Upstream::start("app").await;
+    let yaml = one_route(&[upstream.addr], "http1", "", "    circuit_breaker: { max_pending: 2 }")
+        .replace("    routes:\n", "    limits: { write_timeout: 500ms }\n    routes:\n");
+    let proxy = TestProxy::new(yaml).start();
+    let addr = proxy.addr("ingress");
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (h2, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let driver = tokio::spawn(conn);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut h2 = h2.clone().ready().await.expect("ready");
+        let req = http::Request::builder().uri(format!("http://{addr}/bytes/50000000")).body(()).expect("request");
+        let (resp, _) = h2.send_request(req, true).expect("send");
+        // The response head arrives; its body is never read, so no window is granted.
+        held.push(resp.await.expect("response head"));
+    }
+    assert_eq!(get(&client::h1(), &proxy.url("ingress", "/echo")).await.status, 503, "both pending slots are held");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&client::h1(), &proxy.url("ingress", "/echo")).await.status != 200 {
+        assert!(Instant::now() < deadline, "streams without window kept their pending slots");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    assert!(ended.is_ok(), "the stalling client's connection was ended");
+    wait_for_metric(&proxy, "wasp_timeouts_total{kind=\"write_stall\",listener=\"ingress\"} 1").await;
+    drop(held);
 }
