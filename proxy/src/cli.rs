@@ -84,10 +84,12 @@ fn report(result: Result<(), String>) -> ExitCode {
 }
 
 /// Logs go to stderr: human-readable by default, JSON with `WASP_LOG_FORMAT=json`;
-/// the level comes from `WASP_LOG` (default `info`).
+/// the level comes from `WASP_LOG` (default `info`, with the HTTP/2 library
+/// at `error`: it warns once per connection it ends for abuse, which a
+/// reconnecting attacker turns into thousands of lines a second).
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("WASP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("WASP_LOG").unwrap_or_else(|_| EnvFilter::new("info,h2=error"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("WASP_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().flatten_event(true).init();

@@ -7,9 +7,10 @@
 
 use crate::access_log::AccessLog;
 use crate::config::{HttpSettings, Limits};
+use crate::h2_guard::{ControlFrames, Guarded};
 use crate::io::{Progress, Watched, clock_ms};
 use crate::listener::{Listener, Slot};
-use crate::metrics::{RouteMetrics, Timeouts};
+use crate::metrics::{ConnectionEnds, RouteMetrics};
 use crate::route::Router;
 use crate::stall::Streams;
 use http::HeaderValue;
@@ -18,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -35,8 +36,8 @@ pub struct HttpListener {
     pub limits: Limits,
     /// How requests are read and which of their claims are believed.
     pub http: HttpSettings,
-    /// `wasp_timeouts_total` of this listener.
-    pub timeouts: Timeouts,
+    /// Why this listener ends connections (timeouts, HTTP/2 abuse).
+    pub ends: ConnectionEnds,
     /// Access log.
     pub access_log: AccessLog,
     /// Metrics for requests that matched no route.
@@ -54,7 +55,7 @@ impl HttpListener {
         router: Router,
         limits: Limits,
         http: HttpSettings,
-        timeouts: Timeouts,
+        ends: ConnectionEnds,
         access_log: AccessLog,
         no_route_metrics: RouteMetrics,
         tracker: TaskTracker,
@@ -83,17 +84,7 @@ impl HttpListener {
             .max_local_error_reset_streams(h2.max_error_resets)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(10));
-        HttpListener {
-            name: name.into(),
-            router,
-            limits,
-            http,
-            timeouts,
-            access_log,
-            no_route_metrics,
-            tracker,
-            builder,
-        }
+        HttpListener { name: name.into(), router, limits, http, ends, access_log, no_route_metrics, tracker, builder }
     }
 }
 
@@ -115,8 +106,10 @@ pub struct ConnState {
     /// reset before their response (HTTP/2 rapid reset).
     streams: AtomicU32,
     early_resets: AtomicU32,
-    /// Fires when the client resets most of its streams.
+    /// Fires when the client resets most of its streams early (`true`) or
+    /// floods control frames (`false`).
     abusive: Notify,
+    abuse_was_resets: AtomicBool,
     /// HTTP/2 responses waiting for the client to grant window.
     pub waiting: Streams,
 }
@@ -141,6 +134,7 @@ impl ConnState {
             streams: AtomicU32::new(0),
             early_resets: AtomicU32::new(0),
             abusive: Notify::new(),
+            abuse_was_resets: AtomicBool::new(false),
             waiting: Streams::new(max_streams as usize),
         }
     }
@@ -161,6 +155,7 @@ impl ConnState {
             let resets = self.early_resets.fetch_add(1, Ordering::Relaxed) + 1;
             let streams = self.streams.load(Ordering::Relaxed);
             if streams >= RESET_CHECK_AFTER && resets * 2 > streams {
+                self.abuse_was_resets.store(true, Ordering::Relaxed);
                 self.abusive.notify_one();
             }
         }
@@ -178,7 +173,7 @@ impl ConnState {
 }
 
 /// How long an abusive client's connection may take to wind down after GOAWAY.
-const ABUSE_GRACE: Duration = Duration::from_secs(1);
+const ABUSE_GRACE: Duration = Duration::from_millis(200);
 
 /// Serves one accepted connection until it closes, idles out or drains.
 /// The connection keeps the settings of `listener`, the handler it was
@@ -194,7 +189,11 @@ pub async fn serve(
 ) {
     let state = Arc::new(ConnState::new(peer, live, slot, listener.http.http2.max_concurrent_streams));
     let progress = Progress::new();
-    let io = TokioIo::new(Watched::new(stream, progress.clone()));
+    let frames = ControlFrames::new(listener.http.http2.max_control_frames);
+    let io = {
+        let state = state.clone();
+        TokioIo::new(Guarded::new(Watched::new(stream, progress.clone()), frames, move || state.abusive.notify_one()))
+    };
     let svc = {
         let (listener, state) = (listener.clone(), state.clone());
         service_fn(move |req| {
@@ -213,7 +212,7 @@ pub async fn serve(
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
-                        listener.timeouts.header_read.inc();
+                        listener.ends.header_read.inc();
                     }
                     tracing::debug!(%peer, error = %e, "connection ended with error");
                 }
@@ -224,7 +223,14 @@ pub async fn serve(
                 closing = true;
             }
             () = state.abusive.notified(), if !abusive => {
-                tracing::warn!(%peer, "client resets most of its streams before their response; ending the connection");
+                // Counted, and logged at debug only: an attacker that reconnects
+                // would otherwise turn each ended connection into a log line.
+                let (counter, why) = match state.abuse_was_resets.load(Ordering::Relaxed) {
+                    true => (&listener.ends.early_resets, "resets most of its streams early"),
+                    false => (&listener.ends.control_frames, "floods SETTINGS/PING frames"),
+                };
+                counter.inc();
+                tracing::debug!(%peer, "HTTP/2 client {why}; ending the connection");
                 conn.as_mut().graceful_shutdown();
                 (closing, abusive) = (true, true);
                 check.as_mut().reset(tokio::time::Instant::now() + ABUSE_GRACE);
@@ -240,14 +246,14 @@ pub async fn serve(
                 let stalled = progress.write_stalled_for().max(state.waiting.longest_wait());
                 if stalled.is_some_and(|d| d >= stall) {
                     tracing::debug!(%peer, "closing a connection whose client stopped reading");
-                    listener.timeouts.write_stall.inc();
+                    listener.ends.write_stall.inc();
                     return;
                 }
                 let mut next = stall - stalled.unwrap_or_default();
                 match state.idle_for().filter(|_| !closing) {
                     Some(d) if d >= idle => {
                         tracing::debug!(%peer, "closing idle connection");
-                        listener.timeouts.idle.inc();
+                        listener.ends.idle.inc();
                         conn.as_mut().graceful_shutdown();
                         closing = true;
                     }

@@ -135,8 +135,7 @@ async fn proxy(
     strip_hop_by_hop(up.response.headers_mut(), switching && upgrade);
     if let (Some(client), true) = (client_upgrade, switching) {
         let upstream = hyper::upgrade::on(&mut up.response);
-        let tunnel =
-            tunnel(client, upstream, listener.limits.tunnel_idle_timeout, listener.timeouts.tunnel_idle.clone());
+        let tunnel = tunnel(client, upstream, listener.limits.tunnel_idle_timeout, listener.ends.tunnel_idle.clone());
         let slot = conn.slot.clone();
         listener.tracker.spawn(conn.accepted_by.hold(async move {
             tunnel.await;

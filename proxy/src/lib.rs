@@ -35,6 +35,7 @@ pub mod demo;
 pub mod error;
 pub mod filter;
 pub mod forward;
+pub mod h2_guard;
 pub mod headers;
 pub mod identity;
 pub mod io;

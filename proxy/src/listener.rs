@@ -26,6 +26,19 @@ pub enum Handler {
     Tcp(Arc<TcpProxy>),
 }
 
+/// Connections the kernel may queue for a listener before wasp accepts them
+/// (capped by `net.core.somaxconn`): clients beyond `max_connections` wait
+/// here. mio's default, 128, made clients past it see their SYNs dropped.
+const BACKLOG: u32 = 1024;
+
+/// A listening socket on `address` with [`BACKLOG`].
+pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
+}
+
 /// A connection's place under its listener's `max_connections` (and in
 /// `wasp_active_connections`), held until every holder is gone: the
 /// connection, and the tunnel an upgraded connection becomes.

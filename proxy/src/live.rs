@@ -361,7 +361,7 @@ async fn prepare(
         let socket = match (same_name, same_address) {
             (Some(i), _) => Socket::Kept(i),
             (None, Some(b)) => Socket::New(b.socket.clone()),
-            (None, None) => match TcpListener::bind(l.address).await {
+            (None, None) => match crate::listener::bind(l.address) {
                 Ok(s) => Socket::New(Arc::new(s)),
                 Err(e) => {
                     let message = format!("cannot bind {}: {e}", l.address);
@@ -426,7 +426,7 @@ fn handler(
                 Router::new(routes),
                 l.limits.clone(),
                 l.http.clone(),
-                metrics.timeouts(&l.name),
+                metrics.connection_ends(&l.name),
                 access_log.clone(),
                 metrics.route(&l.name, "", ""),
                 tracker.clone(),

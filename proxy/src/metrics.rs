@@ -45,6 +45,8 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// `wasp_timeouts_total{listener,kind}`
     timeouts: IntCounterVec,
+    /// `wasp_http2_abuse_total{listener,kind}`
+    abuse: IntCounterVec,
     filter_counters: Mutex<HashMap<String, IntCounterVec>>,
     filter_histograms: Mutex<HashMap<String, HistogramVec>>,
 }
@@ -173,6 +175,14 @@ impl Metrics {
                 &["listener", "kind"],
             )
             .expect("valid metric"),
+            abuse: IntCounterVec::new(
+                Opts::new(
+                    "wasp_http2_abuse_total",
+                    "HTTP/2 connections ended for abuse: early_resets (rapid reset), control_frames (SETTINGS/PING flood)",
+                ),
+                &["listener", "kind"],
+            )
+            .expect("valid metric"),
             filter_counters: Mutex::default(),
             filter_histograms: Mutex::default(),
             registry,
@@ -198,6 +208,7 @@ impl Metrics {
             Box::new(m.config_reloads.clone()),
             Box::new(m.config_generation.clone()),
             Box::new(m.timeouts.clone()),
+            Box::new(m.abuse.clone()),
             Box::new(build),
         ] {
             r.register(c).expect("metric names are unique");
@@ -213,14 +224,17 @@ impl Metrics {
         }
     }
 
-    /// Pre-resolved timeout counters of one listener.
-    pub fn timeouts(&self, listener: &str) -> Timeouts {
-        let kind = |k| self.timeouts.with_label_values(&[listener, k]);
-        Timeouts {
-            header_read: kind("header_read"),
-            idle: kind("idle"),
-            write_stall: kind("write_stall"),
-            tunnel_idle: kind("tunnel_idle"),
+    /// Pre-resolved counters of why one listener ended connections.
+    pub fn connection_ends(&self, listener: &str) -> ConnectionEnds {
+        let timeout = |k| self.timeouts.with_label_values(&[listener, k]);
+        let abuse = |k| self.abuse.with_label_values(&[listener, k]);
+        ConnectionEnds {
+            header_read: timeout("header_read"),
+            idle: timeout("idle"),
+            write_stall: timeout("write_stall"),
+            tunnel_idle: timeout("tunnel_idle"),
+            early_resets: abuse("early_resets"),
+            control_frames: abuse("control_frames"),
         }
     }
 
@@ -309,9 +323,10 @@ impl RouteMetrics {
     }
 }
 
-/// `wasp_timeouts_total` of one listener, by kind.
+/// Why one listener ended connections: `wasp_timeouts_total` and
+/// `wasp_http2_abuse_total`, by kind.
 #[derive(Clone)]
-pub struct Timeouts {
+pub struct ConnectionEnds {
     /// A client did not send its request headers in time.
     pub header_read: IntCounter,
     /// A connection had nothing in flight for `idle_timeout`.
@@ -320,6 +335,10 @@ pub struct Timeouts {
     pub write_stall: IntCounter,
     /// An upgraded tunnel carried nothing for `tunnel_idle_timeout`.
     pub tunnel_idle: IntCounter,
+    /// An HTTP/2 client reset most of its streams early.
+    pub early_resets: IntCounter,
+    /// An HTTP/2 client sent more SETTINGS/PING frames than allowed.
+    pub control_frames: IntCounter,
 }
 
 /// Keeps a gauge raised while alive (e.g. an open connection).

@@ -131,21 +131,22 @@ fn goaway_code(mut bytes: &[u8]) -> Option<u32> {
 /// ends the connection (GOAWAY NO_ERROR, as hyper's graceful shutdown sends).
 #[tokio::test]
 async fn rapid_reset_gets_goaway() {
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
     // Thousands in a few writes: h2's pending-reset limit.
-    assert_eq!(reset_flood(200, Duration::ZERO).await.0, 0xb);
+    assert_eq!(reset_flood(&proxy, 200, Duration::ZERO).await.0, 0xb);
     // One at a time, slower than wasp takes them: wasp's premature-reset check.
-    let (code, sent) = reset_flood(1, Duration::from_millis(2)).await;
+    let (code, sent) = reset_flood(&proxy, 1, Duration::from_millis(2)).await;
     assert_eq!(code, 0x0);
     assert!(sent < 1000, "ended after {sent} resets");
+    wait_for_metric(&proxy, "wasp_http2_abuse_total{kind=\"early_resets\",listener=\"ingress\"} 1").await;
 }
 
 /// Sends up to 10,000 HEADERS + RST_STREAM pairs, `batch` per write, and
 /// returns the GOAWAY error code wasp answered with before closing, and how
 /// many pairs were written before it closed.
-async fn reset_flood(batch: usize, pause: Duration) -> (u32, usize) {
+async fn reset_flood(proxy: &crate::support::Running, batch: usize, pause: Duration) -> (u32, usize) {
     use tokio::io::AsyncReadExt;
-    let upstream = Upstream::start("app").await;
-    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
     let mut tcp = TcpStream::connect(proxy.addr("ingress")).await.expect("connect");
     tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("preface");
     tcp.write_all(&frame(0x4, 0, 0, &[])).await.expect("settings");
@@ -169,7 +170,7 @@ async fn reset_flood(batch: usize, pause: Duration) -> (u32, usize) {
     let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
     assert!(read.is_ok(), "wasp did not close the connection after {sent} resets");
     assert_eq!(get(&client::h1(), &proxy.url("ingress", "/echo")).await.status, 200, "others are served");
-    wait_for_metric(&proxy, "wasp_active_connections{listener=\"ingress\"} 0").await;
+    wait_for_metric(proxy, "wasp_active_connections{listener=\"ingress\"} 0").await;
     (goaway_code(&answer).unwrap_or_else(|| panic!("no GOAWAY after {sent} resets")), sent)
 }
 
@@ -253,4 +254,39 @@ async fn http2_streams_without_window_are_cut_off_too() {
     assert!(ended.is_ok(), "the stalling client's connection was ended");
     wait_for_metric(&proxy, "wasp_timeouts_total{kind=\"write_stall\",listener=\"ingress\"} 1").await;
     drop(held);
+}
+
+/// SETTINGS and PING floods (each frame answered with an ACK): hyper/h2
+/// have no limit, wasp counts them and ends a connection over
+/// `http2.max_control_frames` a second (GOAWAY, then closed).
+#[tokio::test]
+async fn control_frame_floods_are_ended() {
+    use tokio::io::AsyncReadExt;
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
+    for (kind, payload, name) in [(0x6u8, vec![0u8; 8], "PING"), (0x4, vec![], "SETTINGS")] {
+        let tcp = TcpStream::connect(proxy.addr("ingress")).await.expect("connect");
+        let (mut rx, mut tx) = tcp.into_split();
+        // Read everything wasp sends (its ACKs), as a flooding client would.
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), rx.read_to_end(&mut all)).await;
+            all
+        });
+        tx.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("preface");
+        let mut sent = 0;
+        for _ in 0..100 {
+            let batch: Vec<u8> = (0..100).flat_map(|_| frame(kind, 0, 0, &payload)).collect();
+            if tx.write_all(&batch).await.is_err() {
+                break;
+            }
+            sent += 100;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let answer = reader.await.expect("reader");
+        assert_eq!(goaway_code(&answer), Some(0), "{name} flood: GOAWAY after {sent} frames");
+        assert!(sent < 10_000, "{name} flood: the connection was ended ({sent} frames sent)");
+    }
+    assert_eq!(get(&client::h1(), &proxy.url("ingress", "/echo")).await.status, 200, "others are served");
+    wait_for_metric(&proxy, "wasp_http2_abuse_total{kind=\"control_frames\",listener=\"ingress\"} 2").await;
 }

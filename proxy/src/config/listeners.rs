@@ -100,7 +100,12 @@ fn http2(c: &mut Checker, at: &str, h: &RawHttp2) -> Http2Limits {
     }
     // 0 would end a connection at the first cancelled stream; a huge value
     // would switch the rapid-reset protection off.
-    for (field, n) in [("max_pending_resets", h.max_pending_resets), ("max_error_resets", h.max_error_resets)] {
+    let control = h.max_control_frames as usize;
+    for (field, n) in [
+        ("max_pending_resets", h.max_pending_resets),
+        ("max_error_resets", h.max_error_resets),
+        ("max_control_frames", control),
+    ] {
         if !(1..=100_000).contains(&n) {
             c.error(format!("{at}.{field}"), "must be between 1 and 100000");
         }
@@ -111,6 +116,7 @@ fn http2(c: &mut Checker, at: &str, h: &RawHttp2) -> Http2Limits {
         initial_connection_window,
         max_pending_resets: h.max_pending_resets,
         max_error_resets: h.max_error_resets,
+        max_control_frames: h.max_control_frames,
     }
 }
 

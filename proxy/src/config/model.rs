@@ -144,6 +144,10 @@ pub struct RawHttp2 {
     /// the connection with GOAWAY (ENHANCE_YOUR_CALM).
     #[serde(default = "default_h2_max_error_resets")]
     pub max_error_resets: usize,
+    /// SETTINGS and PING frames a client may send in one second; more ends
+    /// the connection (a control-frame flood).
+    #[serde(default = "default_h2_max_control_frames")]
+    pub max_control_frames: u32,
 }
 
 impl Default for RawHttp2 {
@@ -154,6 +158,7 @@ impl Default for RawHttp2 {
             initial_connection_window: default_h2_connection_window(),
             max_pending_resets: default_h2_max_resets(),
             max_error_resets: default_h2_max_error_resets(),
+            max_control_frames: default_h2_max_control_frames(),
         }
     }
 }
@@ -493,6 +498,9 @@ fn default_h2_max_resets() -> usize {
 }
 fn default_h2_max_error_resets() -> usize {
     1024
+}
+fn default_h2_max_control_frames() -> u32 {
+    100
 }
 fn default_route_timeout() -> String {
     "15s".into()

@@ -120,6 +120,8 @@ pub struct Http2Limits {
     pub max_pending_resets: usize,
     /// Resets wasp sends for client protocol errors before GOAWAY.
     pub max_error_resets: usize,
+    /// SETTINGS/PING frames a client may send per second.
+    pub max_control_frames: u32,
 }
 
 /// What a listener serves.

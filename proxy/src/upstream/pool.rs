@@ -2,7 +2,8 @@
 //! client. A connection is checked out for one exchange and comes back to
 //! the pool when its response body has been read to the end; a body dropped
 //! early, an upgrade or an error means the connection is not reused.
-//! Idle connections are reused newest first and closed after [`IDLE_FOR`].
+//! Idle connections are reused newest first and closed after [`IDLE_FOR`]
+//! (by a sweeper that runs only while some are idle).
 //! At most `max_connections_per_endpoint` are open at once: a request that
 //! finds none idle and none to open waits for one to come back or close,
 //! so a flood of requests queues in wasp instead of in the endpoint's
@@ -17,6 +18,7 @@ use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -36,12 +38,19 @@ pub struct H1Pool {
     open: Arc<Semaphore>,
     /// A connection came back to the pool.
     returned: Notify,
+    /// A task will close the idle connections that expire.
+    sweeping: AtomicBool,
 }
 
 impl H1Pool {
     /// A pool that opens at most `max_connections` at once.
     pub fn new(max_connections: usize) -> Self {
-        H1Pool { idle: Mutex::default(), open: Arc::new(Semaphore::new(max_connections)), returned: Notify::new() }
+        H1Pool {
+            idle: Mutex::default(),
+            open: Arc::new(Semaphore::new(max_connections)),
+            returned: Notify::new(),
+            sweeping: AtomicBool::new(false),
+        }
     }
 
     fn checkout(&self) -> Option<Sender> {
@@ -54,7 +63,7 @@ impl H1Pool {
         None
     }
 
-    fn give_back(&self, sender: Sender) {
+    fn give_back(self: &Arc<Self>, sender: Sender) {
         if sender.is_closed() {
             return;
         }
@@ -65,7 +74,36 @@ impl H1Pool {
             idle.push((sender, Instant::now()));
             drop(idle);
             self.returned.notify_one();
+            self.sweep_later();
         }
+    }
+
+    /// Closes idle connections once they have been idle for [`IDLE_FOR`]
+    /// even when no request comes to notice: one task per pool, and only
+    /// while the pool holds idle connections (an idle proxy stays asleep).
+    fn sweep_later(self: &Arc<Self>) {
+        if self.sweeping.swap(true, AtomicOrdering::AcqRel) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut wait = IDLE_FOR;
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(pool) = pool.upgrade() else { return };
+                let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let stale = idle.iter().take_while(|(_, since)| since.elapsed() >= IDLE_FOR).count();
+                idle.drain(..stale);
+                match idle.first() {
+                    Some((_, oldest)) => wait = IDLE_FOR.saturating_sub(oldest.elapsed()) + Duration::from_millis(10),
+                    None => {
+                        // Under the lock: a connection given back after this starts a new sweeper.
+                        pool.sweeping.store(false, AtomicOrdering::Release);
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// A permit to open a connection, waiting (with `queued` set) while the
