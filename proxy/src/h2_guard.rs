@@ -3,7 +3,8 @@
 //! offer no limit, so a client flooding them costs wasp CPU for as long as
 //! it likes (CVE-2019-9512/9515). This reader looks at the frame headers
 //! as bytes arrive (never at payloads), and when a client sends more than
-//! `limit` such frames within a second it reports the connection abusive;
+//! `limit` such frames within a second it reports the connection abusive
+//! and reads nothing more from it (so no more acknowledgements are made);
 //! the connection is then ended (see [`crate::conn`]).
 //!
 //! A connection that does not open with the HTTP/2 preface is HTTP/1.1 and
@@ -123,6 +124,11 @@ impl<T, F: FnOnce()> Guarded<T, F> {
 impl<T: AsyncRead, F: FnOnce()> AsyncRead for Guarded<T, F> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
+        if this.abusive.is_none() {
+            // Reported: read nothing more (each frame read would be answered)
+            // while the connection sends its GOAWAY and is closed.
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
         if this.abusive.is_some()
