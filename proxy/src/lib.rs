@@ -5,7 +5,9 @@
 //! 1. [`listener`] accepts a connection (up to `max_connections`) and hands
 //!    it to [`conn`] (HTTP) or [`tcp`] (raw byte copy to a cluster).
 //! 2. [`conn`] serves HTTP/1.1 or HTTP/2 with the listener's limits, closes
-//!    idle connections and shuts down gracefully on drain.
+//!    idle connections and shuts down gracefully on drain; [`io`],
+//!    [`stall`] and [`h2_guard`] watch it for a client that stops reading
+//!    (its socket, or an HTTP/2 stream's window) or floods control frames.
 //! 3. [`forward`] takes each request: [`identity`] gives it one host and a
 //!    normalised path (or refuses it, 400), [`headers`] strips hop-by-hop
 //!    headers and sets `x-forwarded-*` / `x-request-id` as far as the peer is

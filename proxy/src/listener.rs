@@ -31,7 +31,7 @@ pub enum Handler {
 /// here. mio's default, 128, made clients past it see their SYNs dropped.
 const BACKLOG: u32 = 1024;
 
-/// A listening socket on `address` with [`BACKLOG`].
+/// A listening socket on `address` with a backlog of `BACKLOG` (1024).
 pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
