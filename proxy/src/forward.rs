@@ -77,8 +77,10 @@ async fn proxy(
 ) -> Result<Answer, ProxyError> {
     let asks_upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
     strip_hop_by_hop(req.headers_mut(), asks_upgrade);
-    let request_id = add_forwarding(req.headers_mut(), &conn.peer_header, "http", listener.http.trusted_hops);
+    let forwarded = add_forwarding(req.headers_mut(), &conn.peer_header, "http", listener.http.trusted_hops);
+    let request_id = forwarded.request_id;
     exchange.request_id = Some(request_id.clone());
+    exchange.client = forwarded.client;
     let route = listener.router.route(&req).ok_or(ProxyError::new(Kind::NoRoute))?.clone();
     exchange.route = Some(route.clone());
     // Only the protocols the route allows are tunnelled; any other Upgrade

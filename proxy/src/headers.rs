@@ -105,7 +105,7 @@ pub fn add_forwarding(
     peer: &HeaderValue,
     proto: &'static str,
     trusted_hops: u32,
-) -> HeaderValue {
+) -> Forwarded {
     let trusted = trusted_hops > 0;
     if !trusted {
         for claim in [&FORWARDED, &X_FORWARDED_HOST, &X_FORWARDED_PORT, &X_REAL_IP] {
@@ -113,6 +113,9 @@ pub fn add_forwarding(
         }
     }
     let prior = if trusted { join_all(headers, &X_FORWARDED_FOR) } else { None };
+    // The trusted proxies appended the last `trusted_hops` entries: the one
+    // they were given is the client (Envoy's `xff_num_trusted_hops`).
+    let client = prior.as_deref().and_then(|p| client_of(p, trusted_hops));
     let xff = match prior {
         Some(prior) => {
             let peer = peer.to_str().unwrap_or("unknown");
@@ -124,14 +127,31 @@ pub fn add_forwarding(
     if !trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
-    match headers.get(&X_REQUEST_ID) {
+    let request_id = match headers.get(&X_REQUEST_ID) {
         Some(id) if trusted && is_sane_request_id(id) => id.clone(),
         _ => {
             let id = new_request_id();
             headers.insert(X_REQUEST_ID.clone(), id.clone());
             id
         }
-    }
+    };
+    Forwarded { request_id, client }
+}
+
+/// What the forwarding headers say about a request.
+pub struct Forwarded {
+    /// The `x-request-id` sent upstream.
+    pub request_id: HeaderValue,
+    /// The original client's address, as the trusted proxies in front
+    /// reported it (`None`: the peer is the client).
+    pub client: Option<String>,
+}
+
+/// The `hops`-th address from the right of an `x-forwarded-for` list (the
+/// left-most if it is shorter); `None` if that entry is not an IP address.
+fn client_of(xff: &str, hops: u32) -> Option<String> {
+    let entry = xff.rsplit(',').nth(hops as usize - 1).or_else(|| xff.split(',').next())?.trim();
+    entry.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
 }
 
 /// Turns an upgrade request into a plain one: no `Upgrade`, no `Connection`.
@@ -223,13 +243,14 @@ mod tests {
     #[test]
     fn forwarding_headers_append_and_request_id_is_kept_or_made() {
         let mut h = map(&[("x-forwarded-for", "203.0.113.7"), ("x-request-id", "abc-123")]);
-        let id = add_forwarding(&mut h, &HeaderValue::from_static("10.1.2.3"), "http", 1);
-        assert_eq!(id, "abc-123");
+        let fwd = add_forwarding(&mut h, &HeaderValue::from_static("10.1.2.3"), "http", 1);
+        assert_eq!(fwd.request_id, "abc-123");
+        assert_eq!(fwd.client.as_deref(), Some("203.0.113.7"));
         assert_eq!(h.get("x-forwarded-for").expect("xff"), "203.0.113.7, 10.1.2.3");
         assert_eq!(h.get("x-forwarded-proto").expect("xfp"), "http");
 
         let mut h = map(&[("x-request-id", "")]);
-        let id = add_forwarding(&mut h, &HeaderValue::from_static("::1"), "http", 1);
+        let id = add_forwarding(&mut h, &HeaderValue::from_static("::1"), "http", 1).request_id;
         assert_eq!(id.len(), 36);
         let text = id.to_str().expect("ascii");
         assert_eq!(&text[14..15], "4", "version 4: {text}");
@@ -251,7 +272,9 @@ mod tests {
             ("x-forwarded-port", "443"),
             ("x-real-ip", "1.2.3.4"),
         ]);
-        let id = add_forwarding(&mut h, &HeaderValue::from_static("10.1.2.3"), "http", 0);
+        let fwd = add_forwarding(&mut h, &HeaderValue::from_static("10.1.2.3"), "http", 0);
+        assert_eq!(fwd.client, None);
+        let id = fwd.request_id;
         assert_ne!(id, "chosen-by-client");
         assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["10.1.2.3"]);
         assert_eq!(h.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(), ["http"]);
@@ -259,6 +282,16 @@ mod tests {
         for gone in ["forwarded", "x-forwarded-host", "x-forwarded-port", "x-real-ip"] {
             assert!(!h.contains_key(gone), "{gone}");
         }
+    }
+
+    #[test]
+    fn the_client_is_the_entry_the_trusted_hops_were_given() {
+        let xff = "198.51.100.1, 203.0.113.7, 10.0.0.5";
+        assert_eq!(client_of(xff, 1).as_deref(), Some("10.0.0.5"));
+        assert_eq!(client_of(xff, 2).as_deref(), Some("203.0.113.7"));
+        assert_eq!(client_of(xff, 3).as_deref(), Some("198.51.100.1"));
+        assert_eq!(client_of(xff, 9).as_deref(), Some("198.51.100.1"), "fewer entries: the left-most");
+        assert_eq!(client_of("unknown", 1), None);
     }
 
     #[test]

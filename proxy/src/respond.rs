@@ -33,6 +33,8 @@ pub struct Exchange {
     pub route: Option<Arc<Route>>,
     /// The request id sent upstream.
     pub request_id: Option<HeaderValue>,
+    /// The original client, as trusted proxies in front reported it.
+    pub client: Option<String>,
     /// Upstream attempts.
     pub attempts: Attempts,
     /// The request body's shared state, for its byte count.
@@ -64,6 +66,7 @@ impl Exchange {
             version: req.version(),
             route: None,
             request_id: None,
+            client: None,
             attempts: Attempts::default(),
             request_body: None,
             held: None,
@@ -109,6 +112,7 @@ impl Exchange {
             bytes_out: self.bytes_out,
             request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
             peer: self.conn.peer.to_string(),
+            client: self.client.as_deref(),
             reason: self.reason,
             filter: self.filter.as_deref(),
             filters: Generations(&self.generations),
@@ -138,6 +142,8 @@ struct HttpLine<'a> {
     bytes_out: u64,
     request_id: Option<&'a str>,
     peer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'a str>,
     reason: Option<&'static str>,
     filter: Option<&'a str>,
     #[serde(skip_serializing_if = "Generations::is_empty")]

@@ -73,6 +73,8 @@ async fn hop_by_hop_headers_are_dropped_and_forwarding_headers_added() {
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     assert_eq!(h["x-request-id"], "req-42");
+    let log = proxy.wait_access_log(1);
+    assert_eq!(log[0]["client"], "203.0.113.9", "the client the trusted hop reported: {}", log[0]);
 }
 
 #[tokio::test]
@@ -125,4 +127,6 @@ async fn an_untrusted_client_cannot_claim_forwarding_headers() {
         let id = h["x-request-id"].as_str().expect("an id");
         assert_ne!(id, "chosen-by-client");
     }
+    let log = proxy.wait_access_log(2);
+    assert!(log.iter().all(|l| l.get("client").is_none()), "the peer is the client: {log:?}");
 }
