@@ -5,9 +5,10 @@
 //! Idle connections are reused newest first and closed after [`IDLE_FOR`]
 //! (by a sweeper that runs only while some are idle).
 //! At most `max_connections_per_endpoint` are open at once: a request that
-//! finds none idle and none to open waits for one to come back or close,
-//! so a flood of requests queues in wasp instead of in the endpoint's
-//! accept backlog (where it would time out and trip the breaker).
+//! finds none idle and none to open waits in line for one to come back
+//! (handed to the longest waiter first) or close, so a flood of requests
+//! queues in wasp, in order, instead of in the endpoint's accept backlog
+//! (where it would time out and trip the breaker).
 
 use super::body::RequestBody;
 use crate::error::{Kind, ProxyError};
@@ -17,12 +18,13 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// How long an idle connection is kept.
 pub const IDLE_FOR: Duration = Duration::from_secs(90);
@@ -33,13 +35,26 @@ type Sender = http1::SendRequest<RequestBody>;
 
 /// Idle HTTP/1.1 connections to one endpoint, and the cap on open ones.
 pub struct H1Pool {
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    idle: Mutex<Idle>,
     /// One permit per connection that may be open; a connection's task holds its permit.
     open: Arc<Semaphore>,
-    /// A connection came back to the pool.
-    returned: Notify,
     /// A task will close the idle connections that expire.
     sweeping: AtomicBool,
+}
+
+/// Connections not in use, and the requests waiting for one (oldest first).
+#[derive(Default)]
+struct Idle {
+    conns: Vec<(Sender, Instant)>,
+    waiters: VecDeque<oneshot::Sender<Sender>>,
+}
+
+/// What a request gets to send on.
+enum Slot {
+    /// A connection that was idle, or handed over by the request before.
+    Conn(Sender),
+    /// Room to open a new one.
+    Open(OwnedSemaphorePermit),
 }
 
 impl H1Pool {
@@ -48,34 +63,72 @@ impl H1Pool {
         H1Pool {
             idle: Mutex::default(),
             open: Arc::new(Semaphore::new(max_connections)),
-            returned: Notify::new(),
             sweeping: AtomicBool::new(false),
         }
     }
 
-    fn checkout(&self) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < IDLE_FOR {
-                return Some(sender);
-            }
-        }
-        None
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn give_back(self: &Arc<Self>, sender: Sender) {
+    /// A connection comes back: to the request that has waited longest, if
+    /// any (so that newer requests cannot take it first), else to the pool.
+    fn give_back(self: &Arc<Self>, mut sender: Sender) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let stale = idle.iter().take_while(|(_, since)| since.elapsed() >= IDLE_FOR).count();
-        idle.drain(..stale);
-        if idle.len() < MAX_IDLE {
-            idle.push((sender, Instant::now()));
+        let mut idle = self.lock();
+        while let Some(waiter) = idle.waiters.pop_front() {
+            match waiter.send(sender) {
+                Ok(()) => return,
+                Err(unsent) => sender = unsent, // that request is gone
+            }
+        }
+        let stale = idle.conns.iter().take_while(|(_, since)| since.elapsed() >= IDLE_FOR).count();
+        idle.conns.drain(..stale);
+        if idle.conns.len() < MAX_IDLE {
+            idle.conns.push((sender, Instant::now()));
             drop(idle);
-            self.returned.notify_one();
             self.sweep_later();
         }
+    }
+
+    /// An idle connection, or room to open one, or else a place in line for
+    /// the first connection given back or room freed (with `queued` set
+    /// meanwhile: a timeout then is not the endpoint's failure).
+    async fn slot(&self, queued: &mut bool) -> Slot {
+        let mut handed = {
+            let mut idle = self.lock();
+            while let Some((sender, since)) = idle.conns.pop() {
+                if !sender.is_closed() && since.elapsed() < IDLE_FOR {
+                    return Slot::Conn(sender);
+                }
+            }
+            if let Ok(permit) = self.open.clone().try_acquire_owned() {
+                return Slot::Open(permit);
+            }
+            let (tx, rx) = oneshot::channel();
+            // Requests that gave up (timed out, or got room to open instead)
+            // leave; connections that close are never given back to prune them.
+            idle.waiters.retain(|w| !w.is_closed());
+            idle.waiters.push_back(tx);
+            rx
+        };
+        *queued = true;
+        // `open` is never closed, so the second branch always stays enabled.
+        let slot = tokio::select! {
+            Ok(sender) = &mut handed => Slot::Conn(sender),
+            Ok(permit) = self.open.clone().acquire_owned() => {
+                // A connection handed over meanwhile is used, not lost.
+                handed.close();
+                match handed.try_recv() {
+                    Ok(sender) => Slot::Conn(sender),
+                    Err(_) => Slot::Open(permit),
+                }
+            }
+        };
+        *queued = false;
+        slot
     }
 
     /// Closes idle connections once they have been idle for [`IDLE_FOR`]
@@ -91,10 +144,10 @@ impl H1Pool {
             loop {
                 tokio::time::sleep(wait).await;
                 let Some(pool) = pool.upgrade() else { return };
-                let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-                let stale = idle.iter().take_while(|(_, since)| since.elapsed() >= IDLE_FOR).count();
-                idle.drain(..stale);
-                match idle.first() {
+                let mut idle = pool.lock();
+                let stale = idle.conns.iter().take_while(|(_, since)| since.elapsed() >= IDLE_FOR).count();
+                idle.conns.drain(..stale);
+                match idle.conns.first() {
                     Some((_, oldest)) => wait = IDLE_FOR.saturating_sub(oldest.elapsed()) + Duration::from_millis(10),
                     None => {
                         // Under the lock: a connection given back after this starts a new sweeper.
@@ -106,27 +159,6 @@ impl H1Pool {
         });
     }
 
-    /// A permit to open a connection, waiting (with `queued` set) while the
-    /// cap is reached; `None` when a connection came back to the pool
-    /// meanwhile (`returned` was registered before the pool was last looked
-    /// at, so no return in between is missed).
-    async fn permit(
-        &self,
-        queued: &mut bool,
-        returned: Pin<&mut tokio::sync::futures::Notified<'_>>,
-    ) -> Option<OwnedSemaphorePermit> {
-        if let Ok(p) = self.open.clone().try_acquire_owned() {
-            return Some(p);
-        }
-        *queued = true;
-        let permit = tokio::select! {
-            p = self.open.clone().acquire_owned() => p.ok(),
-            () = returned => None,
-        };
-        *queued = false;
-        permit
-    }
-
     /// Sends `req` over a pooled or new connection to `address`.
     pub async fn send(
         self: &Arc<Self>,
@@ -136,15 +168,9 @@ impl H1Pool {
         queued: &mut bool,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         loop {
-            let returned = self.returned.notified();
-            tokio::pin!(returned);
-            returned.as_mut().enable();
-            let (mut sender, reused) = match self.checkout() {
-                Some(s) => (s, true),
-                None => match self.permit(queued, returned).await {
-                    Some(permit) => (connect(address, connect_timeout, permit).await?, false),
-                    None => continue,
-                },
+            let (mut sender, reused) = match self.slot(queued).await {
+                Slot::Conn(sender) => (sender, true),
+                Slot::Open(permit) => (connect(address, connect_timeout, permit).await?, false),
             };
             if sender.ready().await.is_err() {
                 if reused {
