@@ -7,7 +7,7 @@
 
 use crate::access_log::AccessLog;
 use crate::config::{HttpSettings, Limits};
-use crate::h2_guard::{ControlFrames, Guarded};
+use crate::h2_guard::{ControlFrames, Guard};
 use crate::io::{Progress, Watched, clock_ms};
 use crate::listener::{Listener, Slot};
 use crate::metrics::{ConnectionEnds, RouteMetrics};
@@ -192,7 +192,8 @@ pub async fn serve(
     let frames = ControlFrames::new(listener.http.http2.max_control_frames);
     let io = {
         let state = state.clone();
-        TokioIo::new(Guarded::new(Watched::new(stream, progress.clone()), frames, move || state.abusive.notify_one()))
+        let guard = Guard::new(frames, move || state.abusive.notify_one());
+        TokioIo::new(Watched::with_hook(stream, progress.clone(), guard))
     };
     let svc = {
         let (listener, state) = (listener.clone(), state.clone());

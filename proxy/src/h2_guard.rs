@@ -1,7 +1,8 @@
 //! Counts the HTTP/2 control frames a client sends that wasp must answer
 //! (SETTINGS and PING, each acknowledged): hyper/h2 answer every one and
 //! offer no limit, so a client flooding them costs wasp CPU for as long as
-//! it likes (CVE-2019-9512/9515). This reader looks at the frame headers
+//! it likes (CVE-2019-9512/9515). This read hook (see [`crate::io::Watched`])
+//! looks at the frame headers
 //! as bytes arrive (never at payloads), and when a client sends more than
 //! `limit` such frames within a second it reports the connection abusive
 //! and reads nothing more from it (so no more acknowledgements are made);
@@ -10,10 +11,7 @@
 //! A connection that does not open with the HTTP/2 preface is HTTP/1.1 and
 //! is not looked at again.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use crate::io::ReadHook;
 
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SETTINGS: u8 = 0x4;
@@ -103,67 +101,29 @@ impl ControlFrames {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// `inner`, with its incoming HTTP/2 control frames counted; `abusive`
-    /// runs once when the client goes over its budget.
-    pub struct Guarded<T, F> {
-        #[pin]
-        inner: T,
-        frames: ControlFrames,
-        abusive: Option<F>,
+/// The budget of one connection, and what to do once it is spent: read
+/// nothing more (each frame read would be answered) and report.
+pub struct Guard<F> {
+    frames: ControlFrames,
+    abusive: Option<F>,
+}
+
+impl<F: FnOnce()> Guard<F> {
+    /// Counts against `frames`; `abusive` runs once when they are spent.
+    pub fn new(frames: ControlFrames, abusive: F) -> Self {
+        Guard { frames, abusive: Some(abusive) }
     }
 }
 
-impl<T, F: FnOnce()> Guarded<T, F> {
-    /// Counts what `inner` reads against `frames`.
-    pub fn new(inner: T, frames: ControlFrames, abusive: F) -> Self {
-        Guarded { inner, frames, abusive: Some(abusive) }
-    }
-}
-
-impl<T: AsyncRead, F: FnOnce()> AsyncRead for Guarded<T, F> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
-        if this.abusive.is_none() {
-            // Reported: read nothing more (each frame read would be answered)
-            // while the connection sends its GOAWAY and is closed.
-            return Poll::Pending;
+impl<F: FnOnce()> ReadHook for Guard<F> {
+    fn read(&mut self, bytes: &[u8]) -> bool {
+        if !self.frames.over_budget(bytes, crate::io::clock_ms()) {
+            return true;
         }
-        let before = buf.filled().len();
-        let polled = this.inner.poll_read(cx, buf);
-        if this.abusive.is_some()
-            && this.frames.over_budget(&buf.filled()[before..], crate::io::clock_ms())
-            && let Some(report) = this.abusive.take()
-        {
+        if let Some(report) = self.abusive.take() {
             report();
         }
-        polled
-    }
-}
-
-impl<T: AsyncWrite, F> AsyncWrite for Guarded<T, F> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        false
     }
 }
 

@@ -80,7 +80,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+/// The hop-by-hop fields of RFC 9110 §7.6.1 (and `proxy-connection`).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == CONNECTION
         || name == TE
         || name == TRANSFER_ENCODING

@@ -48,35 +48,65 @@ fn since(ms: u64) -> Duration {
     Duration::from_millis(clock_ms().saturating_sub(ms))
 }
 
+/// Looks at the bytes a [`Watched`] stream reads (e.g. to count frames);
+/// `false` stops the reading: the stream reads nothing more.
+pub trait ReadHook {
+    /// Sees `bytes`, just read.
+    fn read(&mut self, bytes: &[u8]) -> bool;
+}
+
+/// No hook.
+impl ReadHook for () {
+    fn read(&mut self, _: &[u8]) -> bool {
+        true
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// `inner`, reporting its progress to a shared [`Progress`].
-    pub struct Watched<T> {
+    /// `inner`, reporting its progress to a shared [`Progress`] and what it
+    /// reads to `hook`.
+    pub struct Watched<T, H = ()> {
         #[pin]
         inner: T,
         progress: Arc<Progress>,
+        hook: H,
+        stopped: bool,
     }
 }
 
 impl<T> Watched<T> {
     /// Watches `inner`.
     pub fn new(inner: T, progress: Arc<Progress>) -> Self {
-        Watched { inner, progress }
+        Watched::with_hook(inner, progress, ())
     }
 }
 
-impl<T: AsyncRead> AsyncRead for Watched<T> {
+impl<T, H: ReadHook> Watched<T, H> {
+    /// Watches `inner`, showing what it reads to `hook`.
+    pub fn with_hook(inner: T, progress: Arc<Progress>, hook: H) -> Self {
+        Watched { inner, progress, hook, stopped: false }
+    }
+}
+
+impl<T: AsyncRead, H: ReadHook> AsyncRead for Watched<T, H> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
+        if *this.stopped {
+            // The hook stopped the reading: nothing more is read (the
+            // connection is being ended), and no wakeup is asked for.
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.progress.read_ms.store(clock_ms(), Ordering::Relaxed);
+            *this.stopped = !this.hook.read(&buf.filled()[before..]);
         }
         polled
     }
 }
 
-impl<T: AsyncWrite> AsyncWrite for Watched<T> {
+impl<T: AsyncWrite, H> AsyncWrite for Watched<T, H> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.project();
         let polled = this.inner.poll_write(cx, buf);

@@ -241,15 +241,7 @@ pub fn header_map(headers: &[types::Header]) -> Result<(HeaderMap, Vec<HeaderNam
 /// response whose body it did not change would otherwise desynchronise the
 /// client's connection (response splitting).
 pub fn is_framing(name: &HeaderName) -> bool {
-    use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
-    name == CONTENT_LENGTH
-        || name == TRANSFER_ENCODING
-        || name == CONNECTION
-        || name == UPGRADE
-        || name == TE
-        || name == TRAILER
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+    name == http::header::CONTENT_LENGTH || name == http::header::TRAILER || crate::headers::is_hop_by_hop(name)
 }
 
 /// Reports a framing field a filter tried to change (and did not): a

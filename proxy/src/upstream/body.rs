@@ -167,17 +167,14 @@ impl RequestBody {
     /// Whether the client's side of the body failed (broken framing, a
     /// reset): an attempt that failed then failed because of the client.
     pub fn client_failed(&self) -> bool {
-        match &self.state {
-            State::Unread(s) | State::Streaming(_, s) => s.client_failed.load(Ordering::Relaxed),
-            _ => false,
-        }
+        self.streamed().is_some_and(|s| s.client_failed.load(Ordering::Relaxed))
     }
 
     /// The shared state of a body still coming from the client (`None`:
-    /// empty or held whole), to ask later whether it all arrived.
-    pub fn streamed(&self) -> Option<Arc<Shared>> {
+    /// empty or held whole), e.g. to ask later whether it all arrived.
+    pub fn streamed(&self) -> Option<&Arc<Shared>> {
         match &self.state {
-            State::Unread(s) | State::Streaming(_, s) => Some(s.clone()),
+            State::Unread(s) | State::Streaming(_, s) => Some(s),
             _ => None,
         }
     }

@@ -158,7 +158,7 @@ impl Cluster {
             return Err(ProxyError::new(Kind::Overflow));
         }
         // Kept to ask, after a timeout, whether the client had sent its whole body.
-        let streamed = body.streamed();
+        let streamed = body.streamed().cloned();
         let result = match tokio::time::timeout(timeout, self.attempt_all(head, body, policy, attempts)).await {
             Ok(r) => r,
             Err(_) => {
