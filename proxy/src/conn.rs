@@ -139,6 +139,11 @@ impl ConnState {
         }
     }
 
+    /// The client's verified certificate identity (mTLS).
+    pub fn identity(&self) -> Option<&Arc<str>> {
+        None
+    }
+
     /// A request began on this connection.
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);

@@ -432,9 +432,9 @@ fn handler(
                 tracker.clone(),
             )))
         }
-        ListenerKind::Tcp(cluster) => Handler::Tcp(Arc::new(TcpProxy {
+        ListenerKind::Tcp(routes) => Handler::Tcp(Arc::new(TcpProxy {
             name: l.name.as_str().into(),
-            cluster: clusters[cluster.as_str()].clone(),
+            cluster: clusters[routes.default.as_deref().unwrap_or_default()].clone(),
             bytes_up: metrics.tcp_bytes.with_label_values(&[&l.name, "upstream"]),
             bytes_down: metrics.tcp_bytes.with_label_values(&[&l.name, "downstream"]),
             access_log: access_log.clone(),

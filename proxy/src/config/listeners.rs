@@ -7,6 +7,7 @@ use super::validate::*;
 use crate::identity::path::normalize;
 use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashSet;
+use std::path::Path;
 
 pub(super) fn listener(
     c: &mut Checker,
@@ -14,12 +15,12 @@ pub(super) fn listener(
     l: &RawListener,
     clusters: &HashSet<String>,
     filters: &HashSet<String>,
+    base: &Path,
 ) -> ListenerConfig {
     let at = format!("listeners[{i}]");
     let address = c.socket_addr(format!("{at}.address"), &l.address);
-    if l.tls.is_some() {
-        c.error(format!("{at}.tls"), "TLS termination is not available in this build yet");
-    }
+    let tls = l.tls.as_ref().map(|t| super::tls::server(c, &format!("{at}.tls"), t, base));
+    c.all_known(&format!("{at}.connection_filters"), &l.connection_filters, filters, "filter");
     let kind = match l.protocol {
         ListenerProtocol::Http => {
             if l.cluster.is_some() {
@@ -27,6 +28,9 @@ pub(super) fn listener(
             }
             if l.routes.is_empty() {
                 c.error(format!("{at}.routes"), "an http listener needs at least one route");
+            }
+            if !l.sni_routes.is_empty() {
+                c.error(format!("{at}.sni_routes"), "http listeners route by `routes` (match on `host`)");
             }
             c.unique(
                 "route",
@@ -44,13 +48,31 @@ pub(super) fn listener(
                 c.error(format!("{at}.routes"), "tcp listeners have no routes; set `cluster`");
             }
             match &l.cluster {
-                None => c.error(format!("{at}.cluster"), "a tcp listener needs a cluster"),
+                None if l.sni_routes.is_empty() => {
+                    c.error(format!("{at}.cluster"), "a tcp listener needs a cluster (or `sni_routes`)")
+                }
                 Some(name) if !clusters.contains(name) => {
                     c.error(format!("{at}.cluster"), format!("no cluster named {name:?}"))
                 }
-                Some(_) => {}
+                _ => {}
             }
-            ListenerKind::Tcp(l.cluster.clone().unwrap_or_default())
+            let mut by_sni = Vec::new();
+            for (j, r) in l.sni_routes.iter().enumerate() {
+                let here = format!("{at}.sni_routes[{j}]");
+                if !clusters.contains(&r.cluster) {
+                    c.error(format!("{here}.cluster"), format!("no cluster named {:?}", r.cluster));
+                }
+                if r.sni.is_empty() {
+                    c.error(format!("{here}.sni"), "list at least one server name");
+                }
+                for (k, name) in r.sni.iter().enumerate() {
+                    if let Err(m) = super::tls::check_server_name_pattern(name) {
+                        c.error(format!("{here}.sni[{k}]"), m);
+                    }
+                }
+                by_sni.push((r.sni.iter().map(|n| n.to_ascii_lowercase()).collect(), r.cluster.clone()));
+            }
+            ListenerKind::Tcp(TcpRoutes { by_sni, default: l.cluster.clone() })
         }
     };
     let lim = &l.limits;
@@ -81,7 +103,8 @@ pub(super) fn listener(
     if l.trusted_hops > 10 {
         c.error(format!("{at}.trusted_hops"), "at most 10");
     }
-    ListenerConfig { name: l.name.clone(), address, kind, limits, http }
+    let connection_filters = l.connection_filters.clone();
+    ListenerConfig { name: l.name.clone(), address, kind, limits, http, tls, connection_filters }
 }
 
 fn http2(c: &mut Checker, at: &str, h: &RawHttp2) -> Http2Limits {
@@ -180,6 +203,11 @@ fn route(
         }
     }
     let host = m.host.as_ref().map(|h| h.to_ascii_lowercase());
+    if let Some(p) = &m.peer
+        && let Err(e) = super::tls::check_identity_pattern(p)
+    {
+        c.error(format!("{at}.match.peer"), e);
+    }
     let timeout = c.positive_duration(format!("{at}.timeout"), &r.timeout);
     let retries = r.retries.as_ref().map(|x| retries(c, &format!("{at}.retries"), x));
     for (k, u) in r.upgrades.iter().enumerate() {
@@ -191,7 +219,7 @@ fn route(
     }
     RouteConfig {
         name: r.name.clone(),
-        matcher: MatchConfig { path, host, headers, methods },
+        matcher: MatchConfig { path, host, headers, methods, peer: m.peer.clone() },
         cluster: r.cluster.clone(),
         filters: r.filters.clone(),
         timeout,

@@ -7,10 +7,12 @@
 mod listeners;
 mod load;
 pub mod model;
+pub mod tls;
 pub mod units;
 mod validate;
 
 pub use load::parse;
+pub use tls::{CertFiles, ClientTlsConfig, ServerTlsConfig, TlsVersion, identity_matches, server_name_matches};
 pub use validate::*;
 
 use std::fmt;

@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use super::tls::{ClientCert, RawClientTls, RawServerTls, RawSniCert, RawSniRoute};
+
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct RawConfig {
@@ -85,15 +87,24 @@ pub struct RawListener {
     /// `http` (default) or `tcp`.
     #[serde(default)]
     pub protocol: ListenerProtocol,
-    /// TLS termination (reserved: not available in this build).
+    /// TLS termination (see README, "TLS and identity").
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<RawServerTls>,
+    /// Filters asked about each connection (`on-connection`) before it is
+    /// served, in order; any of them can close it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connection_filters: Vec<String>,
     /// HTTP listeners: routes, first match wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RawRoute>,
-    /// TCP listeners: the cluster to copy bytes to.
+    /// TCP listeners: the cluster to copy bytes to (with `sni_routes`:
+    /// for connections whose SNI matches none of them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// TCP listeners: clusters chosen by the ClientHello's server name.
+    /// Without `tls` the TLS stream passes through untouched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_routes: Vec<RawSniRoute>,
     /// Protective limits.
     #[serde(default)]
     pub limits: RawListenerLimits,
@@ -250,6 +261,10 @@ pub struct RawMatch {
     /// Allowed methods; empty allows all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
+    /// The client's verified certificate identity (mTLS), e.g.
+    /// `spiffe://cluster.local/ns/*/sa/frontend` (`*`: one path segment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
 }
 
 /// `routes[j].retries`
@@ -320,9 +335,9 @@ pub struct RawCluster {
     /// one (within `max_pending` and the route timeout).
     #[serde(default = "default_max_connections_per_endpoint")]
     pub max_connections_per_endpoint: usize,
-    /// TLS origination (reserved: not available in this build).
+    /// TLS origination to the endpoints (see README, "TLS and identity").
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<RawClientTls>,
 }
 
 /// `clusters[k].circuit_breaker`

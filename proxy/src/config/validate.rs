@@ -94,6 +94,10 @@ pub struct ListenerConfig {
     pub limits: Limits,
     /// How HTTP requests are read and trusted.
     pub http: HttpSettings,
+    /// TLS termination.
+    pub tls: Option<super::ServerTlsConfig>,
+    /// Filters that decide on each connection, in order.
+    pub connection_filters: Vec<String>,
 }
 
 /// How an HTTP listener reads requests and which of their claims it believes.
@@ -129,8 +133,17 @@ pub struct Http2Limits {
 pub enum ListenerKind {
     /// HTTP/1.1 + HTTP/2 with routes.
     Http(Vec<RouteConfig>),
-    /// Raw TCP to a cluster.
-    Tcp(String),
+    /// Raw TCP to a cluster, or to one chosen by SNI.
+    Tcp(TcpRoutes),
+}
+
+/// Where a TCP listener sends a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpRoutes {
+    /// Server name patterns and their cluster, first match wins.
+    pub by_sni: Vec<(Vec<String>, String)>,
+    /// For connections no SNI route takes (`None`: they are closed).
+    pub default: Option<String>,
 }
 
 /// A listener's protective limits.
@@ -195,6 +208,8 @@ pub struct MatchConfig {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Allowed methods (empty: all).
     pub methods: Vec<Method>,
+    /// Identity pattern the client's verified certificate must match.
+    pub peer: Option<String>,
 }
 
 /// A validated retry policy.
@@ -229,6 +244,8 @@ pub struct ClusterConfig {
     pub breaker: BreakerConfig,
     /// Connections open at once to one endpoint.
     pub max_connections_per_endpoint: usize,
+    /// TLS origination.
+    pub tls: Option<super::ClientTlsConfig>,
 }
 
 /// Circuit-breaker settings.
@@ -355,13 +372,13 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
     let mut addresses = HashSet::new();
     let mut listeners = Vec::new();
     for (i, l) in raw.listeners.iter().enumerate() {
-        let listener = listeners::listener(&mut c, i, l, &clusters_named, &filters_named);
+        let listener = listeners::listener(&mut c, i, l, &clusters_named, &filters_named, base);
         if listener.address.port() != 0 && !addresses.insert(listener.address) {
             c.error(format!("listeners[{i}].address"), format!("{} is used by another listener", listener.address));
         }
         listeners.push(listener);
     }
-    let clusters = raw.clusters.iter().enumerate().map(|(i, x)| cluster(&mut c, i, x)).collect();
+    let clusters = raw.clusters.iter().enumerate().map(|(i, x)| cluster(&mut c, i, x, base)).collect();
     let filters = raw.filters.iter().enumerate().map(|(i, f)| filter(&mut c, i, f, base, &clusters_named)).collect();
     if admin.address.port() != 0 && addresses.contains(&admin.address) {
         c.error("admin.address", format!("{} is used by a listener", admin.address));
@@ -385,7 +402,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
     }
 }
 
-fn cluster(c: &mut Checker, i: usize, x: &RawCluster) -> ClusterConfig {
+fn cluster(c: &mut Checker, i: usize, x: &RawCluster, base: &Path) -> ClusterConfig {
     let at = format!("clusters[{i}]");
     if x.endpoints.is_empty() {
         c.error(format!("{at}.endpoints"), "a cluster needs at least one endpoint");
@@ -395,9 +412,7 @@ fn cluster(c: &mut Checker, i: usize, x: &RawCluster) -> ClusterConfig {
             c.error(format!("{at}.endpoints[{k}]"), m);
         }
     }
-    if x.tls.is_some() {
-        c.error(format!("{at}.tls"), "TLS origination is not available in this build yet");
-    }
+    let tls = x.tls.as_ref().map(|t| super::tls::client(c, &format!("{at}.tls"), t, base));
     let b = &x.circuit_breaker;
     if b.consecutive_failures == 0 {
         c.error(format!("{at}.circuit_breaker.consecutive_failures"), "must be greater than zero");
@@ -420,6 +435,7 @@ fn cluster(c: &mut Checker, i: usize, x: &RawCluster) -> ClusterConfig {
             max_pending: b.max_pending,
         },
         max_connections_per_endpoint: x.max_connections_per_endpoint,
+        tls,
     }
 }
 

@@ -175,6 +175,8 @@ pub struct Facts {
     pub peer: SocketAddr,
     /// Route name.
     pub route: Arc<str>,
+    /// The client's verified certificate identity (mTLS), if any.
+    pub identity: Option<Arc<str>>,
 }
 
 impl MessageState {

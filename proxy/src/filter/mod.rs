@@ -14,6 +14,7 @@ mod bindings;
 pub mod body;
 pub mod call;
 pub mod chain;
+pub mod connection;
 pub mod host;
 pub mod kv;
 pub mod loaded;
@@ -21,6 +22,7 @@ pub mod registry;
 pub mod runtime;
 
 pub use chain::{Chain, Run, Side, Verdict};
+pub use connection::{ConnectionFacts, ConnectionFilters};
 pub use host::{BodyMode, Facts};
 pub use loaded::LoadedFilter;
 pub use runtime::Runtime;
