@@ -1,6 +1,7 @@
 //! The admin listener: `/healthz` (alive), `/readyz` (listeners bound, not
 //! draining, local app reachable), `/config` (effective config as JSON),
-//! `/filters` (each filter's serving version) and `/metrics` (Prometheus text). It keeps serving while the proxy drains, so
+//! `/filters` (each filter's serving version), `/certs` (every loaded TLS
+//! certificate: subject, SANs, serial, validity, SHA-256) and `/metrics` (Prometheus text). It keeps serving while the proxy drains, so
 //! `/readyz` reports 503 and `/metrics` stays observable until exit.
 
 use crate::live::Live;
@@ -72,7 +73,14 @@ impl Admin {
                     serde_json::to_vec_pretty(&statuses).unwrap_or_default().into(),
                 )
             }
-            _ => text(StatusCode::NOT_FOUND, "unknown admin path; try /healthz /readyz /config /filters /metrics\n"),
+            "/certs" => {
+                let certs: Vec<_> = self.live.current().tls.iter().flat_map(|t| t.report()).collect();
+                body(StatusCode::OK, "application/json", serde_json::to_vec_pretty(&certs).unwrap_or_default().into())
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "unknown admin path; try /healthz /readyz /config /filters /certs /metrics\n",
+            ),
         }
     }
 

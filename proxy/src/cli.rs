@@ -40,6 +40,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    crate::tls::install();
     match cli.command {
         None => report(crate::demo::run()),
         Some(Command::Run { config }) => match crate::live::read(&config) {
@@ -53,10 +54,17 @@ pub fn main() -> ExitCode {
             let path = config.or(file).unwrap_or_default();
             let checked = crate::live::read(&path).map_err(|u| u.into_errors(&path)).and_then(|(cfg, _)| {
                 let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-                let clusters = crate::live::clusters(&cfg, &metrics, None);
-                crate::filter::Registry::load(&cfg, &metrics, &clusters, &mut None, None)
-                    .map(|_| ())
-                    .map_err(config::ConfigErrors)
+                let (clusters, mut errors) = match crate::live::clusters(&cfg, &metrics, None) {
+                    Ok((clusters, _)) => (clusters, Vec::new()),
+                    Err(e) => (Default::default(), e),
+                };
+                errors.extend(crate::tls::check_listeners(&cfg, &metrics));
+                if errors.is_empty()
+                    && let Err(e) = crate::filter::Registry::load(&cfg, &metrics, &clusters, &mut None, None)
+                {
+                    errors.extend(e);
+                }
+                if errors.is_empty() { Ok(()) } else { Err(config::ConfigErrors(errors)) }
             });
             match checked {
                 Ok(()) => {

@@ -9,10 +9,12 @@ use crate::access_log::AccessLog;
 use crate::config::{HttpSettings, Limits};
 use crate::h2_guard::{ControlFrames, Guard};
 use crate::io::{Progress, Watched, clock_ms};
+use crate::listener::Edge;
 use crate::listener::{Listener, Slot};
 use crate::metrics::{ConnectionEnds, RouteMetrics};
 use crate::route::Router;
 use crate::stall::Streams;
+use crate::tls::{Session, Stream};
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,7 +23,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,6 +45,8 @@ pub struct HttpListener {
     pub no_route_metrics: RouteMetrics,
     /// Tracks upgraded (WebSocket) tunnels so drain waits for them.
     pub tracker: TaskTracker,
+    /// TLS and connection filters.
+    pub edge: Edge,
     builder: auto::Builder<TokioExecutor>,
 }
 
@@ -59,6 +62,7 @@ impl HttpListener {
         access_log: AccessLog,
         no_route_metrics: RouteMetrics,
         tracker: TaskTracker,
+        edge: Edge,
     ) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -84,7 +88,18 @@ impl HttpListener {
             .max_local_error_reset_streams(h2.max_error_resets)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(10));
-        HttpListener { name: name.into(), router, limits, http, ends, access_log, no_route_metrics, tracker, builder }
+        HttpListener {
+            name: name.into(),
+            router,
+            limits,
+            http,
+            ends,
+            access_log,
+            no_route_metrics,
+            tracker,
+            edge,
+            builder,
+        }
     }
 }
 
@@ -112,6 +127,8 @@ pub struct ConnState {
     abuse_was_resets: AtomicBool,
     /// HTTP/2 responses waiting for the client to grant window.
     pub waiting: Streams,
+    /// What the TLS handshake settled, on a TLS listener.
+    pub tls: Option<Session>,
 }
 
 /// A connection where the client reset more than half of its streams before
@@ -121,7 +138,7 @@ pub struct ConnState {
 const RESET_CHECK_AFTER: u32 = 100;
 
 impl ConnState {
-    fn new(peer: SocketAddr, accepted_by: Arc<Listener>, slot: Slot, max_streams: u32) -> Self {
+    fn new(peer: SocketAddr, tls: Option<Session>, accepted_by: Arc<Listener>, slot: Slot, max_streams: u32) -> Self {
         let peer_header = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
         let (in_flight, idle_since_ms) = (AtomicUsize::new(0), AtomicU64::new(clock_ms()));
         ConnState {
@@ -136,12 +153,13 @@ impl ConnState {
             abusive: Notify::new(),
             abuse_was_resets: AtomicBool::new(false),
             waiting: Streams::new(max_streams as usize),
+            tls,
         }
     }
 
     /// The client's verified certificate identity (mTLS).
     pub fn identity(&self) -> Option<&Arc<str>> {
-        None
+        self.tls.as_ref().and_then(Session::identity)
     }
 
     /// A request began on this connection.
@@ -185,14 +203,15 @@ const ABUSE_GRACE: Duration = Duration::from_millis(200);
 /// accepted with; each request is routed by the handler serving when it
 /// arrives, so a config reload reaches established connections too.
 pub async fn serve(
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
+    tls: Option<Session>,
     listener: Arc<HttpListener>,
     live: Arc<Listener>,
     drain: CancellationToken,
     slot: Slot,
 ) {
-    let state = Arc::new(ConnState::new(peer, live, slot, listener.http.http2.max_concurrent_streams));
+    let state = Arc::new(ConnState::new(peer, tls, live, slot, listener.http.http2.max_concurrent_streams));
     let progress = Progress::new();
     let frames = ControlFrames::new(listener.http.http2.max_control_frames);
     let io = {

@@ -35,6 +35,8 @@ pub enum Kind {
     ConnectFailure,
     /// TCP connect to the upstream timed out.
     ConnectTimeout,
+    /// The TLS handshake with the upstream failed (untrusted or wrong certificate, no common protocol).
+    TlsFailure,
     /// Upstream closed or reset before sending response headers.
     UpstreamReset,
     /// Upstream sent something that is not valid HTTP.
@@ -69,9 +71,12 @@ impl Kind {
             Kind::UriTooLong => StatusCode::URI_TOO_LONG,
             Kind::BadRequest => StatusCode::BAD_REQUEST,
             Kind::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
-            Kind::ConnectFailure | Kind::ConnectTimeout | Kind::CircuitOpen | Kind::Overflow | Kind::Draining => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Kind::ConnectFailure
+            | Kind::ConnectTimeout
+            | Kind::TlsFailure
+            | Kind::CircuitOpen
+            | Kind::Overflow
+            | Kind::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Kind::UpstreamReset | Kind::UpstreamProtocol | Kind::UpgradeUnsupported => StatusCode::BAD_GATEWAY,
             Kind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Kind::FilterFailed => StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,6 +96,7 @@ impl Kind {
             Kind::UnsupportedCoding => "wasp_unsupported_transfer_coding",
             Kind::ConnectFailure => "wasp_upstream_connect_failure",
             Kind::ConnectTimeout => "wasp_upstream_connect_timeout",
+            Kind::TlsFailure => "wasp_upstream_tls_failure",
             Kind::UpstreamReset => "wasp_upstream_reset",
             Kind::UpstreamProtocol => "wasp_upstream_protocol_error",
             Kind::Timeout => "wasp_request_timeout",
@@ -115,6 +121,7 @@ impl Kind {
             Kind::UnsupportedCoding => "transfer coding not implemented",
             Kind::ConnectFailure => "upstream connection failed",
             Kind::ConnectTimeout => "upstream connect timed out",
+            Kind::TlsFailure => "upstream TLS handshake failed",
             Kind::UpstreamReset => "upstream closed the connection before responding",
             Kind::UpstreamProtocol => "upstream sent an invalid response",
             Kind::Timeout => "upstream did not respond in time",
@@ -151,6 +158,7 @@ impl Kind {
         match self {
             Kind::ConnectFailure => Some("connect_failure"),
             Kind::ConnectTimeout => Some("connect_timeout"),
+            Kind::TlsFailure => Some("tls"),
             Kind::UpstreamReset => Some("reset"),
             Kind::UpstreamProtocol => Some("protocol"),
             Kind::Timeout => Some("timeout"),

@@ -25,6 +25,9 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+/// Envoy's header for the client certificate wasp verified.
+const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
+
 /// hyper's service entry point for every request on an HTTP listener.
 pub async fn handle(
     mut req: Request<Incoming>,
@@ -77,11 +80,18 @@ async fn proxy(
 ) -> Result<Answer, ProxyError> {
     let asks_upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
     strip_hop_by_hop(req.headers_mut(), asks_upgrade);
-    let forwarded = add_forwarding(req.headers_mut(), &conn.peer_header, "http", listener.http.trusted_hops);
+    let scheme = if conn.tls.is_some() { "https" } else { "http" };
+    let forwarded = add_forwarding(req.headers_mut(), &conn.peer_header, scheme, listener.http.trusted_hops);
     let request_id = forwarded.request_id;
     exchange.request_id = Some(request_id.clone());
     exchange.client = forwarded.client;
-    let route = listener.router.route(&req).ok_or(ProxyError::new(Kind::NoRoute))?.clone();
+    // Only wasp vouches for a client certificate: a client's own claim is never passed on.
+    req.headers_mut().remove(XFCC);
+    if let Some(xfcc) = conn.tls.as_ref().and_then(|t| t.xfcc.clone()) {
+        req.headers_mut().insert(XFCC, xfcc);
+    }
+    let identity = conn.identity().map(|i| &**i);
+    let route = listener.router.route(&req, identity).ok_or(ProxyError::new(Kind::NoRoute))?.clone();
     exchange.route = Some(route.clone());
     // Only the protocols the route allows are tunnelled; any other Upgrade
     // (h2c included) is removed and the request goes on as a plain one.

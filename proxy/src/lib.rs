@@ -49,5 +49,6 @@ pub mod route;
 pub mod server;
 pub mod stall;
 pub mod tcp;
+pub mod tls;
 pub mod upstream;
 pub mod watch;

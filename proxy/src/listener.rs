@@ -6,13 +6,17 @@
 //! open when the drain timeout passes.
 
 use crate::conn::{self, HttpListener};
+use crate::filter::{ConnectionFacts, ConnectionFilters};
 use crate::metrics::GaugeGuard;
 use crate::tcp::TcpProxy;
+use crate::tls::{ServerTls, Session, Stream};
 use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntGauge};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +28,57 @@ pub enum Handler {
     Http(Arc<HttpListener>),
     /// Raw TCP.
     Tcp(Arc<TcpProxy>),
+}
+
+/// What a listener does with a connection before serving it: the TLS
+/// handshake (if it terminates TLS), then its connection filters.
+#[derive(Clone, Default)]
+pub struct Edge {
+    /// TLS termination.
+    pub tls: Option<Arc<ServerTls>>,
+    /// Filters asked whether to serve the connection.
+    pub connection_filters: Option<Arc<ConnectionFilters>>,
+}
+
+impl Edge {
+    /// The connection ready to serve, with what its handshake settled; `None`
+    /// when the handshake failed (counted) or a filter refused it.
+    pub async fn admit(&self, tcp: TcpStream, peer: SocketAddr) -> Option<(Stream, Option<Session>)> {
+        let local = tcp.local_addr().ok()?;
+        let (stream, session) = match &self.tls {
+            None => (Stream::Plain(tcp), None),
+            Some(tls) => match tls.accept(tcp).await {
+                Ok((s, session)) => (Stream::Server(Box::new(s)), Some(session)),
+                Err(reason) => {
+                    tracing::debug!(%peer, reason, "TLS handshake failed");
+                    return None;
+                }
+            },
+        };
+        let s = session.as_ref();
+        let sni = s.and_then(|s| s.sni.clone());
+        let facts = || ConnectionFacts {
+            peer,
+            local,
+            sni: sni.clone(),
+            alpn: s.and_then(|s| s.alpn.clone()),
+            identity: s.and_then(|s| s.identity().cloned()),
+        };
+        self.allows(facts).await.then_some((stream, session))
+    }
+
+    /// Whether every connection filter allows a connection described by `facts`.
+    pub async fn allows(&self, facts: impl FnOnce() -> ConnectionFacts) -> bool {
+        let Some(filters) = &self.connection_filters else { return true };
+        let facts = facts();
+        match filters.decide(&facts).await {
+            Ok(()) => true,
+            Err(filter) => {
+                tracing::debug!(peer = %facts.peer, %filter, "connection refused by a filter");
+                false
+            }
+        }
+    }
 }
 
 /// Connections the kernel may queue for a listener before wasp accepts them
@@ -173,7 +228,11 @@ impl Listener {
                 Handler::Http(l) => {
                     let (l, listener) = (l.clone(), self.clone());
                     let slot = Arc::new((permit, active));
-                    tracker.spawn(self.hold(conn::serve(stream, peer, l, listener, drain, slot)))
+                    tracker.spawn(self.hold(async move {
+                        if let Some((io, session)) = l.edge.admit(stream, peer).await {
+                            conn::serve(io, peer, session, l, listener, drain, slot).await;
+                        }
+                    }))
                 }
                 Handler::Tcp(t) => {
                     let t = t.clone();

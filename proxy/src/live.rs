@@ -13,11 +13,14 @@ use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigError, ConfigErrors, ListenerConfig, ListenerKind};
 use crate::conn::HttpListener;
 use crate::filter::registry::sha256_hex;
-use crate::filter::{Chain, Registry, Runtime};
+use crate::filter::{Chain, ConnectionFilters, Registry, Runtime};
+use crate::listener::Edge;
 use crate::listener::{Handler, Listener};
 use crate::metrics::Metrics;
 use crate::route::{Route, Router};
-use crate::tcp::TcpProxy;
+use crate::tcp::{TcpProxy, TcpRoutes};
+use crate::tls::pem::CertInfo;
+use crate::tls::{ClientTls, ServerTls};
 use crate::upstream::Cluster;
 use crate::watch::folder;
 use arc_swap::ArcSwap;
@@ -43,6 +46,83 @@ pub struct Snapshot {
     pub clusters: HashMap<String, Arc<Cluster>>,
     /// The filters, if any are configured.
     pub filters: Option<Arc<Registry>>,
+    /// Every listener's and cluster's TLS material.
+    pub tls: Vec<Tls>,
+}
+
+/// One certificate as `/certs` shows it.
+#[derive(serde::Serialize)]
+pub struct CertReport {
+    /// `listener` or `cluster`.
+    pub scope: &'static str,
+    /// Its name.
+    pub name: String,
+    /// `server`, `client_ca`, `client` or `ca`.
+    pub role: &'static str,
+    /// Seconds until `not_after` (negative once expired).
+    pub expires_in_seconds: i64,
+    /// The certificate.
+    #[serde(flatten)]
+    pub cert: CertInfo,
+}
+
+/// TLS material of a listener or a cluster, refreshed when its files change.
+#[derive(Clone)]
+pub enum Tls {
+    /// A listener's termination.
+    Server(Arc<ServerTls>, Vec<PathBuf>),
+    /// A cluster's origination.
+    Client(Arc<ClientTls>, Vec<PathBuf>),
+}
+
+impl Tls {
+    /// Rebuilds it if its files changed.
+    pub fn refresh(&self) {
+        match self {
+            Tls::Server(t, _) => t.refresh(),
+            Tls::Client(t, _) => t.refresh(),
+        }
+    }
+
+    /// Its certificates, for `/certs`.
+    pub fn report(&self) -> Vec<CertReport> {
+        let (scope, name, certs) = match self {
+            Tls::Server(t, _) => ("listener", t.name(), t.certs()),
+            Tls::Client(t, _) => ("cluster", t.name(), t.certs()),
+        };
+        let now = crate::tls::pem::now();
+        let report = |(role, cert): (&'static str, CertInfo)| CertReport {
+            scope,
+            name: name.to_string(),
+            role,
+            expires_in_seconds: cert.not_after - now,
+            cert,
+        };
+        certs.into_iter().map(report).collect()
+    }
+
+    fn files(&self) -> &[PathBuf] {
+        match self {
+            Tls::Server(_, f) | Tls::Client(_, f) => f,
+        }
+    }
+
+    fn same(&self, other: &Tls) -> bool {
+        match (self, other) {
+            (Tls::Server(a, _), Tls::Server(b, _)) => Arc::ptr_eq(a, b),
+            (Tls::Client(a, _), Tls::Client(b, _)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    fn publish(&self, on: bool) {
+        match (self, on) {
+            (Tls::Server(t, _), true) => t.publish(),
+            (Tls::Server(t, _), false) => t.unpublish(),
+            (Tls::Client(t, _), true) => t.publish(),
+            (Tls::Client(t, _), false) => t.unpublish(),
+        }
+    }
 }
 
 /// The running proxy's configuration: the serving [`Snapshot`] and what it
@@ -155,11 +235,12 @@ impl Live {
         let pending = self.state.lock().await.pending.clone();
         let current = self.current();
         let modules = current.filters.iter().flat_map(|r| r.modules().map(Path::to_path_buf));
-        self.path.iter().cloned().chain(modules).chain(pending).collect()
+        let tls = current.tls.iter().flat_map(|t| t.files().iter().cloned());
+        self.path.iter().cloned().chain(modules).chain(tls).chain(pending).collect()
     }
 
     /// Applies what changed on disk: the config file if its content changed,
-    /// then every filter module whose content changed.
+    /// then every filter module and TLS file whose content changed.
     pub async fn reload(&self) {
         let mut state = self.state.lock().await;
         if self.drain.is_cancelled() {
@@ -167,6 +248,9 @@ impl Live {
         }
         if let Some(path) = &self.path {
             self.reload_config(&mut state, path).await;
+        }
+        for tls in &self.current().tls {
+            tls.refresh();
         }
         if let Some(registry) = self.current().filters.clone()
             && let Err(e) = tokio::task::spawn_blocking(move || registry.refresh()).await
@@ -329,7 +413,13 @@ async fn prepare(
     config: Config,
     previous: Option<&Snapshot>,
 ) -> Result<(Snapshot, Vec<Next>), ConfigErrors> {
-    let clusters = clusters(&config, metrics, previous);
+    let (clusters, mut tls, tls_errors) = match clusters(&config, metrics, previous) {
+        Ok((c, t)) => (c, t, Vec::new()),
+        Err(e) => (HashMap::new(), Vec::new(), e),
+    };
+    if !tls_errors.is_empty() {
+        return Err(ConfigErrors(tls_errors));
+    }
 
     // Compiling and initialising filters blocks: do it off the runtime's threads.
     let (metrics2, clusters2) = (metrics.clone(), clusters.clone());
@@ -370,10 +460,26 @@ async fn prepare(
                 }
             },
         };
+        let terminate = match &l.tls {
+            None => None,
+            Some(cfg) => {
+                let alpn: &[&[u8]] = if http { &crate::tls::server::HTTP_ALPN } else { &[] };
+                match ServerTls::load(&l.name, cfg, alpn, &metrics.tls) {
+                    Ok(t) => {
+                        tls.push(Tls::Server(t.clone(), cfg.files().map(Path::to_path_buf).collect()));
+                        Some(t)
+                    }
+                    Err(e) => {
+                        errors.extend(e);
+                        continue;
+                    }
+                }
+            }
+        };
         if !errors.is_empty() {
             continue;
         }
-        let handler = handler(l, &clusters, filters.as_ref(), metrics, access_log, tracker);
+        let handler = handler(l, &clusters, filters.as_ref(), metrics, access_log, tracker, terminate);
         let (name, address, max_connections) = (l.name.clone(), l.address, l.limits.max_connections);
         next.push(Next { name, address, handler, max_connections, socket });
     }
@@ -381,23 +487,44 @@ async fn prepare(
         return Err(ConfigErrors(errors));
     }
     let config_json = config::effective_json(&config.raw).into();
-    Ok((Snapshot { generation: 1, config, config_json, clusters, filters }, next))
+    Ok((Snapshot { generation: 1, config, config_json, clusters, filters, tls }, next))
 }
 
-/// The clusters of `config` by name; one unchanged from `previous` is kept
-/// (its pools, balancer and breakers).
-pub fn clusters(config: &Config, metrics: &Metrics, previous: Option<&Snapshot>) -> HashMap<String, Arc<Cluster>> {
-    config
-        .clusters
-        .iter()
-        .map(|c| {
-            let same = previous.and_then(|p| {
-                let before = p.config.clusters.iter().find(|b| b.name == c.name)?;
-                (before == c).then(|| p.clusters.get(&c.name).cloned())?
-            });
-            (c.name.clone(), same.unwrap_or_else(|| Arc::new(Cluster::new(c, metrics))))
-        })
-        .collect()
+/// The clusters of `config` by name, with their TLS material; one
+/// unchanged from `previous` is kept (its pools, balancer, breakers and TLS).
+pub fn clusters(
+    config: &Config,
+    metrics: &Metrics,
+    previous: Option<&Snapshot>,
+) -> Result<(HashMap<String, Arc<Cluster>>, Vec<Tls>), Vec<ConfigError>> {
+    let (mut clusters, mut tls, mut errors) = (HashMap::new(), Vec::new(), Vec::new());
+    for c in &config.clusters {
+        let same = previous.and_then(|p| {
+            let before = p.config.clusters.iter().find(|b| b.name == c.name)?;
+            (before == c).then(|| p.clusters.get(&c.name).cloned())?
+        });
+        let cluster = match same {
+            Some(kept) => kept,
+            None => {
+                let origination = match &c.tls {
+                    None => None,
+                    Some(t) => match ClientTls::load(&c.name, t, Cluster::alpn(c.protocol), &metrics.tls) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            errors.extend(e);
+                            continue;
+                        }
+                    },
+                };
+                Arc::new(Cluster::new(c, metrics, origination))
+            }
+        };
+        if let (Some(t), Some(cfg)) = (cluster.tls(), &c.tls) {
+            tls.push(Tls::Client(t.clone(), cfg.files().map(Path::to_path_buf).collect()));
+        }
+        clusters.insert(c.name.clone(), cluster);
+    }
+    if errors.is_empty() { Ok((clusters, tls)) } else { Err(errors) }
 }
 
 /// A listener's handler: its routes (with their clusters and filter chains) or its TCP cluster.
@@ -408,7 +535,11 @@ fn handler(
     metrics: &Metrics,
     access_log: &AccessLog,
     tracker: &TaskTracker,
+    tls: Option<Arc<ServerTls>>,
 ) -> Handler {
+    let connection_filters = filters.filter(|_| !l.connection_filters.is_empty()).map(|registry| {
+        Arc::new(ConnectionFilters::new(l.connection_filters.iter().filter_map(|f| registry.get(f)).collect()))
+    });
     match &l.kind {
         ListenerKind::Http(routes) => {
             let routes = routes
@@ -430,11 +561,14 @@ fn handler(
                 access_log.clone(),
                 metrics.route(&l.name, "", ""),
                 tracker.clone(),
+                Edge { tls, connection_filters },
             )))
         }
         ListenerKind::Tcp(routes) => Handler::Tcp(Arc::new(TcpProxy {
             name: l.name.as_str().into(),
-            cluster: clusters[routes.default.as_deref().unwrap_or_default()].clone(),
+            routes: TcpRoutes::new(routes, clusters),
+            edge: Edge { tls, connection_filters },
+            tls_errors: metrics.tls.handshake_errors.clone(),
             bytes_up: metrics.tcp_bytes.with_label_values(&[&l.name, "upstream"]),
             bytes_down: metrics.tcp_bytes.with_label_values(&[&l.name, "downstream"]),
             access_log: access_log.clone(),
@@ -475,4 +609,12 @@ fn publish(next: &Snapshot, previous: Option<&Snapshot>, metrics: &Metrics) {
         }
     }
     Registry::publish(next.filters.as_deref(), previous.and_then(|p| p.filters.as_deref()), metrics);
+    for old in previous.iter().flat_map(|p| &p.tls) {
+        if !next.tls.iter().any(|t| t.same(old)) {
+            old.publish(false);
+        }
+    }
+    for t in &next.tls {
+        t.publish(true);
+    }
 }

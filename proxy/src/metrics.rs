@@ -47,6 +47,8 @@ pub struct Metrics {
     timeouts: IntCounterVec,
     /// `wasp_http2_abuse_total{listener,kind}`
     abuse: IntCounterVec,
+    /// TLS handshakes, certificate expiry, TLS reloads.
+    pub tls: std::sync::Arc<crate::tls::TlsMetrics>,
     filter_counters: Mutex<HashMap<String, IntCounterVec>>,
     filter_histograms: Mutex<HashMap<String, HistogramVec>>,
 }
@@ -183,6 +185,7 @@ impl Metrics {
                 &["listener", "kind"],
             )
             .expect("valid metric"),
+            tls: Default::default(),
             filter_counters: Mutex::default(),
             filter_histograms: Mutex::default(),
             registry,
@@ -211,6 +214,9 @@ impl Metrics {
             Box::new(m.abuse.clone()),
             Box::new(build),
         ] {
+            r.register(c).expect("metric names are unique");
+        }
+        for c in m.tls.collectors() {
             r.register(c).expect("metric names are unique");
         }
         m

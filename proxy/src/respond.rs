@@ -113,6 +113,8 @@ impl Exchange {
             request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
             peer: self.conn.peer.to_string(),
             client: self.client.as_deref(),
+            sni: self.conn.tls.as_ref().and_then(|t| t.sni.as_deref()),
+            identity: self.conn.identity().map(|i| &**i),
             reason: self.reason,
             filter: self.filter.as_deref(),
             filters: Generations(&self.generations),
@@ -144,6 +146,10 @@ struct HttpLine<'a> {
     peer: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sni: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<&'a str>,
     reason: Option<&'static str>,
     filter: Option<&'a str>,
     #[serde(skip_serializing_if = "Generations::is_empty")]

@@ -1,7 +1,7 @@
 //! The router: picks the first route whose match conditions (path prefix or
-//! exact path, host, headers, methods) all hold.
+//! exact path, host, headers, methods, the client's verified identity) all hold.
 
-use crate::config::{MatchConfig, PathMatch, RetryConfig, RouteConfig};
+use crate::config::{MatchConfig, PathMatch, RetryConfig, RouteConfig, identity_matches};
 use crate::filter::Chain;
 use crate::metrics::RouteMetrics;
 use crate::upstream::Cluster;
@@ -49,7 +49,7 @@ impl Route {
         asked.peek().is_some() && asked.all(|p| self.upgrades.iter().any(|u| u.as_bytes().eq_ignore_ascii_case(p)))
     }
 
-    fn matches<B>(&self, req: &Request<B>) -> bool {
+    fn matches<B>(&self, req: &Request<B>, identity: Option<&str>) -> bool {
         let m = &self.matcher;
         let path = req.uri().path();
         let path_ok = match &m.path {
@@ -61,6 +61,7 @@ impl Route {
             && (m.methods.is_empty() || m.methods.contains(req.method()))
             && m.host.as_deref().is_none_or(|want| host_matches(want, request_host(req)))
             && m.headers.iter().all(|(name, value)| req.headers().get_all(name).iter().any(|v| v == value))
+            && m.peer.as_deref().is_none_or(|want| identity.is_some_and(|id| identity_matches(want, id)))
     }
 }
 
@@ -75,9 +76,9 @@ impl Router {
         Router { routes }
     }
 
-    /// The first matching route.
-    pub fn route<B>(&self, req: &Request<B>) -> Option<&Arc<Route>> {
-        self.routes.iter().find(|r| r.matches(req))
+    /// The first route matching `req` from a client with verified `identity`.
+    pub fn route<B>(&self, req: &Request<B>, identity: Option<&str>) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.matches(req, identity))
     }
 }
 

@@ -2,15 +2,26 @@
 //! listener's cluster. A half-close (FIN) on one side is passed to the other
 //! and the opposite direction keeps flowing; an error on either side closes
 //! both. Bytes are counted live and the connection gets one access-log line.
+//!
+//! With `tls` the listener terminates TLS (and the upstream sees plain
+//! bytes, or TLS the cluster originates); with `sni_routes` and no `tls`
+//! it passes TLS through untouched, choosing the cluster by the
+//! ClientHello's server name, which it reads without consuming.
 
 use crate::access_log::{AccessLog, timestamp};
+use crate::config::server_name_matches;
 use crate::error::Kind;
-use crate::upstream::{Cluster, dial};
-use prometheus::IntCounter;
+use crate::filter::ConnectionFacts;
+use crate::listener::Edge;
+use crate::tls::{Stream, sni};
+use crate::upstream::Cluster;
+use prometheus::{IntCounter, IntCounterVec};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,7 +31,11 @@ pub struct TcpProxy {
     /// Name from the config.
     pub name: Arc<str>,
     /// Where connections go.
-    pub cluster: Arc<Cluster>,
+    pub routes: TcpRoutes,
+    /// TLS termination and connection filters.
+    pub edge: Edge,
+    /// `wasp_tls_handshake_errors_total`, for ClientHellos that SNI routing cannot read.
+    pub tls_errors: IntCounterVec,
     /// `wasp_tcp_bytes_total{direction="upstream"}`
     pub bytes_up: IntCounter,
     /// `wasp_tcp_bytes_total{direction="downstream"}`
@@ -29,14 +44,41 @@ pub struct TcpProxy {
     pub access_log: AccessLog,
 }
 
+/// Clusters by SNI, and the one for the rest.
+pub struct TcpRoutes {
+    by_sni: Vec<(Vec<String>, Arc<Cluster>)>,
+    default: Option<Arc<Cluster>>,
+}
+
+impl TcpRoutes {
+    /// The validated routes over `clusters`.
+    pub fn new(cfg: &crate::config::TcpRoutes, clusters: &HashMap<String, Arc<Cluster>>) -> Self {
+        TcpRoutes {
+            by_sni: cfg.by_sni.iter().filter_map(|(n, c)| Some((n.clone(), clusters.get(c)?.clone()))).collect(),
+            default: cfg.default.as_ref().and_then(|c| clusters.get(c).cloned()),
+        }
+    }
+
+    fn pick(&self, sni: Option<&str>) -> Option<&Arc<Cluster>> {
+        let by_name = sni
+            .and_then(|n| self.by_sni.iter().find(|(patterns, _)| patterns.iter().any(|p| server_name_matches(p, n))));
+        by_name.map(|(_, c)| c).or(self.default.as_ref())
+    }
+}
+
+/// How long a passthrough client has to send its ClientHello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Serialize)]
 struct TcpLine<'a> {
     ts: String,
     kind: &'static str,
     listener: &'a str,
-    cluster: &'a str,
+    cluster: Option<&'a str>,
     upstream: Option<&'a str>,
     peer: String,
+    sni: Option<&'a str>,
+    identity: Option<&'a str>,
     duration_ms: f64,
     bytes_in: u64,
     bytes_out: u64,
@@ -45,21 +87,60 @@ struct TcpLine<'a> {
 
 impl TcpProxy {
     /// Proxies one accepted connection until both directions end.
-    pub async fn serve(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
+    pub async fn serve(self: Arc<Self>, mut client: TcpStream, peer: SocketAddr) {
         let start = Instant::now();
+        let Ok(local) = client.local_addr() else { return };
+        // TLS terminated here, or the ClientHello read for SNI passthrough, or neither.
+        let (stream, hello, session) = if self.edge.tls.is_some() {
+            let edge = Edge { tls: self.edge.tls.clone(), connection_filters: None };
+            let Some((stream, session)) = edge.admit(client, peer).await else { return };
+            (stream, Vec::new(), session)
+        } else if !self.routes.by_sni.is_empty() {
+            match sni::peek(&mut client, HELLO_TIMEOUT).await {
+                Ok((hello, name)) => {
+                    let session = crate::tls::Session { sni: name.map(Into::into), ..Default::default() };
+                    (Stream::Plain(client), hello, Some(session))
+                }
+                Err(reason) => {
+                    self.tls_errors.with_label_values(&[&self.name, reason]).inc();
+                    tracing::debug!(%peer, reason, "no ClientHello to route by");
+                    return;
+                }
+            }
+        } else {
+            (Stream::Plain(client), Vec::new(), None)
+        };
+        let sni = session.as_ref().and_then(|s| s.sni.clone());
+        let identity = session.as_ref().and_then(|s| s.identity().cloned());
+        let facts = || ConnectionFacts {
+            peer,
+            local,
+            sni: sni.clone(),
+            alpn: session.as_ref().and_then(|s| s.alpn.clone()),
+            identity: identity.clone(),
+        };
+        if !self.edge.allows(facts).await {
+            return;
+        }
+        let cluster = self.routes.pick(sni.as_deref()).cloned();
         let (mut up, mut down) = (0u64, 0u64);
-        let (endpoint, reason) = match self.copy(client, &mut up, &mut down).await {
-            Ok(ep) => (Some(ep), None),
-            Err((ep, reason)) => (ep, Some(reason)),
+        let (endpoint, reason) = match &cluster {
+            None => (None, Some("wasp_no_sni_route".to_string())),
+            Some(cluster) => match self.copy(cluster, stream, &hello, &mut up, &mut down).await {
+                Ok(ep) => (Some(ep), None),
+                Err((ep, reason)) => (ep, Some(reason)),
+            },
         };
         if self.access_log.enabled() {
             let line = TcpLine {
                 ts: timestamp(),
                 kind: "tcp",
                 listener: &self.name,
-                cluster: &self.cluster.name,
+                cluster: cluster.as_ref().map(|c| &*c.name),
                 upstream: endpoint.as_deref(),
                 peer: peer.to_string(),
+                sni: sni.as_deref(),
+                identity: identity.as_deref(),
                 duration_ms: (start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
                 bytes_in: up,
                 bytes_out: down,
@@ -73,26 +154,36 @@ impl TcpProxy {
 
     async fn copy(
         &self,
-        client: TcpStream,
+        cluster: &Cluster,
+        client: Stream,
+        hello: &[u8],
         up: &mut u64,
         down: &mut u64,
     ) -> Result<Arc<str>, (Option<Arc<str>>, String)> {
-        let Some((endpoint, record)) = self.cluster.pick_for_tcp() else {
-            self.cluster.count_error(Kind::CircuitOpen);
+        let Some((endpoint, record)) = cluster.pick_for_tcp() else {
+            cluster.count_error(Kind::CircuitOpen);
             return Err((None, Kind::CircuitOpen.reason().into()));
         };
         let address = endpoint.address.clone();
-        let server = match dial(&address, self.cluster.connect_timeout).await {
+        let mut server = match cluster.dialer.connect(&address).await {
             Ok(s) => s,
             Err(e) => {
                 record(false);
-                self.cluster.count_error(e.kind);
+                cluster.count_error(e.kind);
                 return Err((Some(address), e.kind.reason().into()));
             }
         };
         record(true);
-        let (cr, cw) = client.into_split();
-        let (sr, sw) = server.into_split();
+        // SNI passthrough: the ClientHello read to route by goes first, as it came.
+        if !hello.is_empty() {
+            if let Err(e) = server.write_all(hello).await {
+                return Err((Some(address), format!("wasp_tcp_io_error: {e}")));
+            }
+            self.bytes_up.inc_by(hello.len() as u64);
+            *up += hello.len() as u64;
+        }
+        let (cr, cw) = tokio::io::split(client);
+        let (sr, sw) = tokio::io::split(server);
         let result = tokio::try_join!(pump(cr, sw, &self.bytes_up, up), pump(sr, cw, &self.bytes_down, down));
         match result {
             Ok(_) => Ok(address),

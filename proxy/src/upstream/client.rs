@@ -2,6 +2,7 @@
 //! ([`super::pool`]); HTTP/2 keeps one multiplexed connection per endpoint
 //! and re-dials when it closes. Both apply the cluster's connect timeout.
 
+use super::Dialer;
 use super::body::RequestBody;
 use super::endpoint::Endpoint;
 use super::pool::UpstreamBody;
@@ -26,15 +27,9 @@ const CONNECTION_WINDOW: u32 = 128 * STREAM_WINDOW;
 #[derive(Clone, Copy)]
 pub enum Client {
     /// HTTP/1.1 with keep-alive pools.
-    Http1 {
-        /// TCP connect timeout.
-        connect_timeout: Duration,
-    },
+    Http1,
     /// HTTP/2, one connection per endpoint.
-    Http2 {
-        /// TCP connect timeout.
-        connect_timeout: Duration,
-    },
+    Http2,
 }
 
 /// An endpoint's HTTP/2 connection, shared by all requests to it.
@@ -49,16 +44,15 @@ impl Client {
     /// to `endpoint`; `queued` is set while it waits for a connection.
     pub async fn send(
         self,
+        dialer: &Dialer,
         endpoint: &Endpoint,
         req: Request<RequestBody>,
         queued: &mut bool,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         match self {
-            Client::Http1 { connect_timeout } => {
-                endpoint.h1.send(&endpoint.address, connect_timeout, req, queued).await
-            }
-            Client::Http2 { connect_timeout } => {
-                let mut sender = h2_sender(endpoint, connect_timeout).await?;
+            Client::Http1 => endpoint.h1.send(&endpoint.address, dialer, req, queued).await,
+            Client::Http2 => {
+                let mut sender = h2_sender(endpoint, dialer).await?;
                 sender.ready().await.map_err(ProxyError::from_hyper)?;
                 let resp = sender.send_request(req).await.map_err(ProxyError::from_hyper)?;
                 Ok(resp.map(UpstreamBody::unpooled))
@@ -67,10 +61,7 @@ impl Client {
     }
 }
 
-async fn h2_sender(
-    endpoint: &Endpoint,
-    connect_timeout: Duration,
-) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+async fn h2_sender(endpoint: &Endpoint, dialer: &Dialer) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
     if let Some(s) = live(&endpoint.h2) {
         return Ok(s);
     }
@@ -78,7 +69,7 @@ async fn h2_sender(
     if let Some(s) = live(&endpoint.h2) {
         return Ok(s);
     }
-    let stream = super::dial(&endpoint.address, connect_timeout).await?;
+    let stream = dialer.connect(&endpoint.address).await?;
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(STREAM_WINDOW)

@@ -17,6 +17,7 @@ use crate::config::model::UpstreamProtocol;
 use crate::config::{ClusterConfig, RetryConfig};
 use crate::error::{Kind, ProxyError};
 use crate::metrics::Metrics;
+use crate::tls::{ClientTls, Stream};
 use balancer::Balancer;
 use breaker::Breaker;
 use client::Client;
@@ -35,6 +36,8 @@ pub struct Cluster {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// TCP connect timeout per attempt.
     pub connect_timeout: Duration,
+    /// How connections to the endpoints are opened (TCP, TLS).
+    pub dialer: Dialer,
     protocol: UpstreamProtocol,
     balancer: Balancer,
     client: Client,
@@ -90,7 +93,7 @@ impl Drop for Held {
 
 impl Cluster {
     /// Builds a cluster from validated config.
-    pub fn new(cfg: &ClusterConfig, metrics: &Metrics) -> Self {
+    pub fn new(cfg: &ClusterConfig, metrics: &Metrics, tls: Option<Arc<ClientTls>>) -> Self {
         let endpoints = cfg
             .endpoints
             .iter()
@@ -100,14 +103,16 @@ impl Cluster {
                 Arc::new(Endpoint::new(address, breaker, cfg.max_connections_per_endpoint))
             })
             .collect();
+        let dialer = Dialer { connect_timeout: cfg.connect_timeout, tls };
         let client = match cfg.protocol {
-            UpstreamProtocol::Http1 => Client::Http1 { connect_timeout: cfg.connect_timeout },
-            UpstreamProtocol::Http2 => Client::Http2 { connect_timeout: cfg.connect_timeout },
+            UpstreamProtocol::Http1 => Client::Http1,
+            UpstreamProtocol::Http2 => Client::Http2,
         };
         Cluster {
             name: cfg.name.as_str().into(),
             endpoints,
             connect_timeout: cfg.connect_timeout,
+            dialer,
             protocol: cfg.protocol,
             balancer: Balancer::new(cfg.lb),
             client,
@@ -116,6 +121,19 @@ impl Cluster {
             errors: metrics.upstream_errors.clone(),
             retries: metrics.retries.with_label_values(&[&cfg.name]),
         }
+    }
+
+    /// The ALPN protocol a cluster speaking `protocol` offers over TLS.
+    pub fn alpn(protocol: UpstreamProtocol) -> &'static [u8] {
+        match protocol {
+            UpstreamProtocol::Http1 => b"http/1.1",
+            UpstreamProtocol::Http2 => b"h2",
+        }
+    }
+
+    /// Its TLS origination, if it has one.
+    pub fn tls(&self) -> Option<&Arc<ClientTls>> {
+        self.dialer.tls.as_ref()
     }
 
     /// Whether the cluster can carry an HTTP/1.1 upgrade (WebSocket).
@@ -207,13 +225,13 @@ impl Cluster {
             };
             let req = self.build(&head, headers, attempt_body, endpoint);
             let in_flight = endpoint.start();
-            let outcome = match self.client.send(endpoint, req, &mut attempts.queued).await {
+            let outcome = match self.client.send(&self.dialer, endpoint, req, &mut attempts.queued).await {
                 Err(e) if body.client_failed() => Err(ProxyError::with(Kind::ClientBody, e)),
                 outcome => outcome,
             };
             let retryable = |p: &RetryConfig, kind: Option<Kind>, status: Option<u16>| {
                 let wanted = match (kind, status) {
-                    (Some(Kind::ConnectFailure | Kind::ConnectTimeout), _) => p.on_connect_failure,
+                    (Some(Kind::ConnectFailure | Kind::ConnectTimeout | Kind::TlsFailure), _) => p.on_connect_failure,
                     (Some(Kind::UpstreamReset), _) => p.on_reset && idempotent,
                     (None, Some(s)) => p.on_status.contains(&s) && idempotent,
                     _ => false,
@@ -278,7 +296,7 @@ impl Cluster {
                     .or_else(|| head.authority.clone())
                     .unwrap_or_else(|| endpoint.authority.clone());
                 let mut parts = http::uri::Parts::default();
-                parts.scheme = Some(Scheme::HTTP);
+                parts.scheme = Some(if self.dialer.tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP });
                 parts.authority = Some(host);
                 parts.path_and_query = Some(head.path.clone());
                 (Uri::from_parts(parts).unwrap_or_else(|_| Uri::from(head.path.clone())), Version::HTTP_2)
@@ -290,6 +308,33 @@ impl Cluster {
         *req.version_mut() = version;
         *req.headers_mut() = headers;
         req
+    }
+}
+
+/// How a cluster opens connections: TCP within the connect timeout, then
+/// TLS if the cluster originates it (the handshake inside the same timeout).
+#[derive(Clone)]
+pub struct Dialer {
+    /// Time for TCP connect and TLS handshake together.
+    pub connect_timeout: Duration,
+    /// TLS origination.
+    pub tls: Option<Arc<ClientTls>>,
+}
+
+impl Dialer {
+    /// A connection to endpoint `address`, ready for bytes.
+    pub async fn connect(&self, address: &str) -> Result<Stream, ProxyError> {
+        let open = async {
+            let tcp = dial(address, self.connect_timeout).await?;
+            match &self.tls {
+                None => Ok(Stream::Plain(tcp)),
+                Some(tls) => Ok(Stream::Client(Box::new(tls.connect(tcp, address).await?))),
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, open).await {
+            Ok(r) => r,
+            Err(_) => Err(ProxyError::new(Kind::ConnectTimeout)),
+        }
     }
 }
 

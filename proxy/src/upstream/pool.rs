@@ -10,6 +10,7 @@
 //! queues in wasp, in order, instead of in the endpoint's accept backlog
 //! (where it would time out and trip the breaker).
 
+use super::Dialer;
 use super::body::RequestBody;
 use crate::error::{Kind, ProxyError};
 use bytes::Bytes;
@@ -163,14 +164,14 @@ impl H1Pool {
     pub async fn send(
         self: &Arc<Self>,
         address: &str,
-        connect_timeout: Duration,
+        dialer: &Dialer,
         mut req: Request<RequestBody>,
         queued: &mut bool,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         loop {
             let (mut sender, reused) = match self.slot(queued).await {
                 Slot::Conn(sender) => (sender, true),
-                Slot::Open(permit) => (connect(address, connect_timeout, permit).await?, false),
+                Slot::Open(permit) => (connect(address, dialer, permit).await?, false),
             };
             if sender.ready().await.is_err() {
                 if reused {
@@ -195,8 +196,8 @@ impl H1Pool {
 }
 
 /// Opens a connection that counts against the cap (`permit`) until it closes.
-async fn connect(address: &str, timeout: Duration, permit: OwnedSemaphorePermit) -> Result<Sender, ProxyError> {
-    let stream = super::dial(address, timeout).await?;
+async fn connect(address: &str, dialer: &Dialer, permit: OwnedSemaphorePermit) -> Result<Sender, ProxyError> {
+    let stream = dialer.connect(address).await?;
     let (sender, conn) =
         http1::handshake(TokioIo::new(stream)).await.map_err(|e| ProxyError::with(Kind::ConnectFailure, e))?;
     let address = address.to_string();
