@@ -27,4 +27,5 @@ mod resilience;
 mod routing;
 mod streaming;
 mod tcp;
+mod tls;
 mod websocket;

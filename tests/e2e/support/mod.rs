@@ -7,6 +7,7 @@ pub mod filters;
 pub mod load;
 pub mod proxy;
 pub mod raw;
+pub mod tls;
 pub mod upstream;
 
 pub use proxy::{Running, TestProxy, refused};

@@ -64,6 +64,16 @@ impl Upstream {
 
     /// Starts an upstream on a given, already bound listener.
     pub fn serve(name: &str, listener: TcpListener) -> Self {
+        Self::serve_with(name, listener, None)
+    }
+
+    /// Starts an upstream that speaks TLS with `config` (HTTP/2 if ALPN says so).
+    pub async fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        Self::serve_with(name, listener, Some(tokio_rustls::TlsAcceptor::from(config)))
+    }
+
+    fn serve_with(name: &str, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State {
             name: name.into(),
@@ -82,15 +92,23 @@ impl Upstream {
                 s.connections.fetch_add(1, Ordering::SeqCst);
                 let open = s.open.fetch_add(1, Ordering::SeqCst) + 1;
                 s.peak.fetch_max(open, Ordering::SeqCst);
-                let s = s.clone();
+                let (s, tls) = (s.clone(), tls.clone());
                 tokio::spawn(async move {
                     let svc = {
                         let s = s.clone();
                         service_fn(move |req| answer(s.clone(), req))
                     };
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                     s.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
