@@ -490,13 +490,16 @@ async fn prepare(
     Ok((Snapshot { generation: 1, config, config_json, clusters, filters, tls }, next))
 }
 
+/// Clusters by name.
+pub type Clusters = HashMap<String, Arc<Cluster>>;
+
 /// The clusters of `config` by name, with their TLS material; one
 /// unchanged from `previous` is kept (its pools, balancer, breakers and TLS).
 pub fn clusters(
     config: &Config,
     metrics: &Metrics,
     previous: Option<&Snapshot>,
-) -> Result<(HashMap<String, Arc<Cluster>>, Vec<Tls>), Vec<ConfigError>> {
+) -> Result<(Clusters, Vec<Tls>), Vec<ConfigError>> {
     let (mut clusters, mut tls, mut errors) = (HashMap::new(), Vec::new(), Vec::new());
     for c in &config.clusters {
         let same = previous.and_then(|p| {

@@ -29,6 +29,8 @@ pub struct ClientTls {
     alpn: Vec<Vec<u8>>,
     current: ArcSwap<Built>,
     metrics: Arc<TlsMetrics>,
+    /// Fingerprint of files that failed to load.
+    rejected: std::sync::Mutex<Option<[u8; 32]>>,
 }
 
 struct Built {
@@ -47,7 +49,9 @@ impl ClientTls {
         let alpn = vec![alpn.to_vec()];
         let built = build(cfg, &alpn)?;
         let current = ArcSwap::from_pointee(built);
-        Ok(Arc::new(ClientTls { cluster: cluster.into(), cfg: cfg.clone(), alpn, current, metrics: metrics.clone() }))
+        let metrics = metrics.clone();
+        let rejected = Default::default();
+        Ok(Arc::new(ClientTls { cluster: cluster.into(), cfg: cfg.clone(), alpn, current, metrics, rejected }))
     }
 
     /// The TLS handshake over `tcp` to endpoint `address` (`host:port`).
@@ -72,7 +76,10 @@ impl ClientTls {
     /// Rebuilds from the files if any changed; see [`super::server::ServerTls::refresh`].
     pub fn refresh(&self) {
         let serving = self.current.load();
-        if fingerprint(self.cfg.files()) == serving.loaded.fingerprint {
+        let print = fingerprint(self.cfg.files());
+        let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        // Unchanged, or the same content that failed already: not tried (nor counted) again.
+        if print == serving.loaded.fingerprint || *rejected == Some(print) {
             return;
         }
         let scope = Scope::Cluster(&self.cluster);
@@ -82,7 +89,10 @@ impl ClientTls {
                 tracing::info!(cluster = %self.cluster, "TLS material reloaded; new connections use it");
                 self.current.store(Arc::new(built));
             }
-            Err(errors) => self.metrics.rejected(scope, &errors),
+            Err(errors) => {
+                *rejected = Some(print);
+                self.metrics.rejected(scope, &errors);
+            }
         }
     }
 

@@ -36,6 +36,8 @@ pub struct ServerTls {
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
     errors: IntCounterVec,
     metrics: Arc<TlsMetrics>,
+    /// Fingerprint of files that failed to load.
+    rejected: std::sync::Mutex<Option<[u8; 32]>>,
 }
 
 struct Built {
@@ -96,6 +98,7 @@ impl ServerTls {
             ticketer,
             errors: metrics.handshake_errors.clone(),
             metrics: metrics.clone(),
+            rejected: Default::default(),
         };
         Ok(Arc::new(tls))
     }
@@ -154,7 +157,10 @@ impl ServerTls {
     /// leaves the serving one in place (logged and counted).
     pub fn refresh(&self) {
         let serving = self.current.load();
-        if fingerprint(self.cfg.files()) == serving.loaded.fingerprint {
+        let print = fingerprint(self.cfg.files());
+        let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        // Unchanged, or the same content that failed already: not tried (nor counted) again.
+        if print == serving.loaded.fingerprint || *rejected == Some(print) {
             return;
         }
         let scope = Scope::Listener(&self.listener);
@@ -164,7 +170,10 @@ impl ServerTls {
                 tracing::info!(listener = %self.listener, "TLS material reloaded; new handshakes use it");
                 self.current.store(Arc::new(built));
             }
-            Err(errors) => self.metrics.rejected(scope, &errors),
+            Err(errors) => {
+                *rejected = Some(print);
+                self.metrics.rejected(scope, &errors);
+            }
         }
     }
 
