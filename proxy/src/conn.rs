@@ -44,6 +44,8 @@ pub struct HttpListener {
     pub no_route_metrics: RouteMetrics,
     /// Tracks upgraded (WebSocket) tunnels so drain waits for them.
     pub tracker: TaskTracker,
+    /// Asked before a connection is served (`None`: no connection filters).
+    pub connection_filters: Option<Arc<crate::filter::ConnectionFilters>>,
     builder: auto::Builder<TokioExecutor>,
 }
 
@@ -84,7 +86,19 @@ impl HttpListener {
             .max_local_error_reset_streams(h2.max_error_resets)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(10));
-        HttpListener { name: name.into(), router, limits, http, ends, access_log, no_route_metrics, tracker, builder }
+        let connection_filters = None;
+        HttpListener {
+            name: name.into(),
+            router,
+            limits,
+            http,
+            ends,
+            access_log,
+            no_route_metrics,
+            tracker,
+            connection_filters,
+            builder,
+        }
     }
 }
 

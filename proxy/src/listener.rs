@@ -6,13 +6,15 @@
 //! open when the drain timeout passes.
 
 use crate::conn::{self, HttpListener};
+use crate::filter::{ConnectionFacts, ConnectionFilters};
 use crate::metrics::GaugeGuard;
 use crate::tcp::TcpProxy;
 use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntGauge};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,6 +39,14 @@ pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
     socket.listen(BACKLOG)
+}
+
+/// Whether a plaintext connection is served: its listener's connection
+/// filters (if any) all allow it. A denied connection is closed unread.
+async fn admitted(filters: Option<&ConnectionFilters>, stream: &TcpStream, peer: SocketAddr) -> bool {
+    let Some(filters) = filters else { return true };
+    let Ok(local) = stream.local_addr() else { return false };
+    filters.decide(&ConnectionFacts::plain(peer, local)).await.is_ok()
 }
 
 /// A connection's place under its listener's `max_connections` (and in
@@ -173,12 +183,18 @@ impl Listener {
                 Handler::Http(l) => {
                     let (l, listener) = (l.clone(), self.clone());
                     let slot = Arc::new((permit, active));
-                    tracker.spawn(self.hold(conn::serve(stream, peer, l, listener, drain, slot)))
+                    tracker.spawn(self.hold(async move {
+                        if admitted(l.connection_filters.as_deref(), &stream, peer).await {
+                            conn::serve(stream, peer, l, listener, drain, slot).await
+                        }
+                    }))
                 }
                 Handler::Tcp(t) => {
                     let t = t.clone();
                     tracker.spawn(self.hold(async move {
-                        t.serve(stream, peer).await;
+                        if admitted(t.connection_filters.as_deref(), &stream, peer).await {
+                            t.serve(stream, peer).await;
+                        }
                         drop((permit, active));
                     }))
                 }

@@ -13,7 +13,7 @@ use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigError, ConfigErrors, ListenerConfig, ListenerKind};
 use crate::conn::HttpListener;
 use crate::filter::registry::sha256_hex;
-use crate::filter::{Chain, Registry, Runtime};
+use crate::filter::{Chain, ConnectionFilters, Registry, Runtime};
 use crate::listener::{Handler, Listener};
 use crate::metrics::Metrics;
 use crate::route::{Route, Router};
@@ -409,6 +409,10 @@ fn handler(
     access_log: &AccessLog,
     tracker: &TaskTracker,
 ) -> Handler {
+    // Built only for listeners that have some: the others do no work per connection.
+    let connection_filters = filters.filter(|_| !l.connection_filters.is_empty()).map(|registry| {
+        Arc::new(ConnectionFilters::new(l.connection_filters.iter().filter_map(|f| registry.get(f)).collect()))
+    });
     match &l.kind {
         ListenerKind::Http(routes) => {
             let routes = routes
@@ -421,7 +425,7 @@ fn handler(
                     Arc::new(Route::new(r, cluster, metrics.route(&l.name, &r.name, &r.cluster), chain))
                 })
                 .collect();
-            Handler::Http(Arc::new(HttpListener::new(
+            let mut listener = HttpListener::new(
                 &l.name,
                 Router::new(routes),
                 l.limits.clone(),
@@ -430,7 +434,9 @@ fn handler(
                 access_log.clone(),
                 metrics.route(&l.name, "", ""),
                 tracker.clone(),
-            )))
+            );
+            listener.connection_filters = connection_filters;
+            Handler::Http(Arc::new(listener))
         }
         ListenerKind::Tcp(routes) => Handler::Tcp(Arc::new(TcpProxy {
             name: l.name.as_str().into(),
@@ -438,6 +444,7 @@ fn handler(
             bytes_up: metrics.tcp_bytes.with_label_values(&[&l.name, "upstream"]),
             bytes_down: metrics.tcp_bytes.with_label_values(&[&l.name, "downstream"]),
             access_log: access_log.clone(),
+            connection_filters,
         })),
     }
 }
