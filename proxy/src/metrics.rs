@@ -37,6 +37,8 @@ pub struct Metrics {
     pub filter_duration: HistogramVec,
     /// `wasp_filter_reloads_total{filter,result}`
     pub filter_reloads: IntCounterVec,
+    /// `wasp_filter_connections_denied_total{filter}`
+    pub filter_connections_denied: IntCounterVec,
     /// `wasp_filter_generation{filter}`
     pub filter_generation: IntGaugeVec,
     /// `wasp_config_reloads_total{result}`
@@ -148,6 +150,14 @@ impl Metrics {
                 &["filter", "result"],
             )
             .expect("valid metric"),
+            filter_connections_denied: IntCounterVec::new(
+                Opts::new(
+                    "wasp_filter_connections_denied_total",
+                    "Connections closed by a connection filter: it denied them, or failed with on_error fail-closed",
+                ),
+                &["filter"],
+            )
+            .expect("valid metric"),
             filter_generation: IntGaugeVec::new(
                 Opts::new(
                     "wasp_filter_generation",
@@ -207,6 +217,7 @@ impl Metrics {
             Box::new(m.filter_errors.clone()),
             Box::new(m.filter_duration.clone()),
             Box::new(m.filter_reloads.clone()),
+            Box::new(m.filter_connections_denied.clone()),
             Box::new(m.filter_generation.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.config_generation.clone()),

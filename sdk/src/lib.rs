@@ -28,16 +28,21 @@
 //!
 //! The guide in `sdk/README.md` walks from `cargo new` to a running filter.
 
+mod connection;
 mod message;
 mod reply;
 
 pub mod host;
 
+pub use connection::{Connection, ConnectionDecision};
 pub use message::{BodyMode, Request, Response};
 pub use reply::{Decision, Reply};
 
 #[doc(hidden)]
-pub use bindings::wasp::filter::types::{CallResponse as __CallResponse, Decision as __Decision, Message as __Message};
+pub use bindings::wasp::filter::types::{
+    CallResponse as __CallResponse, ConnectionDecision as __ConnectionDecision, ConnectionInfo as __ConnectionInfo,
+    Decision as __Decision, Message as __Message,
+};
 
 /// The WIT bindings this SDK wraps (generated from `wit/filter.wit`).
 #[doc(hidden)]
@@ -57,7 +62,10 @@ pub mod bindings {
 /// state across instances belongs in [`host::kv`].
 ///
 /// Every phase has a default that lets the message through unchanged, so a
-/// filter implements only the phases it needs.
+/// filter implements only the phases it needs. The same type serves routes
+/// (the HTTP phases, for filters listed in a route's `filters`) and
+/// listeners ([`Filter::on_connection`], for filters listed in a listener's
+/// `connection_filters`).
 pub trait Filter: Sized + 'static {
     /// Builds the filter from its config (the `config:` of the filter in
     /// wasp's config file, as JSON). Runs once per instance, when wasp loads
@@ -117,6 +125,19 @@ pub trait Filter: Sized + 'static {
     ) -> Decision {
         let _ = (request, id, response);
         Decision::Continue
+    }
+
+    /// Runs when a listener that lists this filter in its
+    /// `connection_filters` accepts a connection (after the TLS handshake on
+    /// TLS listeners), before anything is read from it: return
+    /// [`ConnectionDecision::Deny`] to close it. Runs on an instance whose
+    /// [`Filter::new`] ran, within the filter's limits; a panic or timeout
+    /// gets the filter's `on_error` (`fail-closed` closes the connection).
+    /// Not called for filters that only sit on routes.
+    /// Default: [`ConnectionDecision::Allow`].
+    fn on_connection(&mut self, connection: &Connection) -> ConnectionDecision {
+        let _ = connection;
+        ConnectionDecision::Allow
     }
 }
 
@@ -180,6 +201,13 @@ macro_rules! export {
                 __wasp_with(|f| {
                     $crate::Filter::on_call_response(f, &mut $crate::Request::from_host(m), id, response).into_wit()
                 })
+            }
+        }
+
+        impl $crate::bindings::exports::wasp::filter::connection::Guest for __WaspFilterExport {
+            fn on_connection(info: $crate::__ConnectionInfo) -> $crate::__ConnectionDecision {
+                let connection = $crate::Connection::from_wit(info);
+                __wasp_with(|f| $crate::Filter::on_connection(f, &connection).into_wit())
             }
         }
 

@@ -78,6 +78,14 @@ macro_rules! header_methods {
             self.inner.route()
         }
 
+        /// The client's verified identity on this connection (mTLS): its
+        /// certificate's URI SAN (e.g. `spiffe://cluster.local/ns/shop/sa/web`),
+        /// else its DNS SAN, else its subject CN. `None` on plaintext
+        /// connections and without a verified client certificate.
+        pub fn peer_identity(&self) -> Option<String> {
+            self.inner.peer_identity()
+        }
+
         /// Asks to see the body in the body phase: whole or chunk by chunk.
         /// Call it in the headers phase; without it the body phase does not run.
         pub fn read_body(&mut self, mode: BodyMode) {

@@ -11,6 +11,7 @@ mod drain;
 mod filter_cache;
 mod filters_auth;
 mod filters_body;
+mod filters_connection;
 mod filters_ext_authz;
 mod filters_header_rewrite;
 mod filters_isolation;

@@ -3,6 +3,7 @@
 //! path (`jwt.keys[1]: RS256 key needs `n` and `e``) before failing.
 
 use crate::api_keys::ApiKeys;
+use crate::identities::{Identities, IdentitiesConfig};
 use crate::jwt::{RequiredClaim, Validator};
 use crate::keys::{Jwk, Key};
 use serde::Deserialize;
@@ -23,6 +24,8 @@ struct Config {
     /// Path prefixes where a request without credentials may pass.
     #[serde(default)]
     public_paths: Vec<String>,
+    /// Rules on the client's verified (mTLS) identity.
+    identities: Option<IdentitiesConfig>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +126,8 @@ pub struct Settings {
     pub api_keys: Option<ApiKeys>,
     /// Path prefixes open to requests without credentials.
     pub public_paths: Vec<String>,
+    /// Rules on the client's verified identity, checked before credentials.
+    pub identities: Option<Identities>,
 }
 
 /// Where tokens come from and what is forwarded once one is valid.
@@ -150,8 +155,8 @@ pub fn load(text: &str) -> Result<Settings, String> {
 }
 
 fn compile(c: Config, errors: &mut Vec<String>) -> Settings {
-    if c.jwt.is_none() && c.api_keys.is_none() {
-        errors.push("configure `jwt`, `api_keys` or both".into());
+    if c.jwt.is_none() && c.api_keys.is_none() && c.identities.is_none() {
+        errors.push("configure `jwt`, `api_keys`, `identities` or several of them".into());
     }
     if !is_quotable(&c.realm) {
         errors.push("realm: must be printable ASCII without `\"` or `\\`".into());
@@ -169,7 +174,8 @@ fn compile(c: Config, errors: &mut Vec<String>) -> Settings {
     {
         errors.push("api_keys.header: must differ from jwt.header".into());
     }
-    Settings { realm: c.realm, subject_header, jwt, api_keys, public_paths: c.public_paths }
+    let identities = c.identities.map(|i| Identities::compile(i, errors));
+    Settings { realm: c.realm, subject_header, jwt, api_keys, public_paths: c.public_paths, identities }
 }
 
 fn compile_jwt(j: JwtConfig, subject_header: &str, errors: &mut Vec<String>) -> JwtSettings {
@@ -311,7 +317,12 @@ mod tests {
             "realm: must be printable ASCII without `\"` or `\\`; jwt.keys[1]: RS256 key needs `n` and `e`; \
              jwt.header: \"bad header\" is not a valid header name"
         );
-        assert_eq!(err("{}"), "configure `jwt`, `api_keys` or both");
+        assert_eq!(err("{}"), "configure `jwt`, `api_keys`, `identities` or several of them");
+        assert!(
+            err(r#"{"identities": {"allow": ["spiffe://td/ns/*x/sa/a"]}}"#)
+                .starts_with("identities.allow[0]: \"spiffe://td/ns/*x/sa/a\": `*` must be a whole path segment")
+        );
+        assert!(load(r#"{"identities": {"allow": ["spiffe://td/ns/*/sa/a"]}}"#).is_ok());
         assert!(err(r#"{"jwt": {}}"#).contains("jwt: needs at least one signature key"));
         assert!(
             err(r#"{"api_keys": {"keys": [{"key":"a","subject":"x"},{"key":"a","subject":"y"}]}}"#)

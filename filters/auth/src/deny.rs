@@ -21,6 +21,9 @@ pub enum Failure {
     /// A genuine token whose claims fall short: 403 `insufficient_scope`.
     /// The `String` names the claim, for the log only.
     Forbidden(&'static str, String),
+    /// The client's verified identity is missing or not allowed: 403, not a
+    /// bearer-token error. The `String` is the identity, for the log only.
+    Identity(&'static str, String),
 }
 
 impl From<Rejection> for Failure {
@@ -37,7 +40,7 @@ impl Failure {
     pub fn status(&self) -> u16 {
         match self {
             Failure::BadRequest(_) => 400,
-            Failure::Forbidden(..) => 403,
+            Failure::Forbidden(..) | Failure::Identity(..) => 403,
             Failure::Missing | Failure::InvalidToken(_) | Failure::InvalidApiKey => 401,
         }
     }
@@ -51,6 +54,8 @@ impl Failure {
             // Not a bearer-token error: the Bearer challenge stays plain.
             Failure::InvalidApiKey => None,
             Failure::Forbidden(why, _) => Some(("insufficient_scope", why)),
+            // Not a bearer-token error either: no token would help.
+            Failure::Identity(..) => None,
         }
     }
 
@@ -61,6 +66,7 @@ impl Failure {
             Failure::BadRequest(why) | Failure::InvalidToken(why) => (*why).into(),
             Failure::InvalidApiKey => "unknown API key".into(),
             Failure::Forbidden(why, claim) => format!("{why} (claim `{claim}`)"),
+            Failure::Identity(why, identity) => format!("{why} (identity {identity:?})"),
         }
     }
 
@@ -70,7 +76,7 @@ impl Failure {
             Failure::BadRequest(why) => format!("bad request: {why}\n"),
             Failure::InvalidToken(why) => format!("invalid token: {why}\n"),
             Failure::InvalidApiKey => "invalid API key\n".into(),
-            Failure::Forbidden(why, _) => format!("forbidden: {why}\n"),
+            Failure::Forbidden(why, _) | Failure::Identity(why, _) => format!("forbidden: {why}\n"),
         }
     }
 }

@@ -3,14 +3,17 @@
 //! the upstream.
 //!
 //! Per request: remove any client-supplied identity headers (the subject
-//! header and the `claims_to_headers` targets), find the credentials, check
+//! header and the `claims_to_headers` targets), check the client's verified
+//! identity against the `identities` rules, find the credentials, check
 //! them (`jwt`, `api_keys`), then either forward the subject and selected
-//! claims as headers, or answer 401/403/400 (`deny`). See README.md for the
-//! config.
+//! claims as headers, or answer 401/403/400 (`deny`). As a connection
+//! filter it applies the `identities` rules to each connection. See
+//! README.md for the config.
 
 mod api_keys;
 mod config;
 mod deny;
+mod identities;
 mod jwt;
 mod keys;
 
@@ -19,7 +22,7 @@ use deny::Failure;
 use jwt::Claims;
 use serde_json::Value;
 use wasp_sdk::host::{clock, log, metrics};
-use wasp_sdk::{Decision, Filter, Request};
+use wasp_sdk::{Connection, ConnectionDecision, Decision, Filter, Request};
 
 /// Who a request turned out to be.
 enum Identity<'a> {
@@ -27,6 +30,8 @@ enum Identity<'a> {
     Jwt(&'a JwtSettings, Claims),
     /// A known API key, with its subject.
     ApiKey(String),
+    /// Only identity rules are configured: the client's verified identity.
+    Peer(String),
     /// No credentials, on a public path.
     Anonymous,
 }
@@ -60,6 +65,14 @@ impl Filter for Auth {
             }
         }
     }
+
+    fn on_connection(&mut self, conn: &Connection) -> ConnectionDecision {
+        let Some(rules) = &self.settings.identities else { return ConnectionDecision::Allow };
+        match rules.check(conn.identity()) {
+            Ok(()) => ConnectionDecision::Allow,
+            Err(why) => ConnectionDecision::Deny(format!("{why} (identity {:?})", conn.identity().unwrap_or(""))),
+        }
+    }
 }
 
 impl Auth {
@@ -74,9 +87,18 @@ impl Auth {
         }
     }
 
-    /// Checks whatever credentials the request carries; either kind
-    /// succeeding is enough. A token's failure outranks an API key's.
+    /// Checks the client's identity against the `identities` rules (when
+    /// they are all there is, the identity is the subject), then whatever
+    /// credentials the request carries; either kind succeeding is enough. A
+    /// token's failure outranks an API key's.
     fn authenticate(&self, req: &Request<'_>) -> Result<Identity<'_>, Failure> {
+        if let Some(rules) = &self.settings.identities {
+            let peer = req.peer_identity();
+            rules.check(peer.as_deref()).map_err(|why| Failure::Identity(why, peer.clone().unwrap_or_default()))?;
+            if self.settings.jwt.is_none() && self.settings.api_keys.is_none() {
+                return Ok(Identity::Peer(peer.unwrap_or_default()));
+            }
+        }
         let token = match &self.settings.jwt {
             Some(jwt) => bearer_token(req, &jwt.header, &jwt.prefix)?,
             None => None,
@@ -111,7 +133,7 @@ impl Auth {
         let subject_header = &self.settings.subject_header;
         let counter = match identity {
             Identity::Anonymous => return Ok("auth_anonymous"),
-            Identity::ApiKey(subject) => {
+            Identity::ApiKey(subject) | Identity::Peer(subject) => {
                 set(req, subject_header, &subject)?;
                 "auth_allowed"
             }

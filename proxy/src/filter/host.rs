@@ -403,6 +403,10 @@ impl types::HostMessage for HostState {
         Ok(self.table.get(&m)?.facts.route.to_string())
     }
 
+    fn peer_identity(&mut self, m: Resource<MessageState>) -> Res<Option<String>> {
+        Ok(self.table.get(&m)?.facts.identity.as_deref().map(str::to_string))
+    }
+
     fn read_body(&mut self, m: Resource<MessageState>, mode: BodyMode) -> Res<()> {
         self.table.get_mut(&m)?.wants = Some(mode);
         Ok(())

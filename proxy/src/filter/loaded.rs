@@ -8,10 +8,13 @@
 //! leases an instance for all its phases ([`Lease`]), so per-request state
 //! in a filter's fields is never seen by another request. An instance that
 //! trapped, timed out or ran out of memory is dropped, never reused.
+//!
+//! The `handler` export is required; the `connection` export (the L4 hook)
+//! is optional, looked up once per version, so components built before it
+//! existed still load as HTTP filters.
 
-use super::bindings::exports::wasp::filter::handler::Guest;
-use super::bindings::wasp::filter::types::Decision;
-use super::bindings::{HttpFilter, HttpFilterPre};
+use super::bindings::exports::wasp::filter::{connection, handler};
+use super::bindings::wasp::filter::types::{ConnectionDecision, ConnectionInfo, Decision};
 use super::call::{Answer, Pending};
 use super::host::{CallClock, FilterShared, HostState, MessageState};
 use super::kv::Kv;
@@ -22,7 +25,7 @@ use prometheus::{Histogram, IntCounterVec};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime::component::{Component, Resource};
+use wasmtime::component::{Component, InstancePre, Resource};
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
 /// The `wasp:filter` version this proxy implements.
@@ -81,7 +84,8 @@ impl Failure {
 /// One instance and its store.
 pub struct Instance {
     store: Store<HostState>,
-    bindings: HttpFilter,
+    handler: handler::Guest,
+    connection: Option<connection::Guest>,
 }
 
 /// A filter ready to serve.
@@ -94,7 +98,10 @@ pub struct LoadedFilter {
     pub policy: FailurePolicy,
     /// The largest body it may see whole.
     pub max_body: usize,
-    pre: HttpFilterPre<HostState>,
+    pre: InstancePre<HostState>,
+    handler: handler::GuestIndices,
+    /// The `connection` export, if the component has one.
+    connection: Option<connection::GuestIndices>,
     shared: Arc<FilterShared>,
     config_json: String,
     memory: usize,
@@ -102,13 +109,23 @@ pub struct LoadedFilter {
     idle: Mutex<Vec<Instance>>,
     errors: IntCounterVec,
     /// Call duration per [`Phase`].
-    pub durations: [Histogram; 5],
+    pub durations: [Histogram; 6],
 }
 
 impl LoadedFilter {
     /// The compiled component this version runs.
     pub fn component(&self) -> &Component {
-        self.pre.instance_pre().component()
+        self.pre.component()
+    }
+
+    /// The proxy's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Whether the component exports the connection hook (`on-connection`).
+    pub fn has_connection_hook(&self) -> bool {
+        self.connection.is_some()
     }
 
     /// Compiles, checks, links and initialises the filter described by `cfg`
@@ -146,10 +163,13 @@ impl LoadedFilter {
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(|e| format!("{path}: cannot link: {}", root_cause(&e)))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .and_then(HttpFilterPre::new)
-            .map_err(|e| format!("{path} does not implement the wasp:filter http-filter world: {}", root_cause(&e)))?;
+        let not_a_filter = |e: wasmtime::Error| {
+            format!("{path} does not implement the wasp:filter http-filter world: {}", root_cause(&e))
+        };
+        let pre = linker.instantiate_pre(&component).map_err(not_a_filter)?;
+        let handler = handler::GuestIndices::new(&pre).map_err(not_a_filter)?;
+        // Optional: absent from components built before the hook existed.
+        let connection = connection::GuestIndices::new(&pre).ok();
         let name: Arc<str> = cfg.name.as_str().into();
         let filter = LoadedFilter {
             shared: Arc::new(FilterShared {
@@ -170,6 +190,8 @@ impl LoadedFilter {
             policy: cfg.on_error,
             max_body: cfg.max_body,
             pre,
+            handler,
+            connection,
             config_json: cfg.config_json.clone(),
             memory: cfg.memory,
             timeout: cfg.timeout,
@@ -196,9 +218,15 @@ impl LoadedFilter {
         store.epoch_deadline_callback(|mut ctx| ctx.data_mut().clock.on_tick());
         store.data_mut().clock.start(self.timeout * INIT_BUDGET);
         store.set_epoch_deadline(1);
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| InitError::Instantiate(root_cause(&e)))?;
-        match bindings.wasp_filter_handler().call_init(&mut store, &self.config_json) {
-            Ok(Ok(())) => Ok(Instance { store, bindings }),
+        let instantiate = |store: &mut Store<HostState>| {
+            let instance = self.pre.instantiate(&mut *store)?;
+            let handler = self.handler.load(&mut *store, &instance)?;
+            let connection = self.connection.as_ref().map(|c| c.load(&mut *store, &instance)).transpose()?;
+            wasmtime::Result::Ok((handler, connection))
+        };
+        let (handler, connection) = instantiate(&mut store).map_err(|e| InitError::Instantiate(root_cause(&e)))?;
+        match handler.call_init(&mut store, &self.config_json) {
+            Ok(Ok(())) => Ok(Instance { store, handler, connection }),
             Ok(Err(message)) => Err(InitError::Rejected(message)),
             Err(trap) => Err(InitError::Trapped(Failure::of(&trap), root_cause(&trap))),
         }
@@ -276,13 +304,24 @@ impl Lease {
         self.instance.as_mut().map(|i| std::mem::take(&mut i.store.data_mut().calls)).unwrap_or_default()
     }
 
+    /// Asks the filter's `on-connection` whether a connection is served.
+    /// A component without that export is `Unavailable` (the registry
+    /// refuses those as connection filters, at load and on reload).
+    pub fn on_connection(&mut self, info: &ConnectionInfo) -> Result<ConnectionDecision, Failure> {
+        let Some(hook) = self.instance.as_ref().and_then(|i| i.connection.clone()) else {
+            tracing::warn!(filter = %self.filter.name, "filter has no on-connection export");
+            self.filter.count(Failure::Unavailable);
+            return Err(Failure::Unavailable);
+        };
+        self.guarded(CONNECTION, |inst| hook.call_on_connection(&mut inst.store, info))
+    }
+
     fn run(
         &mut self,
         phase: usize,
         msg: MessageState,
-        call: impl FnOnce(&Guest, &mut Store<HostState>, Resource<MessageState>) -> wasmtime::Result<Decision>,
+        call: impl FnOnce(&handler::Guest, &mut Store<HostState>, Resource<MessageState>) -> wasmtime::Result<Decision>,
     ) -> (MessageState, Result<Decision, Failure>) {
-        let f = &self.filter;
         let Some(inst) = self.instance.as_mut() else {
             return (msg, Err(Failure::Unavailable));
         };
@@ -291,29 +330,43 @@ impl Lease {
             Ok(r) => r,
             Err(_) => unreachable_table(),
         };
+        let rep = lent.rep();
+        let mut lent = Some(lent);
+        let mut back = None;
+        let result = self.guarded(phase, |inst| {
+            let borrowed = Resource::<MessageState>::new_borrow(rep);
+            let result = call(&inst.handler, &mut inst.store, borrowed);
+            let data = inst.store.data_mut();
+            back = lent.take().map(|r| data.table.delete(r).unwrap_or_else(|_| unreachable_table()));
+            if !matches!(result, Ok(Decision::Wait)) {
+                data.calls.clear();
+            }
+            result
+        });
+        (back.unwrap_or_else(|| unreachable_table()), result)
+    }
+
+    /// Runs `call` on the leased instance within the filter's time limit,
+    /// timed in `wasp_filter_duration_seconds{phase}`; a trap, timeout or
+    /// OOM is logged and counted, and the instance is discarded.
+    fn guarded<T>(
+        &mut self,
+        phase: usize,
+        call: impl FnOnce(&mut Instance) -> wasmtime::Result<T>,
+    ) -> Result<T, Failure> {
+        let f = &self.filter;
+        let Some(inst) = self.instance.as_mut() else { return Err(Failure::Unavailable) };
         let start = inst.store.data_mut().clock.start(f.timeout);
         inst.store.set_epoch_deadline(1);
-        let borrowed = Resource::<MessageState>::new_borrow(lent.rep());
-        let result = call(inst.bindings.wasp_filter_handler(), &mut inst.store, borrowed);
+        let result = call(inst);
         f.durations[phase].observe(start.elapsed().as_secs_f64());
-        let data = inst.store.data_mut();
-        let msg = match data.table.delete(lent) {
-            Ok(state) => state,
-            Err(_) => unreachable_table(),
-        };
-        if !matches!(result, Ok(Decision::Wait)) {
-            data.calls.clear();
-        }
-        match result {
-            Ok(decision) => (msg, Ok(decision)),
-            Err(trap) => {
-                let failure = Failure::of(&trap);
-                tracing::warn!(filter = %f.name, reason = failure.label(), error = %root_cause(&trap), "filter failed");
-                f.count(failure);
-                self.instance = None;
-                (msg, Err(failure))
-            }
-        }
+        result.map_err(|trap| {
+            let failure = Failure::of(&trap);
+            tracing::warn!(filter = %f.name, reason = failure.label(), error = %root_cause(&trap), "filter failed");
+            f.count(failure);
+            self.instance = None;
+            failure
+        })
     }
 }
 
@@ -340,11 +393,14 @@ pub enum Phase {
 
 /// Index of `on-call-response` among the duration histograms.
 const CALL_RESPONSE: usize = 4;
+/// Index of `on-connection` among the duration histograms.
+const CONNECTION: usize = 5;
 
 impl Phase {
-    /// `wasp_filter_duration_seconds{phase}` labels: the phases, then `on-call-response`.
-    pub const LABELS: [&'static str; 5] =
-        ["request_headers", "request_body", "response_headers", "response_body", "call_response"];
+    /// `wasp_filter_duration_seconds{phase}` labels: the phases, then
+    /// `on-call-response` and `on-connection`.
+    pub const LABELS: [&'static str; 6] =
+        ["request_headers", "request_body", "response_headers", "response_body", "call_response", "connection"];
 }
 
 /// The table only fails when full or when a handle is stale; wasp pushes one

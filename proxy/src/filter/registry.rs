@@ -3,7 +3,9 @@
 //! of its route when it starts and keeps it to the end, so every request is
 //! handled entirely by one version; a new version is compiled, linked and
 //! initialised off the request path before it is swapped in, and a bad file
-//! keeps the previous version serving.
+//! keeps the previous version serving. A filter that a listener uses as a
+//! connection filter must export `on-connection`, at load and in every new
+//! version.
 
 use super::kv::Kv;
 use super::loaded::LoadedFilter;
@@ -16,6 +18,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use wasmtime::component::Component;
 
@@ -38,6 +41,9 @@ pub struct Versioned {
     /// Kept across versions: rate-limit buckets and caches survive a reload.
     kv: Arc<Kv>,
     status: Mutex<Status>,
+    /// A listener of the config being served (or last prepared) uses it as
+    /// a connection filter: a new version without `on-connection` is refused.
+    connection_hook_required: AtomicBool,
 }
 
 /// What `/filters` shows about a filter.
@@ -69,6 +75,17 @@ impl Versioned {
     /// The version serving now; a request keeps the one it got.
     pub fn current(&self) -> Arc<LoadedFilter> {
         self.current.load_full()
+    }
+
+    /// Why `loaded` cannot serve as this filter's connection filter, if it cannot.
+    fn lacks_connection_hook(&self, loaded: &LoadedFilter) -> Option<String> {
+        (!loaded.has_connection_hook()).then(|| {
+            format!(
+                "filter {:?} has no on-connection export (its component was built without the connection hook), \
+                 so it cannot be a connection filter; rebuild it with a current wasp-sdk or list it only on routes",
+                &*self.name
+            )
+        })
     }
 }
 
@@ -143,6 +160,7 @@ impl Registry {
                         current: ArcSwap::from_pointee(f),
                         kv,
                         status: Mutex::new(status),
+                        connection_hook_required: AtomicBool::new(false),
                     }));
                 }
                 Err(message) => {
@@ -154,10 +172,12 @@ impl Registry {
                 }
             }
         }
+        let registry = Registry { ctx, filters };
+        errors.extend(registry.check_connection_filters(config));
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Some(Arc::new(Registry { ctx, filters })))
+        Ok(Some(Arc::new(registry)))
     }
 
     /// Updates the filter metrics once `next` serves instead of `previous`:
@@ -178,6 +198,27 @@ impl Registry {
         for gone in previous.iter().flat_map(|r| &r.filters).filter(|f| next.and_then(|n| n.get(&f.name)).is_none()) {
             let _ = metrics.filter_generation.remove_label_values(&[&gone.name]);
         }
+    }
+
+    /// Checks that every filter listed in a listener's `connection_filters`
+    /// exports `on-connection`, and marks it as needing the export in its
+    /// later versions. Filters that failed to load are left out (their
+    /// error is reported already).
+    fn check_connection_filters(&self, config: &Config) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        for f in &self.filters {
+            f.connection_hook_required.store(false, Ordering::Relaxed);
+        }
+        for (i, l) in config.listeners.iter().enumerate() {
+            for (k, name) in l.connection_filters.iter().enumerate() {
+                let Some(f) = self.get(name) else { continue };
+                f.connection_hook_required.store(true, Ordering::Relaxed);
+                if let Some(message) = f.lacks_connection_hook(&f.current()) {
+                    errors.push(ConfigError { path: format!("listeners[{i}].connection_filters[{k}]"), message });
+                }
+            }
+        }
+        errors
     }
 
     /// The filter named `name` (validated configs name only existing ones).
@@ -228,7 +269,12 @@ impl Registry {
             st.generation + 1
         };
         let metrics = &self.ctx.metrics;
-        match LoadedFilter::load(&self.ctx, &f.config, (&bytes, &sha), f.kv.clone(), generation, compiled) {
+        let loaded = LoadedFilter::load(&self.ctx, &f.config, (&bytes, &sha), f.kv.clone(), generation, compiled)
+            .and_then(|loaded| match f.connection_hook_required.load(Ordering::Relaxed) {
+                true => f.lacks_connection_hook(&loaded).map_or(Ok(loaded), Err),
+                false => Ok(loaded),
+            });
+        match loaded {
             Ok(loaded) => {
                 f.current.store(Arc::new(loaded));
                 let mut st = lock(&f.status);
