@@ -482,3 +482,51 @@ clusters:
     assert!(check.contains("listeners[1].tls.key:") && check.contains("does not match the certificate"), "{check}");
     assert!(check.contains("listeners[2].tls.cert:") && check.contains("expired on 2020-01-01"), "{check}");
 }
+
+#[tokio::test]
+async fn the_verified_identity_reaches_filters_per_request_and_per_connection() {
+    let pki = Pki::new();
+    let app = Upstream::start("app").await;
+    let backend = pki.ca.issue(Names { cn: "backend", uri: &[BACKEND], ..Default::default() });
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: l4
+    address: 127.0.0.1:0
+    tls: {{ cert: {cert}, key: {key}, client_ca: {ca} }}
+    connection_filters: [frontends]
+    routes: [ {{ name: all, cluster: app }} ]
+  - name: l7
+    address: 127.0.0.1:0
+    tls: {{ cert: {cert}, key: {key}, client_ca: {ca} }}
+    routes: [ {{ name: all, cluster: app, filters: [frontends] }} ]
+clusters:
+  - {{ name: app, endpoints: [\"{}\"] }}
+filters:
+  - name: frontends
+    module: {}
+    config: {{ identities: {{ allow: [\"spiffe://cluster.local/ns/*/sa/frontend\"] }} }}
+",
+        app.addr,
+        crate::support::filters::wasm("auth").display(),
+        cert = pki.path("server.pem"),
+        key = pki.path("server-key.pem"),
+        ca = pki.path("ca.pem"),
+    );
+    let proxy = TestProxy::new(yaml).start();
+    let frontend = tls::client(&pki.ca.pem, Some(&pki.frontend), &["h2"]);
+    let other = tls::client(&pki.ca.pem, Some(&backend), &["http/1.1"]);
+
+    // Per request: the auth filter reads the identity; the frontend passes, the backend gets 403.
+    let got = tls::get(proxy.addr("l7"), "app.local", frontend.clone(), "/x", &[]).await.expect("frontend");
+    assert_eq!(got.status, 200);
+    let got = tls::get(proxy.addr("l7"), "app.local", other.clone(), "/x", &[]).await.expect("backend");
+    assert_eq!(got.status, 403);
+    assert!(String::from_utf8_lossy(&got.body).contains("forbidden"), "{:?}", got.body);
+    // Per connection: the backend's connection is closed after its handshake, before any request.
+    let got = tls::get(proxy.addr("l4"), "app.local", frontend, "/x", &[]).await.expect("frontend on l4");
+    assert_eq!(got.status, 200);
+    assert!(tls::get(proxy.addr("l4"), "app.local", other, "/x", &[]).await.is_err(), "denied at L4");
+    wait_for_metric(&proxy, "wasp_filter_connections_denied_total{filter=\"frontends\"} 1").await;
+    assert_eq!(app.hits(), 2, "only the frontend's requests arrived");
+}
