@@ -42,8 +42,6 @@ pub struct TcpProxy {
     pub bytes_down: IntCounter,
     /// Access log.
     pub access_log: AccessLog,
-    /// Asked before a connection is served (`None`: no connection filters).
-    pub connection_filters: Option<Arc<crate::filter::ConnectionFilters>>,
 }
 
 /// Clusters by SNI, and the one for the rest.
