@@ -8,7 +8,8 @@
 //! and swaps in a new one when its module file changes (see `crate::watch`);
 //! [`host`] implements the imports, [`call`] the outbound HTTP calls;
 //! [`chain`] runs a route's filters around the upstream call, and [`body`]
-//! buffers or streams bodies through them.
+//! buffers or streams bodies through them; [`connection`] asks a
+//! listener's connection filters whether a new connection is served.
 
 mod bindings;
 pub mod body;
