@@ -2,8 +2,11 @@
 //!
 //! A request's path through the modules:
 //!
-//! 1. [`listener`] accepts a connection (up to `max_connections`) and hands
-//!    it to [`conn`] (HTTP) or [`tcp`] (raw byte copy to a cluster).
+//! 1. [`listener`] accepts a connection (up to `max_connections`), completes
+//!    its TLS handshake if the listener terminates TLS ([`tls`]: SNI
+//!    certificates, mTLS, the client's identity), asks its connection
+//!    filters, and hands it to [`conn`] (HTTP) or [`tcp`] (raw byte copy to
+//!    a cluster, or TLS passed through by SNI).
 //! 2. [`conn`] serves HTTP/1.1 or HTTP/2 with the listener's limits, closes
 //!    idle connections and shuts down gracefully on drain; [`io`],
 //!    [`stall`] and [`h2_guard`] watch it for a client that stops reading
@@ -16,8 +19,9 @@
 //!    here and may rewrite the request or answer it locally.
 //! 4. [`upstream`] picks an endpoint of the route's cluster (load balancing,
 //!    circuit breakers, pending cap), sends the request over a pooled
-//!    HTTP/1.1 or HTTP/2 client within the route timeout, and retries when
-//!    the policy and the request body allow.
+//!    HTTP/1.1 or HTTP/2 client (over TLS if the cluster originates it)
+//!    within the route timeout, and retries when the policy and the
+//!    request body allow.
 //! 5. The chain's response phases run in reverse; [`respond`] streams the response back, or a local reply built from an
 //!    [`error::ProxyError`] in one place, and records the exchange in
 //!    [`metrics`] and the [`access_log`] when the body ends.
@@ -26,7 +30,7 @@
 //! builds it into the serving clusters, filters, routes and listeners and
 //! swaps in a new one when [`watch`] sees the file change, [`server`] starts
 //! it all and drains on SIGTERM, and [`admin`] serves health, readiness,
-//! config, filters and metrics.
+//! config, filters, certificates and metrics.
 
 pub mod access_log;
 pub mod admin;
