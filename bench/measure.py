@@ -22,11 +22,17 @@ Subcommands (run.sh drives them; each appends one JSON line to --out):
                                (N and 5N requests): (I(5N) - I(N)) / 4N
   jwt --secret S [--bad]       print an HS256 JWT (sub "bench", exp in 10 years); --bad: a wrong signature
   perf-check                   exit 0 if `perf stat -e instructions:u` counts on this machine
+  repeat --seconds S -- H2LOAD...
+                               run an h2load command again and again until S seconds have
+                               passed; print one h2load-style summary of all of them (the TLS
+                               full-handshake scenario: a fresh h2load process per batch, so
+                               every connection makes a full handshake)
   report --results FILE --out FILE
                                print and save the markdown summary
 
   run also takes --perf-pid P (count P's user-space instructions with perf stat
-  over the load) and --expect-non2xx (every response must be non-2xx: a filter
+  over the load), --metrics URL (record how wasp's wasp_tls_* counters on its
+  admin /metrics changed over the run) and --expect-non2xx (every response must be non-2xx: a filter
   answering 401 itself; then non-2xx responses are not errors but 2xx are).
 """
 
@@ -135,6 +141,34 @@ def parse_h2load(text: str) -> dict:
     errors = int(m.group(5)) + int(m.group(6)) + int(m.group(7)) + int(s.group(3)) + int(s.group(4))
     return {"requests": two_xx, "rps": float(f.group(3)), "errors": errors,
             "started": int(m.group(2))}
+
+
+def parse_tls_info(text: str) -> dict:
+    """h2load's TLS lines (first occurrence): protocol, cipher, server temp key (group), ALPN."""
+    out = {}
+    for key, pat in (("tls_protocol", r"TLS Protocol: (\S+)"), ("tls_cipher", r"Cipher: (\S+)"),
+                     ("tls_group", r"Server Temp Key: (.+)"), ("alpn", r"Application protocol: (\S+)")):
+        if (m := re.search(pat, text)):
+            out[key] = m.group(1).strip()
+    return out
+
+
+def scrape_counters(url: str, prefix: str = "wasp_tls_") -> dict[str, float]:
+    """Counters (name{labels} -> value) from a Prometheus text page whose names start with prefix."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+    except OSError as e:
+        return {"error": str(e)}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(prefix) and "_total" in line:
+            k, _, v = line.rpartition(" ")
+            try:
+                out[k] = float(v)
+            except ValueError:
+                pass
+    return out
 
 
 def percentile(sorted_vals: list[float], p: float) -> float:
@@ -265,6 +299,8 @@ def cmd_run(a) -> int:
         while not done.wait(0.2):
             rss_max = max(rss_max, status_kb(subject, "VmRSS"))
 
+    # wasp's TLS counters, read outside the measured interval (the scrape costs wasp CPU too).
+    metrics0 = scrape_counters(a.metrics) if a.metrics else None
     m0, s0, g0 = *machine_ticks(), children_cpu_s()
     c0, u0, o0, t0 = cpu_ticks(subject), cpu_ticks(upstream), cpu_ticks(ours), time.monotonic()
     th = threading.Thread(target=sampler, daemon=True)
@@ -277,6 +313,7 @@ def cmd_run(a) -> int:
     th.join()
     c1, u1, o1, t1 = cpu_ticks(subject), cpu_ticks(upstream), cpu_ticks(ours), time.monotonic()
     m1, s1, g1 = *machine_ticks(), children_cpu_s()
+    metrics1 = scrape_counters(a.metrics) if a.metrics else None
     gen_s = g1 - g0
     # CPU used on the machine by anything but the servers and the load generator: a noise gauge.
     other_s = (m1 - m0 - (o1 - o0)) / CLK_TCK - gen_s
@@ -305,6 +342,16 @@ def cmd_run(a) -> int:
     rec["upstream_us_per_req"] = rec["upstream_cpu_s"] * 1e6 / n if n else None
     if a.expect_non2xx:
         rec["expect_non2xx"] = True
+    rec.update(parse_tls_info(out))
+    if metrics0 is not None:
+        if "error" in metrics0 or "error" in metrics1:
+            rec["metrics_error"] = metrics0.get("error") or metrics1.get("error")
+        else:
+            delta = {k: v - metrics0.get(k, 0) for k, v in metrics1.items() if v != metrics0.get(k, 0)}
+            rec["metrics_delta"] = delta
+            rec["tls_handshakes"] = int(sum(v for k, v in delta.items() if k.startswith("wasp_tls_handshakes_total")))
+            rec["tls_handshake_errors"] = int(sum(v for k, v in delta.items()
+                                                  if k.startswith("wasp_tls_handshake_errors_total")))
     if perf:
         rec["perf_instructions"] = instructions
         rec["perf_ins_per_req"] = instructions / n if instructions is not None and n else None
@@ -324,11 +371,45 @@ def cmd_run(a) -> int:
         line += f"  {rec['perf_ins_per_req']:,.0f} instr/req"
     if a.expect_non2xx:
         line += f"  non-2xx {parsed['non2xx']} (expected)"
+    if "tls_handshakes" in rec:
+        line += f"  handshakes {rec['tls_handshakes']}"
+        if rec["tls_handshake_errors"]:
+            line += f"  HANDSHAKE ERRORS {rec['tls_handshake_errors']}"
     if parsed["errors"]:
         line += f"  ERRORS {parsed['errors']}"
     if rec["other_cpu_pct"] >= 5 or rec["steal_pct"] >= 5:
         line += f"  (noise: other processes {rec['other_cpu_pct']}% CPU, steal {rec['steal_pct']}%)"
     print(line, flush=True)
+    return 0
+
+
+def cmd_repeat(a) -> int:
+    """Run an h2load command until a.seconds have passed; print one summary in h2load's format."""
+    keys = ("total", "started", "done", "succeeded", "failed", "errored", "timeout")
+    req = dict.fromkeys(keys, 0)
+    codes = [0, 0, 0, 0]
+    runs, first = 0, ""
+    t0 = time.monotonic()
+    while runs == 0 or time.monotonic() - t0 < a.seconds:
+        p = subprocess.run(a.command, capture_output=True, text=True)
+        out = p.stdout + p.stderr
+        m = re.search(r"requests: " + ", ".join(rf"(\d+) {k}" for k in keys), out)
+        c = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+        if p.returncode != 0 or not (m and c):
+            print(f"repeat: run {runs + 1} failed (exit {p.returncode}):\n{out}", file=sys.stderr)
+            return 1
+        for k, v in zip(keys, m.groups()):
+            req[k] += int(v)
+        codes = [x + int(y) for x, y in zip(codes, c.groups())]
+        runs += 1
+        first = first or out
+    wall = time.monotonic() - t0
+    tls = "\n".join(line for line in first.splitlines()
+                    if line.startswith(("TLS Protocol:", "Cipher:", "Server Temp Key:", "Application protocol:")))
+    print(f"{runs} runs of: {' '.join(a.command)}\n{tls}\n"
+          f"finished in {wall:.2f}s, {req['succeeded'] / wall:.2f} req/s, 0B/s\n"
+          "requests: " + ", ".join(f"{req[k]} {k}" for k in keys) + "\n"
+          f"status codes: {codes[0]} 2xx, {codes[1]} 3xx, {codes[2]} 4xx, {codes[3]} 5xx")
     return 0
 
 
@@ -641,6 +722,117 @@ def filters_report(runs, mems, vgs, startups, meta) -> list[str]:
     return L
 
 
+TLS_SCENARIOS = {
+    "tls-h1": "HTTP/1.1 keep-alive",
+    "tls-h2": "HTTP/2 keep-alive (ALPN h2)",
+    "tls-hs": "full handshake per request",
+    "tls-res": "resumed handshake per request",
+}
+TLS_TARGETS = ["wasp", "nginx"]
+
+
+def tls_report(runs, mems, vgs, meta) -> list[str]:
+    """The "TLS" section: wasp vs nginx terminating TLS with the same certificate, same upstream."""
+    tr = [r for r in runs if r["scenario"] in TLS_SCENARIOS and r["kind"] == "tput"]
+    tv = [v for v in vgs if v["scenario"] in TLS_SCENARIOS]
+    if not tr and not tv:
+        return []
+    L = ["", "## TLS", ""]
+    L.append(f"- Both proxies terminate TLS with the same certificate ({meta.get('tls_cert', '?')}) and proxy "
+             "in plain HTTP/1.1 to the shared upstream; wasp: one HTTP listener with `tls: {cert, key}` "
+             "(ALPN h2 + http/1.1, TLS 1.2 + 1.3, resumption on), otherwise the core config; nginx: "
+             f"{meta.get('tls_nginx', 'bench/nginx-tls.conf')}. Pinned like the core rows, targets interleaved with "
+             "their order rotated, medians over the repetitions (min–max).")
+    for scn in TLS_SCENARIOS:
+        if meta.get(f"tls_cmd_{scn}"):
+            L.append(f"- *{TLS_SCENARIOS[scn]}*: `{meta[f'tls_cmd_{scn}']}`")
+    for t in TLS_TARGETS:
+        if meta.get(f"tls_probe_{t}"):
+            L.append(f"- Negotiated with {t} (openssl s_client): {meta[f'tls_probe_{t}']}")
+    seen = {}
+    for r in tr:
+        if r.get("tls_protocol"):
+            seen.setdefault((r["scenario"], r["target"]),
+                            f"{r['tls_protocol']} {r.get('tls_cipher', '?')}, {r.get('tls_group', '?')}, "
+                            f"ALPN {r.get('alpn', '?')}")
+    if seen:
+        L.append("- Negotiated by h2load: " + "; ".join(f"{scn} {t}: {v}" for (scn, t), v in seen.items())
+                 + " (wrk: OpenSSL's defaults, not printed).")
+    L.append("")
+    L.append("| scenario | target | CPU µs/req | wasp ÷ nginx | upstream µs/req | req/s | RSS idle | RSS load "
+             "| instr/req | wasp handshakes / connections | errors |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def idle(t):
+        v = [m["rss_kb"] for m in mems if m["target"] == f"{t}-tls" and m["when"] == "idle"]
+        return v[-1] if v else None
+
+
+    def med_range(vals, spec):
+        vals = [v for v in vals if v is not None]
+        if not vals:
+            return "—", None
+        out = format(_med(vals), spec)
+        if len(vals) > 1:
+            out += f" ({format(min(vals), spec)}–{format(max(vals), spec)})"
+        return out, _med(vals)
+
+    for scn, label in TLS_SCENARIOS.items():
+        cpu_by = {t: _med([r["cpu_us_per_req"] for r in tr if r["scenario"] == scn and r["target"] == t])
+                  for t in TLS_TARGETS}
+        for t in TLS_TARGETS:
+            tp = [r for r in tr if r["scenario"] == scn and r["target"] == t]
+            vg = [v["ins_per_req"] for v in tv if v["scenario"] == scn and v["target"] == t]
+            if not tp and not vg:
+                continue
+            cpu_s, cpu = med_range([r["cpu_us_per_req"] for r in tp], ".2f")
+            rps_s, _ = med_range([r["rps"] for r in tp], ",.0f")
+            ratio = (f"{cpu / cpu_by['nginx']:.2f}×" if t == "wasp" and cpu and cpu_by.get("nginx") else "")
+            hs = [r for r in tp if "tls_handshakes" in r]
+            if hs:
+                n_hs = sum(r["tls_handshakes"] for r in hs)
+                if scn in ("tls-hs", "tls-res"):
+                    hs_s = f"{n_hs:,} / {sum(r['requests'] + r['errors'] for r in hs):,}"
+                else:
+                    hs_s = f"{n_hs:,} in {len(hs)} runs"
+                herr = sum(r.get("tls_handshake_errors", 0) for r in hs)
+                if herr:
+                    hs_s += f" ⚠ {herr} handshake errors"
+            elif any(r.get("metrics_error") for r in tp):
+                hs_s = "metrics unreadable"
+            else:
+                hs_s = "—"
+            errs = sum(r["errors"] for r in tp)
+            rss = max([r["rss_max_kb"] for r in tp] or [None], key=lambda v: v or 0)
+            L.append(f"| {label} | {t} | {cpu_s} | {ratio} | {_fmt(_med([r['upstream_us_per_req'] for r in tp]), '.2f')} "
+                     f"| {rps_s} | {_fmt(_mib(idle(t)))} MiB | {_fmt(_mib(rss))} MiB | {_fmt(_med(vg), ',.0f')} | {hs_s} "
+                     f"| {('⚠ ' + format(errs, ',')) if errs else 0} |")
+    L.append("")
+    L.append("*CPU µs/req* = utime+stime of the proxy process(es) over the run ÷ completed requests (2xx); in the "
+             "*handshake per request* rows every request is a new TCP + TLS connection, so it is the CPU per "
+             "handshake (with its accept, one proxied request and the close), and *req/s* is handshakes/s "
+             "(bounded by the single-CPU load generator when both targets show about the same). *wasp handshakes* "
+             "= the change of `wasp_tls_handshakes_total` over the runs (connections = requests + errors). "
+             "*instr/req* = cachegrind, (I(5N)−I(N))/4N, HTTP/1.1 keep-alive over TLS (h2load --h1 -c 10).")
+    L.append("")
+    L.append("<details><summary>Per-run values (TLS)</summary>")
+    L.append("")
+    L.append("| scenario | rep | target | requests | req/s | CPU µs/req | upstream µs/req | wasp handshakes | errors "
+             "| other CPU % | steal % |")
+    L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in tr:
+        L.append(f"| {r['scenario']} | {r['rep']} | {r['target']} | {r['requests']} | {r['rps']:,.0f} "
+                 f"| {_fmt(r['cpu_us_per_req'], '.2f')} | {_fmt(r['upstream_us_per_req'], '.2f')} "
+                 f"| {r.get('tls_handshakes', '—')} | {r['errors']} "
+                 f"| {_fmt(r.get('other_cpu_pct'))} | {_fmt(r.get('steal_pct'))} |")
+    for v in tv:
+        L.append(f"| {v['scenario']} valgrind | | {v['target']} | N={v['n']}: I(N)={v['ir_small']:,}, "
+                 f"I(5N)={v['ir_large']:,} | | {v['ins_per_req']:,.0f} instr/req | | | | | |")
+    L.append("")
+    L.append("</details>")
+    return L
+
+
 def cmd_report(a) -> int:
     recs = [json.loads(line) for line in Path(a.results).read_text().splitlines() if line.strip()]
     meta: dict = {}
@@ -649,7 +841,7 @@ def cmd_report(a) -> int:
             meta.update(r)
     all_runs = [r for r in recs if r["type"] == "run"]
     # The filter section's runs have their own table (below); the core tables stay as they were.
-    runs = [r for r in all_runs if r["target"] not in FILTER_TARGETS]
+    runs = [r for r in all_runs if r["target"] not in FILTER_TARGETS and r["scenario"] not in TLS_SCENARIOS]
     mems = [r for r in recs if r["type"] == "mem"]
     vgs = [r for r in recs if r["type"] == "vg"]
     targets = ["direct", "wasp", "nginx"]
@@ -755,7 +947,7 @@ def cmd_report(a) -> int:
                  f"| {_fmt(r.get('p50_us'), '.0f')} | {_fmt(r.get('p99_us'), '.0f')} | {r['errors']} "
                  f"| {_fmt(r.get('other_cpu_pct'))} | {_fmt(r.get('steal_pct'))} |")
     for v in vgs:
-        if v["target"] in FILTER_TARGETS:
+        if v["target"] in FILTER_TARGETS or v["scenario"] in TLS_SCENARIOS:
             continue
         L.append(f"| {v['scenario']} | valgrind | | {v['target']} | N={v['n']} | | | | | | "
                  f"I(N)={v['ir_small']:,} I(5N)={v['ir_large']:,} | | |")
@@ -765,6 +957,7 @@ def cmd_report(a) -> int:
     L.append("")
     L.append("</details>")
     L.extend(filters_report(all_runs, mems, vgs, [r for r in recs if r["type"] == "startup"], meta))
+    L.extend(tls_report(all_runs, mems, vgs, meta))
     if meta.get("notes"):
         L.append("")
         L.append("Notes:")
@@ -795,6 +988,7 @@ def main() -> int:
     s.add_argument("--raw-dir", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--perf-pid", type=int, help="count this process's instructions:u with perf stat")
+    s.add_argument("--metrics", help="wasp admin /metrics URL: record the change of its wasp_tls_* counters")
     s.add_argument("--expect-non2xx", action="store_true",
                    help="every response must be non-2xx (a filter answers itself); 2xx count as errors")
     s.add_argument("command", nargs=argparse.REMAINDER)
@@ -804,6 +998,11 @@ def main() -> int:
     s.add_argument("--secret", required=True)
     s.add_argument("--bad", action="store_true", help="sign with another key (the signature does not verify)")
     s.set_defaults(fn=cmd_jwt)
+
+    s = sub.add_parser("repeat")
+    s.add_argument("--seconds", type=float, required=True)
+    s.add_argument("command", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_repeat)
 
     s = sub.add_parser("perf-check")
     s.set_defaults(fn=cmd_perf_check)

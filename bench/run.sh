@@ -18,6 +18,11 @@
 #   SKIP_H2=1        skip the h2c scenario
 #   SKIP_FILTERS=1   skip the filter section (no filter vs header-rewrite vs auth+rate-limit+header-rewrite
 #                    vs auth rejecting, in one wasp process; RSS with 10 filters loaded)
+#   SKIP_TLS=1       skip the TLS section (wasp vs nginx terminating TLS, same ECDSA P-256 certificate:
+#                    HTTP/1.1 and HTTP/2 keep-alive, a full / a resumed handshake per request)
+#   TLS_H2_CONNS=10 TLS_H2_STREAMS=10   TLS HTTP/2 load: h2load -c TLS_H2_CONNS -m TLS_H2_STREAMS
+#   TLS_HS_BATCH=100 full handshakes: fresh h2load processes of TLS_HS_BATCH connections, 1 request each
+#   TLS_RES_CONNS=50 resumed handshakes: wrk -t2 -c TLS_RES_CONNS -H 'Connection: close'
 #   SKIP_BUILD=1     don't run cargo build (use WASP_BIN and FILTER_DIR as they are)
 #   VG_FILTER_INSTANCES=24 VG_FILTER_CONNS=5  valgrind runs of the filter rows: wasp's filter_instances, h2load -c
 #   FILTER_DIR       built filters (default: filters/target/wasm32-wasip2/release of this repository)
@@ -43,6 +48,11 @@ SKIP_VALGRIND=${SKIP_VALGRIND:-0}
 SKIP_H2=${SKIP_H2:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SKIP_FILTERS=${SKIP_FILTERS:-0}
+SKIP_TLS=${SKIP_TLS:-0}
+TLS_H2_CONNS=${TLS_H2_CONNS:-10}
+TLS_H2_STREAMS=${TLS_H2_STREAMS:-10}
+TLS_HS_BATCH=${TLS_HS_BATCH:-100}
+TLS_RES_CONNS=${TLS_RES_CONNS:-50}
 # valgrind runs of the filter rows: the engine's pool must be small enough for valgrind's address space
 # (each instance slot reserves 2 × 1 GiB; 32 slots do not fit, 24 do), so fewer connections than the
 # core rows: every in-flight request of /chain/ holds three instances.
@@ -137,6 +147,7 @@ ensure_tools() {
     command -v valgrind >/dev/null || need+=(valgrind)
     command -v taskset >/dev/null || need+=(util-linux)
     command -v python3 >/dev/null || need+=(python3)
+    [[ $SKIP_TLS == 1 ]] || command -v openssl >/dev/null || need+=(openssl)
     if [[ $SKIP_FILTERS != 1 ]] && ! command -v perf >/dev/null; then
         # Optional: instructions/request of the filter rows. Its absence is reported, not fatal.
         [[ $(id -u) == 0 ]] || sudo=(sudo)
@@ -483,6 +494,189 @@ vg_filter_run() {
     [[ -s $out ]] || die "no cachegrind output $out"
 }
 
+# ------------------------------------------------------------------ TLS
+
+# TLS section: wasp and nginx terminating TLS with the same certificate, both proxying (plain HTTP/1.1)
+# to the shared upstream. Scenarios: keep-alive HTTP/1.1 and HTTP/2, a full and a resumed handshake
+# per request.
+TLS_SCNS=(tls-h1 tls-h2 tls-hs tls-res)
+TLS_TGTS=(wasp nginx)
+
+# tls_certs DIR: an ECDSA P-256 CA and a leaf for localhost / 127.0.0.1 signed by it (key in PKCS#8).
+tls_certs() {
+    local d=$1
+    mkdir -p "$d"
+    (
+        cd "$d"
+        openssl ecparam -name prime256v1 -genkey -noout -out ca-key.pem
+        openssl req -x509 -new -key ca-key.pem -sha256 -days 30 -subj "/CN=wasp-bench CA" -out ca.pem \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out server-key.pem
+        openssl req -new -key server-key.pem -subj "/CN=localhost" -out server.csr
+        printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+            "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1" >leaf.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 30 -sha256 \
+            -extfile leaf.ext -out server.pem
+        openssl verify -CAfile ca.pem server.pem
+    ) >"$d/openssl.log" 2>&1 || die "could not make the TLS certificates: $(cat "$d/openssl.log")"
+}
+
+# wasp_tls_conf FILE PORT ADMINPORT: the core wasp config with TLS on its listener.
+wasp_tls_conf() {
+    {
+        cat <<EOF
+admin: { address: 127.0.0.1:$3 }
+access_log: "off"
+workers: 1
+filter_cache: "off"
+listeners:
+  - name: tls
+    address: 127.0.0.1:$2
+    tls: { cert: $TMP/tls/server.pem, key: $TMP/tls/server-key.pem }
+    routes:
+      - { name: all, cluster: up }
+EOF
+        wasp_up
+    } >"$1"
+}
+
+tls_url() { echo "https://127.0.0.1:$1/"; }
+tls_port() { case $1 in wasp) echo "$TWPX" ;; nginx) echo "$TPX" ;; esac; }
+tls_pid() { case $1 in wasp) echo "$TWASP_PID" ;; nginx) echo "$TNGX_PID" ;; esac; }
+
+# tls_cmd SCENARIO PORT SECONDS: the load of a TLS scenario into the array CMD.
+tls_cmd() {
+    local u
+    u=$(tls_url "$2")
+    case $1 in
+        tls-h1) CMD=(taskset -c $GEN_CPU wrk -t2 -c50 -d"$3"s "$u") ;;
+        tls-h2) CMD=(taskset -c $GEN_CPU h2load -c "$TLS_H2_CONNS" -m "$TLS_H2_STREAMS" -D "$3" "$u") ;;
+        # A fresh h2load process per batch: new SSL objects, so no connection can resume a session.
+        tls-hs) CMD=(taskset -c $GEN_CPU python3 "$HERE/measure.py" repeat --seconds "$3" --
+            h2load --h1 -c "$TLS_HS_BATCH" -n "$TLS_HS_BATCH" "$u") ;;
+        # wrk reconnects when the server closes (Connection: close) with SSL_clear, which keeps the
+        # session: every connection but each one's first resumes (a TLS 1.3 ticket).
+        tls-res) CMD=(taskset -c $GEN_CPU wrk -t2 -c"$TLS_RES_CONNS" -d"$3"s -H "Connection: close" "$u") ;;
+    esac
+}
+
+tls_run() { # tls_run SCENARIO TARGET REP
+    local scn=$1 tgt=$2 rep=$3 extra=()
+    tls_cmd "$scn" "$(tls_port "$tgt")" "$DURATION"
+    [[ $tgt == wasp ]] && extra=(--metrics "http://127.0.0.1:$TWADM/metrics")
+    "${MEASURE[@]}" run --scenario "$scn" --target "$tgt" --kind tput --rep "$rep" \
+        --subject "$(tls_pid "$tgt")" --upstream "$UP_PID" --raw-dir "$TMP/raw" --out "$RESULTS" --quiet-wait "$QUIET_WAIT" \
+        "${extra[@]+"${extra[@]}"}" -- "${CMD[@]}"
+}
+
+# tls_check PORT: HTTP/1.1 and h2 over TLS, 20 requests each, all 2xx; h2 negotiated by ALPN.
+tls_check() {
+    local out
+    out=$(h2load --h1 -n 20 -c 2 "$(tls_url "$1")" 2>&1) || die "h2load --h1 over TLS to :$1 failed: $out"
+    grep -q 'status codes: 20 2xx' <<<"$out" || die "HTTP/1.1-over-TLS check on :$1 failed:"$'\n'"$out"
+    out=$(h2load -n 20 -c 2 "$(tls_url "$1")" 2>&1) || die "h2load over TLS to :$1 failed: $out"
+    grep -q 'status codes: 20 2xx' <<<"$out" && grep -q 'Application protocol: h2' <<<"$out" \
+        || die "h2-over-TLS check on :$1 failed:"$'\n'"$out"
+}
+
+# tls_probe PORT: what openssl s_client negotiates (verifying against the CA): TLS 1.3 and 1.2 with
+# their key-exchange group, and whether a saved session resumes. One line, for the report.
+tls_probe() {
+    local o r=() f=$TMP/tls/sess-$1.pem
+    local s_client=(openssl s_client -connect "127.0.0.1:$1" -servername localhost -CAfile "$TMP/tls/ca.pem")
+    o=$(printf 'GET / HTTP/1.0\r\n\r\n' | timeout 10 "${s_client[@]}" -alpn h2,http/1.1 -ign_eof -sess_out "$f" 2>&1) || true
+    r+=("TLS 1.3: $(grep -m1 -oE '(New|Reused), TLSv[0-9.]+, Cipher is [A-Z0-9_-]+' <<<"$o" | sed 's/, Cipher is / /'),"
+        "$(grep -m1 -oE 'Server Temp Key: [^,]+' <<<"$o" | sed 's/Server Temp Key: /group /'),"
+        "$(grep -m1 -oE 'Peer signature type: \S+' <<<"$o" | sed 's/Peer signature type: /signature /'),"
+        "ALPN $(grep -m1 -oE 'ALPN protocol: \S+' <<<"$o" | sed 's/ALPN protocol: //'),"
+        "verify $(grep -m1 -oE 'Verify return code: [0-9]+ \([^)]*\)' <<<"$o" | sed 's/Verify return code: //')")
+    o=$(printf 'GET / HTTP/1.0\r\n\r\n' | timeout 10 "${s_client[@]}" -ign_eof -sess_in "$f" 2>&1) || true
+    r+=("; with that session again: $(grep -m1 -oE '(New|Reused), TLSv[0-9.]+' <<<"$o" | sed 's/,//')")
+    o=$(timeout 10 "${s_client[@]}" -tls1_2 </dev/null 2>&1) || true
+    r+=("; TLS 1.2: $(grep -m1 -oE 'Cipher is [A-Z0-9_-]+' <<<"$o" | sed 's/Cipher is //'),"
+        "$(grep -m1 -oE 'Server Temp Key: [^,]+' <<<"$o" | sed 's/Server Temp Key: /group /')")
+    echo "${r[*]}"
+}
+
+tls_section() {
+    local t scn rep i errs
+    log "TLS: wasp (port $TWPX) and nginx (port $TPX) terminating TLS, same ECDSA P-256 certificate"
+    spawn wasp-tls env WASP_LOG_FORMAT=json taskset -c $SRV_CPU "$WASP_BIN" run --config "$TMP/wasp-tls.yaml"
+    TWASP_PID=$LAST_PID
+    "${MEASURE[@]}" wait-log "$TMP/wasp-tls.err" "wasp started" 30 --pid "$TWASP_PID" || die "wasp (TLS) did not start: $(cat "$TMP/wasp-tls.err")"
+    spawn nginx-tls taskset -c $SRV_CPU nginx -e "$TMP/tpx/startup-error.log" -c "$TMP/tpx/nginx.conf" -p "$TMP/tpx/"
+    TNGX_PID=$LAST_PID
+    "${MEASURE[@]}" wait-port "$TPX" || die "nginx (TLS) did not start: $(cat "$TMP/nginx-tls.err")"
+    "${MEASURE[@]}" affinity --expect $SRV_CPU "$TWASP_PID" "$TNGX_PID" || note "some TLS server threads are not pinned to CPU $SRV_CPU"
+    sleep 1
+    "${MEASURE[@]}" mem --target wasp-tls --when idle --pids "$TWASP_PID" --out "$RESULTS"
+    "${MEASURE[@]}" mem --target nginx-tls --when idle --pids "$TNGX_PID" --out "$RESULTS"
+    for t in "${TLS_TGTS[@]}"; do
+        tls_check "$(tls_port "$t")"
+        "${MEASURE[@]}" meta --out "$RESULTS" "tls_probe_$t=$(tls_probe "$(tls_port "$t")")"
+    done
+    for scn in "${TLS_SCNS[@]}"; do
+        tls_cmd "$scn" PORT "$DURATION"
+        "${MEASURE[@]}" meta --out "$RESULTS" "tls_cmd_$scn=${CMD[*]:3}"
+    done
+    for scn in "${TLS_SCNS[@]}"; do
+        log "$scn: warm-up (${WARMUP}s each)"
+        for t in "${TLS_TGTS[@]}"; do
+            tls_cmd "$scn" "$(tls_port "$t")" "$WARMUP"
+            "${CMD[@]}" >"$TMP/raw/warmup-$scn-$t.txt" 2>&1 || die "warm-up of $t ($scn) failed: $(cat "$TMP/raw/warmup-$scn-$t.txt")"
+        done
+        log "$scn: $REPS x ${DURATION}s per target, interleaved"
+        for ((rep = 0; rep < REPS; rep++)); do
+            for ((i = 0; i < 2; i++)); do
+                tls_run "$scn" "${TLS_TGTS[(i + rep) % 2]}" "$rep"
+            done
+        done
+    done
+    "${MEASURE[@]}" mem --target wasp-tls --when end --pids "$TWASP_PID" --out "$RESULTS"
+    "${MEASURE[@]}" mem --target nginx-tls --when end --pids "$TNGX_PID" --out "$RESULTS"
+    # wasp's handshake counters over the whole section (checks and warm-ups included).
+    errs=$(python3 -c 'import sys, urllib.request
+t = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()
+print("; ".join(l for l in t.splitlines() if l.startswith("wasp_tls_handshake")))' "http://127.0.0.1:$TWADM/metrics" 2>&1) || true
+    "${MEASURE[@]}" meta --out "$RESULTS" "tls_wasp_counters=$errs"
+    if grep -q 'wasp_tls_handshake_errors_total' <<<"$errs"; then
+        note "wasp (TLS) counted failed handshakes: $(grep -oE 'wasp_tls_handshake_errors_total[^;]*' <<<"$errs" | tr '\n' ' ')"
+    fi
+    stop "$TWASP_PID" 30
+    [[ $STOP_RC == 0 ]] || note "wasp (TLS) exited with status $STOP_RC after SIGTERM (expected 0)"
+    stop "$TNGX_PID" 30
+    wasp_log_notes wasp-tls
+}
+
+# vg_tls_run TARGET N OUTFILE: like vg_run, HTTP/1.1 keep-alive over TLS (10 connections: the
+# handshakes of the warm-up and of the measured requests are the same in both runs and cancel out).
+vg_tls_run() {
+    local tgt=$1 n=$2 out=$3 port pid o rc
+    local vg=(taskset -c $SRV_CPU valgrind --tool=cachegrind --cache-sim=no --trace-children=no
+        --cachegrind-out-file="$out")
+    if [[ $tgt == wasp ]]; then
+        port=$VTWPX
+        spawn "vg-wasp-tls-$n" env WASP_LOG_FORMAT=json "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vgtls.yaml"
+        "${MEASURE[@]}" wait-log "$TMP/vg-wasp-tls-$n.err" "wasp started" 60 --pid "$LAST_PID" \
+            || die "wasp (TLS) under valgrind did not start: $(tail -20 "$TMP/vg-wasp-tls-$n.err")"
+    else
+        port=$VTPX
+        spawn "vg-nginx-tls-$n" "${vg[@]}" nginx -e "$TMP/vgtpx/startup-error.log" -c "$TMP/vgtpx/nginx.conf" -p "$TMP/vgtpx/"
+        "${MEASURE[@]}" wait-port "$port" 60 || die "nginx (TLS) under valgrind did not start: $(tail -20 "$TMP/vg-nginx-tls-$n.err")"
+    fi
+    pid=$LAST_PID
+    o=$(taskset -c $GEN_CPU h2load --h1 -n "$VG_WARMUP" -c 10 "$(tls_url "$port")" 2>&1)
+    grep -q "status codes: $VG_WARMUP 2xx" <<<"$o" || die "valgrind warm-up against $tgt (TLS) failed:"$'\n'"$o"
+    o=$(taskset -c $GEN_CPU h2load --h1 -n "$n" -c 10 "$(tls_url "$port")" 2>&1)
+    echo "$o" >"$TMP/raw/vg-$tgt-tls-h1-$n.txt"
+    grep -q "status codes: $n 2xx" <<<"$o" || die "valgrind run against $tgt (TLS, $n requests) failed:"$'\n'"$o"
+    stop "$pid" 120
+    rc=$STOP_RC
+    [[ $rc == 0 ]] || note "$tgt (TLS) under valgrind (N=$n) exited with status $rc after SIGTERM"
+    [[ $tgt != wasp ]] || wasp_log_notes "vg-wasp-tls-$n"
+    [[ -s $out ]] || die "no cachegrind output $out"
+}
+
 # ------------------------------------------------------------------ main
 
 main() {
@@ -538,12 +732,13 @@ main() {
     [[ $SKIP_H2 == 1 ]] || scenarios+=(h2c)
 
     local ports
-    read -r -a ports < <("${MEASURE[@]}" ports 22)
+    read -r -a ports < <("${MEASURE[@]}" ports 28)
     UP=${ports[0]} UP2=${ports[1]} PX=${ports[2]} PX2=${ports[3]} WPX=${ports[4]} WADM=${ports[5]}
     VPX=${ports[6]} VPX2=${ports[7]} VWPX=${ports[8]} VWADM=${ports[9]}
     FWPX=${ports[10]} FWADM=${ports[11]}
     MEM_PORTS=("${ports[@]:12:8}")
     VFWPX=${ports[20]} VFWADM=${ports[21]}
+    TWPX=${ports[22]} TWADM=${ports[23]} TPX=${ports[24]} VTWPX=${ports[25]} VTWADM=${ports[26]} VTPX=${ports[27]}
 
     # --- configs
     nginx_conf "$SHARED/nginx-upstream.conf" "$TMP/up/nginx.conf" "$TMP/up" "$UP" "" \
@@ -562,6 +757,16 @@ main() {
         filters_conf "$TMP/wasp-filters.yaml" "$FWPX" "$FWADM"
         filters_conf "$TMP/wasp-vgf.yaml" "$VFWPX" "$VFWADM" "$VG_FILTER_INSTANCES"
     fi
+    if [[ $SKIP_TLS != 1 ]]; then
+        tls_certs "$TMP/tls"
+        local tls_sed=(-e "s#@CERT@#$TMP/tls/server.pem#g" -e "s#@KEY@#$TMP/tls/server-key.pem#g")
+        nginx_conf "$HERE/nginx-tls.conf" "$TMP/tpx/nginx.conf" "$TMP/tpx" "$UP" "$TPX" "${tls_sed[@]}"
+        # Valgrind variant: a single process, like the core one.
+        nginx_conf "$HERE/nginx-tls.conf" "$TMP/vgtpx/nginx.conf" "$TMP/vgtpx" "$UP" "$VTPX" "${tls_sed[@]}" \
+            -e "1i master_process off;"
+        wasp_tls_conf "$TMP/wasp-tls.yaml" "$TWPX" "$TWADM"
+        wasp_tls_conf "$TMP/wasp-vgtls.yaml" "$VTWPX" "$VTWADM"
+    fi
 
     local wasp_ver nginx_ver rev
     wasp_ver=$("$WASP_BIN" --version 2>&1 | head -1)
@@ -576,7 +781,13 @@ main() {
         "wrk=$(wrk -v 2>&1 | head -1 || true)" \
         "h2load=$(h2load --version 2>&1 | head -1)" \
         "valgrind=$( [[ $SKIP_VALGRIND == 1 ]] && echo skipped || valgrind --version)" \
-        "params=DURATION=${DURATION}s REPS=$REPS WARMUP=${WARMUP}s QUIET_WAIT=${QUIET_WAIT}s LAT=${LAT_CONNS}x${LAT_RPS} req/s for ${LAT_DURATION}s VG_N=$VG_N scenarios=${scenarios[*]}$( [[ $SKIP_FILTERS == 1 ]] && echo ' SKIP_FILTERS=1')"
+        "params=DURATION=${DURATION}s REPS=$REPS WARMUP=${WARMUP}s QUIET_WAIT=${QUIET_WAIT}s LAT=${LAT_CONNS}x${LAT_RPS} req/s for ${LAT_DURATION}s VG_N=$VG_N scenarios=${scenarios[*]}$( [[ $SKIP_FILTERS == 1 ]] && echo ' SKIP_FILTERS=1')$( [[ $SKIP_TLS == 1 ]] && echo ' SKIP_TLS=1')"
+    if [[ $SKIP_TLS != 1 ]]; then
+        "${MEASURE[@]}" meta --out "$RESULTS" \
+            "openssl=$(openssl version)" \
+            "tls_cert=ECDSA P-256 leaf for localhost and 127.0.0.1, signed by an ECDSA P-256 CA, both made with openssl for the run; the leaf alone is served" \
+            "tls_nginx=bench/nginx-tls.conf (the shared nginx-proxy.conf plus listen ... ssl http2, ssl_protocols TLSv1.2 TLSv1.3, ssl_session_cache shared:SSL:10m, ssl_session_tickets on; ciphers and groups OpenSSL's defaults)"
+    fi
     if [[ $SKIP_FILTERS != 1 ]]; then
         "${MEASURE[@]}" meta --out "$RESULTS" \
             "filter_modules=$filter_modules" \
@@ -650,7 +861,10 @@ main() {
         mem_section
     fi
 
-    for f in "$TMP/px/proxy-error.log" "$TMP/up/upstream-error.log"; do
+    # --- TLS: wasp vs nginx terminating TLS (the upstream still running)
+    [[ $SKIP_TLS == 1 ]] || tls_section
+
+    for f in "$TMP/px/proxy-error.log" "$TMP/tpx/proxy-error.log" "$TMP/up/upstream-error.log"; do
         [[ -s $f ]] && note "$(basename "$f"): $(wc -l <"$f") lines, first: $(head -1 "$f")"
     done
 
@@ -672,6 +886,15 @@ main() {
                 vg_filter_run "$t" "$((5 * VG_N))" "$TMP/cg-$t-large.out"
                 "${MEASURE[@]}" vg --target "$t" --scenario h1 --n "$VG_N" \
                     --small "$TMP/cg-$t-small.out" --large "$TMP/cg-$t-large.out" --out "$RESULTS"
+            done
+        fi
+        if [[ $SKIP_TLS != 1 ]]; then
+            log "valgrind (cachegrind): HTTP/1.1 keep-alive over TLS, N=$VG_N and 5N=$((5 * VG_N))"
+            for t in "${TLS_TGTS[@]}"; do
+                vg_tls_run "$t" "$VG_N" "$TMP/cg-$t-tls-small.out"
+                vg_tls_run "$t" "$((5 * VG_N))" "$TMP/cg-$t-tls-large.out"
+                "${MEASURE[@]}" vg --target "$t" --scenario tls-h1 --n "$VG_N" \
+                    --small "$TMP/cg-$t-tls-small.out" --large "$TMP/cg-$t-tls-large.out" --out "$RESULTS"
             done
         fi
     fi
