@@ -93,11 +93,13 @@ fn report(result: Result<(), String>) -> ExitCode {
 
 /// Logs go to stderr: human-readable by default, JSON with `WASP_LOG_FORMAT=json`;
 /// the level comes from `WASP_LOG` (default `info`, with the HTTP/2 library
-/// at `error`: it warns once per connection it ends for abuse, which a
-/// reconnecting attacker turns into thousands of lines a second).
+/// and TLS libraries at `error`: h2 warns once per connection it ends for
+/// abuse, rustls once per handshake with a client oddity such as an IP
+/// address sent as SNI (wrk does), either of which a client turns into
+/// thousands of lines a second; handshake failures are counted instead).
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("WASP_LOG").unwrap_or_else(|_| EnvFilter::new("info,h2=error"));
+    let filter = EnvFilter::try_from_env("WASP_LOG").unwrap_or_else(|_| EnvFilter::new("info,h2=error,rustls=error"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("WASP_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().flatten_event(true).init();

@@ -113,7 +113,7 @@ impl TlsMetrics {
                     "wasp_tls_handshake_errors_total",
                     "Failed TLS handshakes by listener and reason: not_tls, timeout, unknown_sni, no_client_cert, \
                      untrusted, expired, not_yet_valid, revoked, bad_certificate, alert_received, incompatible, \
-                     protocol_error, io",
+                     protocol_error, client_closed, io",
                 ),
                 &["listener", "reason"],
             )

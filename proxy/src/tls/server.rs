@@ -293,6 +293,8 @@ fn reason(e: &io::Error) -> &'static str {
         Some(rustls::Error::AlertReceived(_)) => "alert_received",
         Some(rustls::Error::PeerIncompatible(_) | rustls::Error::NoApplicationProtocol) => "incompatible",
         Some(_) => "protocol_error",
+        // Gone before finishing: a TCP health check, or a client cut off mid-handshake.
+        None if e.kind() == io::ErrorKind::UnexpectedEof => "client_closed",
         None => "io",
     }
 }
