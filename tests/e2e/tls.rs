@@ -530,3 +530,21 @@ filters:
     wait_for_metric(&proxy, "wasp_filter_connections_denied_total{filter=\"frontends\"} 1").await;
     assert_eq!(app.hits(), 2, "only the frontend's requests arrived");
 }
+
+#[tokio::test]
+async fn a_revoked_client_certificate_fails_its_handshake() {
+    let pki = Pki::new();
+    let app = Upstream::start("app").await;
+    let revoked = pki.ca.issue(Names { cn: "stolen", uri: &[FRONTEND], serial: Some(4242), ..Default::default() });
+    let valid = pki.ca.issue(Names { cn: "frontend", uri: &[FRONTEND], serial: Some(4243), ..Default::default() });
+    std::fs::write(pki.dir.path().join("ca.crl"), pki.ca.crl(&[4242])).expect("write CRL");
+    let crl = format!("      crl: [{}]", pki.path("ca.crl"));
+    let proxy = TestProxy::new(pki.mtls_config(app.addr, &crl)).start();
+    let addr = proxy.addr("ingress");
+    let client = tls::client(&pki.ca.pem, Some(&revoked), &["http/1.1"]);
+    assert!(tls::get(addr, "app.local", client, "/public/", &[]).await.is_err(), "a revoked certificate is refused");
+    wait_for_metric(&proxy, "wasp_tls_handshake_errors_total{listener=\"ingress\",reason=\"revoked\"} 1").await;
+    let client = tls::client(&pki.ca.pem, Some(&valid), &["http/1.1"]);
+    assert_eq!(tls::get(addr, "app.local", client, "/public/", &[]).await.expect("valid").status, 200);
+    assert_eq!(app.hits(), 1);
+}

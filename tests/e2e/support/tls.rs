@@ -48,6 +48,8 @@ pub struct Names<'a> {
     pub uri: &'a [&'a str],
     /// Validity (not_before, not_after) years; default: now-ish to far away.
     pub years: Option<(i32, i32)>,
+    /// Serial number (random when absent).
+    pub serial: Option<u64>,
 }
 
 impl Ca {
@@ -75,9 +77,34 @@ impl Ca {
             params.not_before = rcgen::date_time_ymd(from, 1, 1);
             params.not_after = rcgen::date_time_ymd(to, 1, 1);
         }
+        if let Some(n) = names.serial {
+            params.serial_number = Some(rcgen::SerialNumber::from(n));
+        }
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).expect("sign").pem();
         Leaf { cert, key: key.serialize_pem() }
+    }
+}
+
+impl Ca {
+    /// A revocation list of this CA revoking `serials`, PEM.
+    pub fn crl(&self, serials: &[u64]) -> String {
+        let revoked = serials.iter().map(|n| rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from(*n),
+            revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        });
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(4000, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked.collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        params.signed_by(&issuer).expect("sign CRL").pem().expect("CRL PEM")
     }
 }
 
