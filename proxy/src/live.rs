@@ -19,8 +19,7 @@ use crate::listener::{Handler, Listener};
 use crate::metrics::Metrics;
 use crate::route::{Route, Router};
 use crate::tcp::{TcpProxy, TcpRoutes};
-use crate::tls::pem::CertInfo;
-use crate::tls::{ClientTls, ServerTls};
+use crate::tls::{ClientTls, Reloadable, ServerTls};
 use crate::upstream::Cluster;
 use crate::watch::folder;
 use arc_swap::ArcSwap;
@@ -47,83 +46,11 @@ pub struct Snapshot {
     /// The filters, if any are configured.
     pub filters: Option<Arc<Registry>>,
     /// Every listener's and cluster's TLS material.
-    pub tls: Vec<Tls>,
+    pub tls: Materials,
 }
 
-/// One certificate as `/certs` shows it.
-#[derive(serde::Serialize)]
-pub struct CertReport {
-    /// `listener` or `cluster`.
-    pub scope: &'static str,
-    /// Its name.
-    pub name: String,
-    /// `server`, `client_ca`, `client` or `ca`.
-    pub role: &'static str,
-    /// Seconds until `not_after` (negative once expired).
-    pub expires_in_seconds: i64,
-    /// The certificate.
-    #[serde(flatten)]
-    pub cert: CertInfo,
-}
-
-/// TLS material of a listener or a cluster, refreshed when its files change.
-#[derive(Clone)]
-pub enum Tls {
-    /// A listener's termination.
-    Server(Arc<ServerTls>, Vec<PathBuf>),
-    /// A cluster's origination.
-    Client(Arc<ClientTls>, Vec<PathBuf>),
-}
-
-impl Tls {
-    /// Rebuilds it if its files changed.
-    pub fn refresh(&self) {
-        match self {
-            Tls::Server(t, _) => t.refresh(),
-            Tls::Client(t, _) => t.refresh(),
-        }
-    }
-
-    /// Its certificates, for `/certs`.
-    pub fn report(&self) -> Vec<CertReport> {
-        let (scope, name, certs) = match self {
-            Tls::Server(t, _) => ("listener", t.name(), t.certs()),
-            Tls::Client(t, _) => ("cluster", t.name(), t.certs()),
-        };
-        let now = crate::tls::pem::now();
-        let report = |(role, cert): (&'static str, CertInfo)| CertReport {
-            scope,
-            name: name.to_string(),
-            role,
-            expires_in_seconds: cert.not_after - now,
-            cert,
-        };
-        certs.into_iter().map(report).collect()
-    }
-
-    fn files(&self) -> &[PathBuf] {
-        match self {
-            Tls::Server(_, f) | Tls::Client(_, f) => f,
-        }
-    }
-
-    fn same(&self, other: &Tls) -> bool {
-        match (self, other) {
-            (Tls::Server(a, _), Tls::Server(b, _)) => Arc::ptr_eq(a, b),
-            (Tls::Client(a, _), Tls::Client(b, _)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
-    }
-
-    fn publish(&self, on: bool) {
-        match (self, on) {
-            (Tls::Server(t, _), true) => t.publish(),
-            (Tls::Server(t, _), false) => t.unpublish(),
-            (Tls::Client(t, _), true) => t.publish(),
-            (Tls::Client(t, _), false) => t.unpublish(),
-        }
-    }
-}
+/// Listeners' and clusters' TLS material.
+pub type Materials = Vec<Arc<dyn Reloadable>>;
 
 /// The running proxy's configuration: the serving [`Snapshot`] and what it
 /// takes to replace it.
@@ -466,7 +393,7 @@ async fn prepare(
                 let alpn: &[&[u8]] = if http { &crate::tls::server::HTTP_ALPN } else { &[] };
                 match ServerTls::load(&l.name, cfg, alpn, &metrics.tls) {
                     Ok(t) => {
-                        tls.push(Tls::Server(t.clone(), cfg.files().map(Path::to_path_buf).collect()));
+                        tls.push(t.material());
                         Some(t)
                     }
                     Err(e) => {
@@ -499,7 +426,7 @@ pub fn clusters(
     config: &Config,
     metrics: &Metrics,
     previous: Option<&Snapshot>,
-) -> Result<(Clusters, Vec<Tls>), Vec<ConfigError>> {
+) -> Result<(Clusters, Materials), Vec<ConfigError>> {
     let (mut clusters, mut tls, mut errors) = (HashMap::new(), Vec::new(), Vec::new());
     for c in &config.clusters {
         let same = previous.and_then(|p| {
@@ -522,8 +449,8 @@ pub fn clusters(
                 Arc::new(Cluster::new(c, metrics, origination))
             }
         };
-        if let (Some(t), Some(cfg)) = (cluster.tls(), &c.tls) {
-            tls.push(Tls::Client(t.clone(), cfg.files().map(Path::to_path_buf).collect()));
+        if let Some(t) = cluster.tls() {
+            tls.push(t.material());
         }
         clusters.insert(c.name.clone(), cluster);
     }
@@ -612,8 +539,9 @@ fn publish(next: &Snapshot, previous: Option<&Snapshot>, metrics: &Metrics) {
         }
     }
     Registry::publish(next.filters.as_deref(), previous.and_then(|p| p.filters.as_deref()), metrics);
+    // Material a new generation rebuilt: its old certificates leave the gauge.
     for old in previous.iter().flat_map(|p| &p.tls) {
-        if !next.tls.iter().any(|t| t.same(old)) {
+        if !next.tls.iter().any(|t| std::ptr::addr_eq(Arc::as_ptr(t), Arc::as_ptr(old))) {
             old.publish(false);
         }
     }

@@ -3,19 +3,20 @@
 //! `verify_identity`, by the URI SAN identity the endpoint must carry; an
 //! optional client certificate (mTLS to the upstream); ALPN `h2` or
 //! `http/1.1` as the cluster speaks. Rebuilt from its files when they
-//! change, like a listener's ([`ClientTls::refresh`]).
+//! change, like a listener's (see [`super::material`]).
 
-use super::pem::{self, CertInfo};
-use super::{Loaded, Scope, TlsMetrics, fingerprint, provider};
+use super::material::{self, Material, Reloadable};
+use super::pem;
+use super::{Loaded, TlsMetrics, provider};
 use crate::config::{ClientTlsConfig, ConfigError, TlsVersion, identity_matches};
 use crate::error::{Kind, ProxyError};
-use arc_swap::ArcSwap;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -25,17 +26,20 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 /// One cluster's TLS.
 pub struct ClientTls {
     cluster: Arc<str>,
-    cfg: ClientTlsConfig,
-    alpn: Vec<Vec<u8>>,
-    current: ArcSwap<Built>,
-    metrics: Arc<TlsMetrics>,
-    /// Fingerprint of files that failed to load.
-    rejected: std::sync::Mutex<Option<[u8; 32]>>,
+    sni: Option<String>,
+    material: Arc<Material<Built>>,
 }
 
-struct Built {
+/// What the files give: a connector with the roots and client certificate.
+pub struct Built {
     connector: TlsConnector,
     loaded: Loaded,
+}
+
+impl material::Built for Built {
+    fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
 }
 
 impl ClientTls {
@@ -47,73 +51,36 @@ impl ClientTls {
         metrics: &Arc<TlsMetrics>,
     ) -> Result<Arc<Self>, Vec<ConfigError>> {
         let alpn = vec![alpn.to_vec()];
-        let built = build(cfg, &alpn)?;
-        let current = ArcSwap::from_pointee(built);
-        let metrics = metrics.clone();
-        let rejected = Default::default();
-        Ok(Arc::new(ClientTls { cluster: cluster.into(), cfg: cfg.clone(), alpn, current, metrics, rejected }))
+        let build = {
+            let cfg = cfg.clone();
+            Box::new(move |print| build(&cfg, &alpn, print))
+        };
+        let files = cfg.files().map(Path::to_path_buf).collect();
+        let material = Material::load("cluster", cluster, files, metrics, build)?;
+        Ok(Arc::new(ClientTls { cluster: cluster.into(), sni: cfg.sni.clone(), material }))
     }
 
     /// The TLS handshake over `tcp` to endpoint `address` (`host:port`).
     pub async fn connect(&self, tcp: TcpStream, address: &str) -> Result<TlsStream<TcpStream>, ProxyError> {
-        let host = match self.cfg.sni.as_deref() {
+        let host = match self.sni.as_deref() {
             Some(sni) => sni,
             None => address.rsplit_once(':').map_or(address, |(h, _)| h).trim_start_matches('[').trim_end_matches(']'),
         };
         let name = ServerName::try_from(host.to_string()).map_err(|e| ProxyError::with(Kind::TlsFailure, e))?;
-        let connector = self.current.load().connector.clone();
+        let connector = self.material.current().connector.clone();
         connector.connect(name, tcp).await.map_err(|e| {
             tracing::debug!(cluster = %self.cluster, endpoint = address, error = %e, "upstream TLS handshake failed");
             ProxyError::with(Kind::TlsFailure, e)
         })
     }
 
-    /// Whose it is.
-    pub fn name(&self) -> Arc<str> {
-        self.cluster.clone()
-    }
-
-    /// Rebuilds from the files if any changed; see [`super::server::ServerTls::refresh`].
-    pub fn refresh(&self) {
-        let serving = self.current.load();
-        let print = fingerprint(self.cfg.files());
-        let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
-        // Unchanged, or the same content that failed already: not tried (nor counted) again.
-        if print == serving.loaded.fingerprint || *rejected == Some(print) {
-            return;
-        }
-        let scope = Scope::Cluster(&self.cluster);
-        match build(&self.cfg, &self.alpn) {
-            Ok(built) => {
-                self.metrics.rotated(scope, &serving.loaded, &built.loaded);
-                tracing::info!(cluster = %self.cluster, "TLS material reloaded; new connections use it");
-                self.current.store(Arc::new(built));
-            }
-            Err(errors) => {
-                *rejected = Some(print);
-                self.metrics.rejected(scope, &errors);
-            }
-        }
-    }
-
-    /// The certificates in use, for `/certs`.
-    pub fn certs(&self) -> Vec<(&'static str, CertInfo)> {
-        self.current.load().loaded.certs.clone()
-    }
-
-    /// Puts them on the expiry gauge.
-    pub fn publish(&self) {
-        self.metrics.publish(Scope::Cluster(&self.cluster), &self.current.load().loaded);
-    }
-
-    /// Takes them off.
-    pub fn unpublish(&self) {
-        self.metrics.unpublish(Scope::Cluster(&self.cluster), &self.current.load().loaded);
+    /// Its material, for the live config to refresh and report on.
+    pub fn material(&self) -> Arc<dyn Reloadable> {
+        self.material.clone()
     }
 }
 
-fn build(cfg: &ClientTlsConfig, alpn: &[Vec<u8>]) -> Result<Built, Vec<ConfigError>> {
-    let print = fingerprint(cfg.files());
+fn build(cfg: &ClientTlsConfig, alpn: &[Vec<u8>], print: [u8; 32]) -> Result<Built, Vec<ConfigError>> {
     let provider = provider();
     let now = pem::now();
     let mut certs = Vec::new();

@@ -1,7 +1,7 @@
 //! TLS with rustls: termination on listeners ([`server`]), origination to
 //! clusters ([`client`]), the peer identity a handshake establishes
-//! ([`peer`]), certificate files ([`pem`]) and the ClientHello peek of SNI
-//! passthrough ([`sni`]).
+//! ([`peer`]), certificate files ([`pem`]) and their rebuilding when they
+//! change ([`material`]), and the ClientHello peek of SNI passthrough ([`sni`]).
 //!
 //! The crypto provider is aws-lc-rs, installed once at start
 //! ([`install`]): measured beside ring on this project's machines it did a
@@ -10,6 +10,7 @@
 //! README, "TLS and identity").
 
 pub mod client;
+pub mod material;
 pub mod peer;
 pub mod pem;
 pub mod server;
@@ -17,6 +18,7 @@ pub mod sni;
 mod stream;
 
 pub use client::ClientTls;
+pub use material::{CertReport, Reloadable};
 pub use peer::{Peer, Session};
 pub use server::ServerTls;
 pub use stream::Stream;
@@ -72,24 +74,6 @@ pub fn fingerprint<'a>(files: impl Iterator<Item = &'a Path>) -> [u8; 32] {
         h.update(&bytes);
     }
     h.finalize().into()
-}
-
-/// Whose certificates: a listener's or a cluster's.
-#[derive(Clone, Copy)]
-pub enum Scope<'a> {
-    /// `listeners[].tls`
-    Listener(&'a str),
-    /// `clusters[].tls`
-    Cluster(&'a str),
-}
-
-impl Scope<'_> {
-    fn labels(&self) -> [&str; 2] {
-        match self {
-            Scope::Listener(n) => ["listener", n],
-            Scope::Cluster(n) => ["cluster", n],
-        }
-    }
 }
 
 /// TLS metric families.
@@ -152,29 +136,26 @@ impl TlsMetrics {
         ]
     }
 
-    fn publish(&self, scope: Scope<'_>, loaded: &Loaded) {
-        let [kind, name] = scope.labels();
+    fn publish(&self, [kind, name]: [&str; 2], loaded: &Loaded) {
         for (role, c) in &loaded.certs {
             self.expiry.with_label_values(&[kind, name, role, &c.subject]).set(c.not_after);
         }
     }
 
-    fn unpublish(&self, scope: Scope<'_>, loaded: &Loaded) {
-        let [kind, name] = scope.labels();
+    fn unpublish(&self, [kind, name]: [&str; 2], loaded: &Loaded) {
         for (role, c) in &loaded.certs {
             let _ = self.expiry.remove_label_values(&[kind, name, role, &c.subject]);
         }
     }
 
-    fn rotated(&self, scope: Scope<'_>, old: &Loaded, new: &Loaded) {
-        self.unpublish(scope, old);
-        self.publish(scope, new);
-        let [kind, name] = scope.labels();
+    fn rotated(&self, labels: [&str; 2], old: &Loaded, new: &Loaded) {
+        self.unpublish(labels, old);
+        self.publish(labels, new);
+        let [kind, name] = labels;
         self.reloads.with_label_values(&[kind, name, "ok"]).inc();
     }
 
-    fn rejected(&self, scope: Scope<'_>, errors: &[ConfigError]) {
-        let [kind, name] = scope.labels();
+    fn rejected(&self, [kind, name]: [&str; 2], errors: &[ConfigError]) {
         for e in errors {
             tracing::warn!(%kind, %name, path = %e.path, error = %e.message, "TLS material not reloaded; the serving one stays");
         }

@@ -3,20 +3,19 @@
 //! resumption (session IDs and tickets), and the handshake itself with its
 //! deadline. A failed handshake is counted by reason in
 //! `wasp_tls_handshake_errors_total{listener,reason}`. The material is
-//! rebuilt from its files when they change ([`ServerTls::refresh`]): new
-//! handshakes use the new material, established connections keep theirs,
-//! and material that does not load keeps the serving one.
+//! rebuilt from its files when they change (see [`super::material`]).
 
+use super::material::{self, Material, Reloadable};
 use super::peer::{Peer, Session};
-use super::pem::{self, CertInfo, Pair};
-use super::{Loaded, Scope, TlsMetrics, fingerprint, provider};
+use super::pem::{self, Pair};
+use super::{Loaded, TlsMetrics, provider};
 use crate::config::{ConfigError, ServerTlsConfig, TlsVersion, server_name_matches};
-use arc_swap::ArcSwap;
 use prometheus::IntCounterVec;
 use rustls::server::{Acceptor, ClientHello, ResolvesServerCert, StoresServerSessions, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ProtocolVersion, ServerConfig};
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
@@ -29,21 +28,22 @@ pub const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 pub struct ServerTls {
     listener: Arc<str>,
     cfg: ServerTlsConfig,
-    alpn: Vec<Vec<u8>>,
-    current: ArcSwap<Built>,
-    /// Kept across rebuilds, so that rotating a certificate does not end resumption.
-    sessions: Arc<dyn StoresServerSessions>,
-    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    material: Arc<Material<Built>>,
     errors: IntCounterVec,
     metrics: Arc<TlsMetrics>,
-    /// Fingerprint of files that failed to load.
-    rejected: std::sync::Mutex<Option<[u8; 32]>>,
 }
 
-struct Built {
+/// What the files give: the rustls config and the certificates by SNI.
+pub struct Built {
     config: Arc<ServerConfig>,
     resolver: Arc<Resolver>,
     loaded: Loaded,
+}
+
+impl material::Built for Built {
+    fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
 }
 
 /// Certificates by server name, and the default.
@@ -88,19 +88,22 @@ impl ServerTls {
         let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
             .map_err(|e| vec![ConfigError { path: cfg.at.clone(), message: format!("session tickets: {e}") }])?;
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
-        let built = build(cfg, &alpn, &sessions, &ticketer)?;
-        let tls = ServerTls {
+        // The session cache and ticket keys are kept across rebuilds, so
+        // that rotating a certificate does not end resumption.
+        let build = {
+            let cfg = cfg.clone();
+            Box::new(move |print| build(&cfg, &alpn, &sessions, &ticketer, print))
+        };
+        let files = cfg.files().map(Path::to_path_buf).collect();
+        let material = Material::load("listener", listener, files, metrics, build)?;
+        let errors = metrics.handshake_errors.clone();
+        Ok(Arc::new(ServerTls {
             listener: listener.into(),
             cfg: cfg.clone(),
-            alpn,
-            current: ArcSwap::from_pointee(built),
-            sessions,
-            ticketer,
-            errors: metrics.handshake_errors.clone(),
+            material,
+            errors,
             metrics: metrics.clone(),
-            rejected: Default::default(),
-        };
-        Ok(Arc::new(tls))
+        }))
     }
 
     /// The handshake deadline.
@@ -122,7 +125,7 @@ impl ServerTls {
                     Some(rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. }) => "not_tls",
                     _ => reason(&e),
                 })?;
-            let built = self.current.load_full();
+            let built = self.material.current().clone();
             let sni = start.client_hello().server_name().map(str::to_ascii_lowercase);
             let Some(pair) = built.resolver.find(sni.as_deref()).cloned() else {
                 return Err("unknown_sni");
@@ -148,48 +151,9 @@ impl ServerTls {
         Ok((stream, session))
     }
 
-    /// Whose it is.
-    pub fn name(&self) -> Arc<str> {
-        self.listener.clone()
-    }
-
-    /// Rebuilds from the files if any changed; material that fails to load
-    /// leaves the serving one in place (logged and counted).
-    pub fn refresh(&self) {
-        let serving = self.current.load();
-        let print = fingerprint(self.cfg.files());
-        let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
-        // Unchanged, or the same content that failed already: not tried (nor counted) again.
-        if print == serving.loaded.fingerprint || *rejected == Some(print) {
-            return;
-        }
-        let scope = Scope::Listener(&self.listener);
-        match build(&self.cfg, &self.alpn, &self.sessions, &self.ticketer) {
-            Ok(built) => {
-                self.metrics.rotated(scope, &serving.loaded, &built.loaded);
-                tracing::info!(listener = %self.listener, "TLS material reloaded; new handshakes use it");
-                self.current.store(Arc::new(built));
-            }
-            Err(errors) => {
-                *rejected = Some(print);
-                self.metrics.rejected(scope, &errors);
-            }
-        }
-    }
-
-    /// The certificates serving now, for `/certs` and the expiry gauge.
-    pub fn certs(&self) -> Vec<(&'static str, CertInfo)> {
-        self.current.load().loaded.certs.clone()
-    }
-
-    /// Puts the serving certificates on the expiry gauge.
-    pub fn publish(&self) {
-        self.metrics.publish(Scope::Listener(&self.listener), &self.current.load().loaded);
-    }
-
-    /// Takes them off (the listener is gone or rebuilt).
-    pub fn unpublish(&self) {
-        self.metrics.unpublish(Scope::Listener(&self.listener), &self.current.load().loaded);
+    /// Its material, for the live config to refresh and report on.
+    pub fn material(&self) -> Arc<dyn Reloadable> {
+        self.material.clone()
     }
 }
 
@@ -198,8 +162,8 @@ fn build(
     alpn: &[Vec<u8>],
     sessions: &Arc<dyn StoresServerSessions>,
     ticketer: &Arc<dyn rustls::server::ProducesTickets>,
+    print: [u8; 32],
 ) -> Result<Built, Vec<ConfigError>> {
-    let print = fingerprint(cfg.files());
     let provider = provider();
     let now = pem::now();
     let mut errors = Vec::new();
