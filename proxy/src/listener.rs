@@ -55,22 +55,20 @@ impl Edge {
                 }
             },
         };
-        let s = session.as_ref();
-        let sni = s.and_then(|s| s.sni.clone());
-        let facts = || ConnectionFacts {
-            peer,
-            local,
-            sni: sni.clone(),
-            alpn: s.and_then(|s| s.alpn.clone()),
-            identity: s.and_then(|s| s.identity().cloned()),
-        };
-        self.allows(facts).await.then_some((stream, session))
+        self.allows(peer, local, session.as_ref()).await.then_some((stream, session))
     }
 
-    /// Whether every connection filter allows a connection described by `facts`.
-    pub async fn allows(&self, facts: impl FnOnce() -> ConnectionFacts) -> bool {
+    /// Whether every connection filter allows a connection from `peer` to
+    /// `local` with what its TLS handshake (if any) settled.
+    pub async fn allows(&self, peer: SocketAddr, local: SocketAddr, session: Option<&Session>) -> bool {
         let Some(filters) = &self.connection_filters else { return true };
-        let facts = facts();
+        let facts = ConnectionFacts {
+            peer,
+            local,
+            sni: session.and_then(|s| s.sni.clone()),
+            alpn: session.and_then(|s| s.alpn.clone()),
+            identity: session.and_then(|s| s.identity().cloned()),
+        };
         match filters.decide(&facts).await {
             Ok(()) => true,
             Err(filter) => {

@@ -11,7 +11,6 @@
 use crate::access_log::{AccessLog, timestamp};
 use crate::config::server_name_matches;
 use crate::error::Kind;
-use crate::filter::ConnectionFacts;
 use crate::listener::Edge;
 use crate::tls::{Stream, sni};
 use crate::upstream::Cluster;
@@ -112,14 +111,7 @@ impl TcpProxy {
         };
         let sni = session.as_ref().and_then(|s| s.sni.clone());
         let identity = session.as_ref().and_then(|s| s.identity().cloned());
-        let facts = || ConnectionFacts {
-            peer,
-            local,
-            sni: sni.clone(),
-            alpn: session.as_ref().and_then(|s| s.alpn.clone()),
-            identity: identity.clone(),
-        };
-        if !self.edge.allows(facts).await {
+        if !self.edge.allows(peer, local, session.as_ref()).await {
             return;
         }
         let cluster = self.routes.pick(sni.as_deref()).cloned();
