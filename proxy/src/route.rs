@@ -1,7 +1,7 @@
 //! The router: picks the first route whose match conditions (path prefix or
 //! exact path, host, headers, methods, the client's verified identity) all hold.
 
-use crate::config::{MatchConfig, PathMatch, RetryConfig, RouteConfig, identity_matches};
+use crate::config::{MatchConfig, PathMatch, RetryConfig, RouteConfig, identity_matches, server_name_matches};
 use crate::filter::Chain;
 use crate::metrics::RouteMetrics;
 use crate::upstream::Cluster;
@@ -105,15 +105,7 @@ fn strip_port(host: &str) -> &str {
 }
 
 fn host_matches(want: &str, host: Option<&str>) -> bool {
-    let Some(host) = host else { return false };
-    match want.strip_prefix("*.") {
-        Some(suffix) => {
-            host.len() > suffix.len() + 1
-                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
-        }
-        None => host.eq_ignore_ascii_case(want),
-    }
+    host.is_some_and(|h| server_name_matches(want, h))
 }
 
 #[cfg(test)]

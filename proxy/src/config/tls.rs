@@ -330,14 +330,18 @@ pub fn identity_matches(pattern: &str, identity: &str) -> bool {
     }
 }
 
-/// Whether `name` (lower case) matches a server name pattern: equal, or
-/// `*.suffix` with at least one label before the suffix.
+/// Whether `name` matches a host or server name pattern, ignoring ASCII
+/// case: equal, or `*.suffix` with at least one label before the suffix.
+/// Route hosts, SNI certificates and SNI routes all match this way.
 pub fn server_name_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => {
-            name.len() > suffix.len() + 1 && name.ends_with(suffix) && name[..name.len() - suffix.len()].ends_with('.')
+            let (name, suffix) = (name.as_bytes(), suffix.as_bytes());
+            name.len() > suffix.len() + 1
+                && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && name[name.len() - suffix.len() - 1] == b'.'
         }
-        None => pattern == name,
+        None => pattern.eq_ignore_ascii_case(name),
     }
 }
 
