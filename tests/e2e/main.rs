@@ -21,6 +21,7 @@ mod forwarding;
 mod framing;
 mod fuzz_h1;
 mod identity;
+mod interception;
 mod limits;
 mod overload;
 mod pooling;
