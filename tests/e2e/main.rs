@@ -22,6 +22,7 @@ mod framing;
 mod fuzz_h1;
 mod identity;
 mod limits;
+mod metrics;
 mod overload;
 mod pooling;
 mod resilience;

@@ -53,16 +53,13 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Every failure's label, in declaration order, for series that exist
+    /// (at 0) from a filter's load on.
+    pub const LABELS: [&str; 6] = ["trap", "timeout", "memory", "stack_overflow", "invalid_output", "unavailable"];
+
     /// Metric label.
     pub fn label(self) -> &'static str {
-        match self {
-            Failure::Trap => "trap",
-            Failure::Timeout => "timeout",
-            Failure::Memory => "memory",
-            Failure::StackOverflow => "stack_overflow",
-            Failure::InvalidOutput => "invalid_output",
-            Failure::Unavailable => "unavailable",
-        }
+        Failure::LABELS[self as usize]
     }
 
     fn of(err: &wasmtime::Error) -> Failure {
