@@ -23,6 +23,7 @@ mod fuzz_h1;
 mod identity;
 mod limits;
 mod metrics;
+mod observability_kit;
 mod overload;
 mod pooling;
 mod resilience;
