@@ -108,6 +108,89 @@ async fn status_codes_are_counted_by_who_answered_and_local_replies_by_reason() 
 }
 
 #[tokio::test]
+async fn overflow_tls_and_filter_failures_are_wasp_reasons_and_a_filter_reply_is_the_filter_s() {
+    let (good, slow) = (Upstream::start("app").await, Upstream::start("slow").await);
+    slow.set_delay(Duration::from_millis(500));
+    let ca = crate::support::tls::Ca::new("other-ca");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).expect("write CA");
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: ingress
+    address: 127.0.0.1:0
+    routes:
+      - {{ name: busy, match: {{ prefix: /busy }}, cluster: busy }}
+      - {{ name: tls, match: {{ prefix: /tls }}, cluster: tls }}
+      - {{ name: trap, match: {{ prefix: /trap }}, cluster: app, filters: [trap] }}
+      - {{ name: limited, match: {{ prefix: /limited }}, cluster: app, filters: [limit] }}
+clusters:
+  - {{ name: app, endpoints: [\"{good}\"] }}
+  - {{ name: busy, endpoints: [\"{slow}\"], circuit_breaker: {{ max_pending: 1 }} }}
+  - {{ name: tls, endpoints: [\"{good}\"], tls: {{ ca: {ca}, sni: app.local }} }}
+filters:
+  - {{ name: trap, module: {trap} }}
+  - name: limit
+    module: {limit}
+    config: {{ rate: 0.001, burst: 1, key: \"header:x-api-key\" }}
+    allow: [log, metrics, clock, kv]
+",
+        good = good.addr,
+        slow = slow.addr,
+        ca = ca_file.display(),
+        trap = crate::support::filters::wasm("test-trap").display(),
+        limit = crate::support::filters::wasm("rate-limit").display(),
+    );
+    let proxy = TestProxy::new(yaml).start();
+    let url = |path: &str| proxy.url("ingress", path);
+    let (c1, c2, busy) = (client::h1(), client::h1(), url("/busy"));
+    let (first, second) = tokio::join!(get(&c1, &busy), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        get(&c2, &busy).await
+    });
+    assert_eq!((first.status.as_u16(), second.status.as_u16()), (200, 503), "max_pending 1");
+    let c = client::h1();
+    assert_eq!(get(&c, &url("/tls")).await.status, 503, "a plain upstream fails the TLS handshake");
+    assert_eq!(get(&c, &url("/trap/boom")).await.status, 500, "a fail-closed filter trapped");
+    let limited = |key: &'static str| {
+        let req = http::Request::get(url("/limited")).header("x-api-key", key).body(client::empty());
+        client::send(&c, req.expect("request"))
+    };
+    assert_eq!(limited("k").await.expect("first").status, 200);
+    assert_eq!(limited("k").await.expect("second").status, 429);
+    proxy.wait_access_log(6);
+
+    let m = metrics(&proxy).await;
+    let local = |route: &str, cluster: &str, code: u16, reason: &str| {
+        let sample = format!(
+            "wasp_local_replies_total{{cluster=\"{cluster}\",code=\"{code}\",listener=\"ingress\",reason=\"{reason}\",\
+             route=\"{route}\"}}"
+        );
+        value(&m, &sample)
+    };
+    assert_eq!(local("busy", "busy", 503, "wasp_overflow"), Some(1.0));
+    assert_eq!(local("tls", "tls", 503, "wasp_upstream_tls_failure"), Some(1.0));
+    assert_eq!(local("trap", "app", 500, "wasp_filter_failed"), Some(1.0));
+    let requests = |route: &str, code: u16, source: &str| {
+        let class = format!("{}xx", code / 100);
+        let sample = format!(
+            "wasp_requests_total{{class=\"{class}\",cluster=\"app\",code=\"{code}\",listener=\"ingress\",\
+             route=\"{route}\",source=\"{source}\"}}"
+        );
+        value(&m, &sample)
+    };
+    assert_eq!(requests("trap", 500, "wasp"), Some(1.0));
+    assert_eq!(requests("limited", 200, "upstream"), Some(1.0));
+    assert_eq!(requests("limited", 429, "filter"), Some(1.0), "a filter's reply is the filter's, not wasp's");
+    assert!(!m.contains("reason=\"wasp_filter_reply\""), "a filter's reply is no local reply of wasp's:\n{m}");
+    assert_eq!(must(&m, "wasp_upstream_errors_total{cluster=\"busy\",kind=\"overflow\"}"), 1.0);
+    assert_eq!(must(&m, "wasp_upstream_errors_total{cluster=\"tls\",kind=\"tls\"}"), 1.0);
+    assert_eq!(must(&m, "wasp_filter_errors_total{filter=\"trap\",reason=\"trap\"}"), 1.0);
+    assert_eq!(must(&m, "wasp_filter_errors_total{filter=\"limit\",reason=\"timeout\"}"), 0.0, "at 0 from load");
+}
+
+#[tokio::test]
 async fn the_upstream_wait_histogram_sees_requests_queue_for_a_connection() {
     let upstream = Upstream::start("app").await;
     upstream.set_delay(Duration::from_millis(300));
