@@ -53,13 +53,26 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// Every failure's label, in declaration order, for series that exist
-    /// (at 0) from a filter's load on.
-    pub const LABELS: [&str; 6] = ["trap", "timeout", "memory", "stack_overflow", "invalid_output", "unavailable"];
+    /// Every failure, for series that exist (at 0) from a filter's load on.
+    pub const ALL: [Failure; 6] = [
+        Failure::Trap,
+        Failure::Timeout,
+        Failure::Memory,
+        Failure::StackOverflow,
+        Failure::InvalidOutput,
+        Failure::Unavailable,
+    ];
 
     /// Metric label.
     pub fn label(self) -> &'static str {
-        Failure::LABELS[self as usize]
+        match self {
+            Failure::Trap => "trap",
+            Failure::Timeout => "timeout",
+            Failure::Memory => "memory",
+            Failure::StackOverflow => "stack_overflow",
+            Failure::InvalidOutput => "invalid_output",
+            Failure::Unavailable => "unavailable",
+        }
     }
 
     fn of(err: &wasmtime::Error) -> Failure {

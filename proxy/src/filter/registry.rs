@@ -198,8 +198,8 @@ impl Registry {
             for result in ["ok", "error"] {
                 metrics.filter_reloads.with_label_values(&[&f.name, result]);
             }
-            for reason in Failure::LABELS {
-                metrics.filter_errors.with_label_values(&[&f.name, reason]);
+            for failure in Failure::ALL {
+                metrics.filter_errors.with_label_values(&[&f.name, failure.label()]);
             }
         }
         for gone in previous.iter().flat_map(|r| &r.filters).filter(|f| next.and_then(|n| n.get(&f.name)).is_none()) {
