@@ -47,6 +47,9 @@ async fn status_codes_are_counted_by_who_answered_and_local_replies_by_reason() 
 
     // Before any request: the per-cluster series that alerts use are there, at 0.
     let m = metrics(&proxy).await;
+    let no_route =
+        "wasp_local_replies_total{cluster=\"\",code=\"404\",listener=\"ingress\",reason=\"wasp_no_route\",route=\"\"}";
+    assert_eq!(must(&m, no_route), 0.0);
     for cluster in ["app", "dead", "fragile", "slow"] {
         assert_eq!(must(&m, &format!("wasp_circuit_breaker_opened_total{{cluster=\"{cluster}\"}}")), 0.0);
         assert_eq!(must(&m, &format!("wasp_upstream_wait_seconds_count{{cluster=\"{cluster}\"}}")), 0.0);

@@ -287,6 +287,15 @@ impl Metrics {
         RouteMetrics::new(&self.requests, &self.local_replies, duration, [listener, route, cluster])
     }
 
+    /// Pre-resolved children for the requests that match no route on
+    /// `listener` (`route=""`, `cluster=""`); their `wasp_no_route` count
+    /// exists at 0 from the start.
+    pub fn no_route(&self, listener: &str) -> RouteMetrics {
+        let metrics = self.route(listener, "", "");
+        metrics.expect(crate::error::Kind::NoRoute);
+        metrics
+    }
+
     /// Pre-resolved counters of why one listener ended connections.
     pub fn connection_ends(&self, listener: &str) -> ConnectionEnds {
         let timeout = |k| self.timeouts.with_label_values(&[listener, k]);

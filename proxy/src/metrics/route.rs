@@ -86,6 +86,11 @@ impl RouteMetrics {
         RouteMetrics { children: Arc::new(children), duration }
     }
 
+    /// Makes the `wasp_local_replies_total` series of `kind` exist (at 0) before its first reply.
+    pub fn expect(&self, kind: Kind) {
+        self.children.local(kind);
+    }
+
     /// Records one finished request: its status, who answered it, and how long it took.
     pub fn observe(&self, status: u16, answered: Answered, seconds: f64) {
         self.children.count(status, answered);
