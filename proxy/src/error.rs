@@ -65,7 +65,28 @@ pub enum Kind {
     Loop,
 }
 
+/// The kinds counted in `wasp_upstream_errors_total`, with their `kind` label.
+pub const UPSTREAM_ERRORS: [(Kind, &str); 9] = [
+    (Kind::ConnectFailure, "connect_failure"),
+    (Kind::ConnectTimeout, "connect_timeout"),
+    (Kind::TlsFailure, "tls"),
+    (Kind::UpstreamReset, "reset"),
+    (Kind::UpstreamProtocol, "protocol"),
+    (Kind::Timeout, "timeout"),
+    (Kind::CircuitOpen, "circuit_open"),
+    (Kind::Overflow, "overflow"),
+    (Kind::Loop, "loop"),
+];
+
 impl Kind {
+    /// How many kinds there are (the size of a table indexed by [`Kind::index`]).
+    pub const COUNT: usize = Kind::Loop as usize + 1;
+
+    /// A dense index, `0..Kind::COUNT`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The status a client sees.
     pub fn status(self) -> StatusCode {
         match self {
@@ -161,20 +182,9 @@ impl Kind {
         }
     }
 
-    /// Label for `wasp_upstream_errors_total{kind}`, for upstream failures.
-    pub fn upstream_label(self) -> Option<&'static str> {
-        match self {
-            Kind::ConnectFailure => Some("connect_failure"),
-            Kind::ConnectTimeout => Some("connect_timeout"),
-            Kind::TlsFailure => Some("tls"),
-            Kind::UpstreamReset => Some("reset"),
-            Kind::UpstreamProtocol => Some("protocol"),
-            Kind::Timeout => Some("timeout"),
-            Kind::CircuitOpen => Some("circuit_open"),
-            Kind::Overflow => Some("overflow"),
-            Kind::Loop => Some("loop"),
-            _ => None,
-        }
+    /// Position in [`UPSTREAM_ERRORS`], for upstream failures.
+    pub fn upstream_error(self) -> Option<usize> {
+        UPSTREAM_ERRORS.iter().position(|(k, _)| *k == self)
     }
 }
 
@@ -238,13 +248,14 @@ mod tests {
     #[test]
     fn every_kind_maps_to_an_error_status_and_a_wasp_reason() {
         use Kind::*;
-        for k in [
+        for (i, k) in [
             NoRoute,
             UriTooLong,
             BadRequest,
             UnsupportedCoding,
             ConnectFailure,
             ConnectTimeout,
+            TlsFailure,
             UpstreamReset,
             UpstreamProtocol,
             Timeout,
@@ -257,11 +268,17 @@ mod tests {
             RequestTooLarge,
             ResponseTooLarge,
             ClientBody,
-        ] {
+            Loop,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(k.index(), i, "{k:?}: the list above is every kind, in order");
             assert!(k.status().is_client_error() || k.status().is_server_error(), "{k:?}");
             assert!(k.reason().starts_with("wasp_"), "{k:?}");
             assert!(!k.message().is_empty());
         }
+        assert_eq!(Loop.index() + 1, Kind::COUNT);
         assert_eq!(Timeout.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(CircuitOpen.status(), StatusCode::SERVICE_UNAVAILABLE);
     }

@@ -12,6 +12,7 @@ use crate::filter::{BodyMode, Facts, Run, Side, Verdict};
 use crate::headers::{add_forwarding, is_upgrade, strip_hop_by_hop, strip_upgrade};
 use crate::identity;
 use crate::io::{Progress, Watched};
+use crate::metrics::Answered;
 use crate::respond::{Exchange, Payload, ResponseBody, filter_reply, local_reply};
 use crate::upstream::body::{Shared as BodyShared, Source, Whole};
 use crate::upstream::{Held, RequestBody, RequestHead, UpstreamBody};
@@ -47,6 +48,7 @@ pub async fn handle(
         Ok(Answer::Filter { head, body }) => Ok(filter_reply(head, body, exchange)),
         Ok(Answer::Upstream { mut head, body, guard }) => {
             exchange.status = head.status.as_u16();
+            exchange.answered = Answered::Upstream;
             exchange.held = Some(guard);
             head.version = Version::HTTP_11;
             Ok(Response::from_parts(head, ResponseBody::upstream(body, exchange)))

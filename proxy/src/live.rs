@@ -489,7 +489,7 @@ fn handler(
                 l.http.clone(),
                 metrics.connection_ends(&l.name),
                 access_log.clone(),
-                metrics.route(&l.name, "", ""),
+                metrics.no_route(&l.name),
                 tracker.clone(),
                 Edge { tls, connection_filters, original_destination: l.original_destination },
             )))

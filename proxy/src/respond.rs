@@ -7,6 +7,7 @@ use crate::access_log::timestamp;
 use crate::conn::{ConnState, HttpListener};
 use crate::error::Kind;
 use crate::filter::body::{Aborted, Filtered};
+use crate::metrics::Answered;
 use crate::route::Route;
 use crate::stall::Slot;
 use crate::upstream::body::{BoxError, Shared as BodyShared, Whole};
@@ -43,6 +44,8 @@ pub struct Exchange {
     pub held: Option<Held>,
     /// Status sent (499 until a response exists: the client went away first).
     pub status: u16,
+    /// Who answered (the client, by leaving, until a response exists).
+    pub answered: Answered,
     /// Why wasp answered or cut the exchange short.
     pub reason: Option<&'static str>,
     /// The filter that answered or failed the request, if one did.
@@ -71,6 +74,7 @@ impl Exchange {
             request_body: None,
             held: None,
             status: 499,
+            answered: Answered::Client,
             reason: Some("wasp_client_disconnect"),
             filter: None,
             generations: Vec::new(),
@@ -82,8 +86,8 @@ impl Exchange {
     fn finish(&mut self) {
         let seconds = self.start.elapsed().as_secs_f64();
         match &self.route {
-            Some(route) => route.metrics.observe(self.status, seconds),
-            None => self.listener.no_route_metrics.observe(self.status, seconds),
+            Some(route) => route.metrics.observe(self.status, self.answered, seconds),
+            None => self.listener.no_route_metrics.observe(self.status, self.answered, seconds),
         }
         if self.listener.access_log.enabled() {
             self.write_log(seconds);
@@ -217,6 +221,7 @@ impl ResponseBody {
 pub fn local_reply(kind: Kind, mut exchange: Box<Exchange>) -> Response<ResponseBody> {
     let status = kind.status();
     exchange.status = status.as_u16();
+    exchange.answered = Answered::Wasp(kind);
     exchange.reason = Some(kind.reason());
     let id = exchange.request_id.clone();
     let body = Bytes::from(format!("wasp: {}\n", kind.message()));
@@ -232,6 +237,7 @@ pub fn local_reply(kind: Kind, mut exchange: Box<Exchange>) -> Response<Response
 /// A filter's local reply.
 pub fn filter_reply(head: http::response::Parts, body: Bytes, mut exchange: Box<Exchange>) -> Response<ResponseBody> {
     exchange.status = head.status.as_u16();
+    exchange.answered = Answered::Filter;
     exchange.reason = Some("wasp_filter_reply");
     Response::from_parts(head, ResponseBody { inner: Payload::Whole(Whole::new(body, None)), exchange, slot: None })
 }

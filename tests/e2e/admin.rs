@@ -26,8 +26,8 @@ async fn health_readiness_config_and_metrics() {
     get(&c, &proxy.url("ingress", "/status/503")).await;
     let m = metrics(&proxy).await;
     for line in [
-        "wasp_requests_total{class=\"2xx\",cluster=\"app\",listener=\"ingress\",route=\"main\"} 1",
-        "wasp_requests_total{class=\"5xx\",cluster=\"app\",listener=\"ingress\",route=\"main\"} 1",
+        "wasp_requests_total{class=\"2xx\",cluster=\"app\",code=\"200\",listener=\"ingress\",route=\"main\",source=\"upstream\"} 1",
+        "wasp_requests_total{class=\"5xx\",cluster=\"app\",code=\"503\",listener=\"ingress\",route=\"main\",source=\"upstream\"} 1",
         "wasp_request_duration_seconds_count{cluster=\"app\",listener=\"ingress\",route=\"main\"} 2",
         "wasp_connections_total{listener=\"ingress\"}",
         "wasp_active_connections{listener=\"ingress\"}",

@@ -96,7 +96,7 @@ async fn misbehaving_filters_get_their_policy_while_other_routes_keep_serving() 
 
 fn one_filter(module: &str) -> String {
     format!(
-        "listeners:\n  - {{ name: i, address: 127.0.0.1:0, routes: [{{ name: r, cluster: c, filters: [f] }}] }}\n\
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - {{ name: i, address: 127.0.0.1:0, routes: [{{ name: r, cluster: c, filters: [f] }}] }}\n\
          clusters:\n  - {{ name: c, endpoints: [\"127.0.0.1:1\"] }}\n\
          filters:\n  - {{ name: f, module: {} }}\n",
         wasm(module).display()

@@ -23,6 +23,8 @@ mod fuzz_h1;
 mod identity;
 mod interception;
 mod limits;
+mod metrics;
+mod observability_kit;
 mod overload;
 mod pooling;
 mod resilience;

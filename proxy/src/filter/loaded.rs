@@ -53,6 +53,16 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Every failure, for series that exist (at 0) from a filter's load on.
+    pub const ALL: [Failure; 6] = [
+        Failure::Trap,
+        Failure::Timeout,
+        Failure::Memory,
+        Failure::StackOverflow,
+        Failure::InvalidOutput,
+        Failure::Unavailable,
+    ];
+
     /// Metric label.
     pub fn label(self) -> &'static str {
         match self {

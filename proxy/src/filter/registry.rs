@@ -8,7 +8,7 @@
 //! version.
 
 use super::kv::Kv;
-use super::loaded::LoadedFilter;
+use super::loaded::{Failure, LoadedFilter};
 use super::runtime::Runtime;
 use crate::config::{Config, ConfigError, FilterConfig};
 use crate::metrics::Metrics;
@@ -193,6 +193,13 @@ impl Registry {
             metrics.filter_generation.with_label_values(&[&f.name]).set(lock(&f.status).generation as i64);
             if old.is_some() {
                 metrics.filter_reloads.with_label_values(&[&f.name, "ok"]).inc();
+            }
+            // Series that alerts watch exist at 0 from the filter's load on.
+            for result in ["ok", "error"] {
+                metrics.filter_reloads.with_label_values(&[&f.name, result]);
+            }
+            for failure in Failure::ALL {
+                metrics.filter_errors.with_label_values(&[&f.name, failure.label()]);
             }
         }
         for gone in previous.iter().flat_map(|r| &r.filters).filter(|f| next.and_then(|n| n.get(&f.name)).is_none()) {

@@ -140,6 +140,10 @@ impl TlsMetrics {
         for (role, c) in &loaded.certs {
             self.expiry.with_label_values(&[kind, name, role, &c.subject]).set(c.not_after);
         }
+        // At 0 from the start, so that an alert sees the first failed reload.
+        for result in ["ok", "error"] {
+            self.reloads.with_label_values(&[kind, name, result]);
+        }
     }
 
     fn unpublish(&self, [kind, name]: [&str; 2], loaded: &Loaded) {

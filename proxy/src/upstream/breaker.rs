@@ -3,7 +3,7 @@
 //! (half-open): success closes it, failure opens it again. A closed breaker
 //! costs one atomic load per request.
 
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ pub struct Breaker {
     tripped: AtomicBool,
     state: Mutex<State>,
     gauge: IntGauge,
+    opened: IntCounter,
 }
 
 /// Permission to send one request; report its outcome with [`Permit::record`].
@@ -37,8 +38,9 @@ pub struct Permit<'a> {
 }
 
 impl Breaker {
-    /// A closed breaker reporting its state to `gauge` (from [`Breaker::publish`] on).
-    pub fn new(threshold: u32, open_for: Duration, gauge: IntGauge) -> Self {
+    /// A closed breaker reporting its state to `gauge` (from [`Breaker::publish`] on)
+    /// and counting each time it opens in `opened`.
+    pub fn new(threshold: u32, open_for: Duration, gauge: IntGauge, opened: IntCounter) -> Self {
         Breaker {
             threshold,
             open_for,
@@ -46,6 +48,7 @@ impl Breaker {
             tripped: AtomicBool::new(false),
             state: Mutex::new(State::Closed),
             gauge,
+            opened,
         }
     }
 
@@ -118,6 +121,7 @@ impl Breaker {
             self.consecutive.store(0, Ordering::Relaxed);
             self.tripped.store(true, Ordering::Release);
             self.gauge.set(1);
+            self.opened.inc();
         }
     }
 
@@ -150,7 +154,7 @@ mod tests {
     use super::*;
 
     fn breaker(open_for: Duration) -> Breaker {
-        Breaker::new(3, open_for, IntGauge::new("g", "g").expect("gauge"))
+        Breaker::new(3, open_for, IntGauge::new("g", "g").expect("gauge"), IntCounter::new("c", "c").expect("counter"))
     }
 
     #[test]
@@ -168,6 +172,7 @@ mod tests {
         assert!(!b.is_closed());
         assert!(b.try_acquire().is_none());
         assert_eq!(b.gauge.get(), 1);
+        assert_eq!(b.opened.get(), 1);
     }
 
     #[test]
@@ -181,10 +186,12 @@ mod tests {
         assert!(b.try_acquire().is_none(), "only one probe at a time");
         probe.record(false);
         assert_eq!(b.gauge.get(), 1);
+        assert_eq!(b.opened.get(), 2, "a failed probe opens it again");
         let probe = b.try_acquire().expect("next probe");
         probe.record(true);
         assert!(b.is_closed());
         assert_eq!(b.gauge.get(), 0);
+        assert_eq!(b.opened.get(), 2);
     }
 
     #[test]
@@ -196,6 +203,7 @@ mod tests {
         drop(b.try_acquire().expect("probe"));
         assert!(!b.is_closed());
         assert_eq!(b.gauge.get(), 1);
+        assert_eq!(b.opened.get(), 1, "a probe passing its turn does not open it again");
         drop(b.try_acquire().expect("the next request probes"));
         b.note_failure();
         assert!(!b.is_closed(), "a probe's route timeout keeps it open");

@@ -6,10 +6,12 @@ use super::Dialer;
 use super::body::RequestBody;
 use super::endpoint::Endpoint;
 use super::pool::UpstreamBody;
+use super::wait::Wait;
 use crate::error::{Kind, ProxyError};
 use hyper::client::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus::Histogram;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -41,19 +43,29 @@ pub struct H2Slot {
 
 impl Client {
     /// Sends `req` (URI already absolute, pointing at the right authority)
-    /// to `endpoint`; `queued` is set while it waits for a connection.
+    /// to `endpoint`; `queued` is set while it waits for a connection, and
+    /// `waits` gets how long it waited.
     pub async fn send(
         self,
         dialer: &Dialer,
         endpoint: &Endpoint,
         req: Request<RequestBody>,
+        waits: &Histogram,
         queued: &mut bool,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
+        let mut wait = Wait::new(waits);
         match self {
-            Client::Http1 => endpoint.h1.send(&endpoint.address, dialer, req, queued).await,
+            Client::Http1 => endpoint.h1.send(&endpoint.address, dialer, req, &mut wait, queued).await,
             Client::Http2 => {
-                let mut sender = h2_sender(endpoint, dialer).await?;
-                sender.ready().await.map_err(ProxyError::from_hyper)?;
+                let mut sender = match live(&endpoint.h2) {
+                    Some(sender) => sender,
+                    None => {
+                        wait.start();
+                        h2_sender(endpoint, dialer).await?
+                    }
+                };
+                wait.until(|cx| sender.poll_ready(cx)).await.map_err(ProxyError::from_hyper)?;
+                wait.end();
                 let resp = sender.send_request(req).await.map_err(ProxyError::from_hyper)?;
                 Ok(resp.map(UpstreamBody::unpooled))
             }

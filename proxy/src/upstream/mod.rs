@@ -9,6 +9,7 @@ mod client;
 mod endpoint;
 mod passthrough;
 mod pool;
+mod wait;
 
 pub use body::RequestBody;
 pub use endpoint::{Endpoint, InFlight};
@@ -16,7 +17,7 @@ pub use pool::UpstreamBody;
 
 use crate::config::model::UpstreamProtocol;
 use crate::config::{ClusterConfig, ORIGINAL_DESTINATION, RetryConfig};
-use crate::error::{Kind, ProxyError};
+use crate::error::{Kind, ProxyError, UPSTREAM_ERRORS};
 use crate::metrics::Metrics;
 use crate::original_dst::{self, OwnDial};
 use crate::tls::{ClientTls, Stream};
@@ -26,7 +27,7 @@ use client::Client;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use passthrough::Passthrough;
-use prometheus::{IntCounter, IntCounterVec};
+use prometheus::{Histogram, IntCounter};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,10 +48,13 @@ pub struct Cluster {
     client: Client,
     pending: AtomicUsize,
     max_pending: usize,
-    errors: IntCounterVec,
+    /// `wasp_upstream_errors_total{cluster,kind}` in [`UPSTREAM_ERRORS`] order.
+    errors: [IntCounter; UPSTREAM_ERRORS.len()],
     retries: IntCounter,
     /// `original_destination`: endpoints made from where each client was headed.
     passthrough: Option<Passthrough>,
+    /// `wasp_upstream_wait_seconds{cluster}`
+    wait: Histogram,
 }
 
 /// The request as it goes upstream, minus its body.
@@ -100,14 +104,18 @@ impl Drop for Held {
 }
 
 impl Cluster {
-    /// Builds a cluster from validated config.
+    /// Builds a cluster from validated config. Its counters and wait
+    /// histogram exist (at 0) from now on, so that alerts see them before
+    /// the first failure.
     pub fn new(cfg: &ClusterConfig, metrics: &Metrics, tls: Option<Arc<ClientTls>>) -> Self {
+        let opened = metrics.breaker_opened.with_label_values(&[&cfg.name]);
         let endpoints = cfg
             .endpoints
             .iter()
             .map(|address| {
                 let gauge = metrics.breaker_state.with_label_values(&[&cfg.name, address]);
-                let breaker = Breaker::new(cfg.breaker.consecutive_failures, cfg.breaker.open_for, gauge);
+                let breaker =
+                    Breaker::new(cfg.breaker.consecutive_failures, cfg.breaker.open_for, gauge, opened.clone());
                 Arc::new(Endpoint::new(address, breaker, cfg.max_connections_per_endpoint))
             })
             .collect();
@@ -126,10 +134,11 @@ impl Cluster {
             client,
             pending: AtomicUsize::new(0),
             max_pending: cfg.breaker.max_pending,
-            errors: metrics.upstream_errors.clone(),
+            errors: UPSTREAM_ERRORS.map(|(_, kind)| metrics.upstream_errors.with_label_values(&[&cfg.name, kind])),
             retries: metrics.retries.with_label_values(&[&cfg.name]),
             passthrough: (cfg.name == ORIGINAL_DESTINATION)
-                .then(|| Passthrough::new(cfg.breaker.clone(), cfg.max_connections_per_endpoint)),
+                .then(|| Passthrough::new(cfg.breaker.clone(), cfg.max_connections_per_endpoint, opened.clone())),
+            wait: metrics.upstream_wait.with_label_values(&[&cfg.name]),
         }
     }
 
@@ -193,8 +202,8 @@ impl Cluster {
 
     /// Counts an upstream error of `kind` (for callers outside `forward`, e.g. TCP).
     pub fn count_error(&self, kind: Kind) {
-        if let Some(label) = kind.upstream_label() {
-            self.errors.with_label_values(&[&*self.name, label]).inc();
+        if let Some(i) = kind.upstream_error() {
+            self.errors[i].inc();
         }
     }
 
@@ -264,7 +273,7 @@ impl Cluster {
             };
             let req = self.build(&head, headers, attempt_body, endpoint);
             let in_flight = endpoint.start();
-            let outcome = match self.client.send(&self.dialer, endpoint, req, &mut attempts.queued).await {
+            let outcome = match self.client.send(&self.dialer, endpoint, req, &self.wait, &mut attempts.queued).await {
                 Err(e) if body.client_failed() => Err(ProxyError::with(Kind::ClientBody, e)),
                 outcome => outcome,
             };

@@ -8,6 +8,7 @@ use super::endpoint::Endpoint;
 use crate::config::BreakerConfig;
 use crate::error::{Kind, ProxyError};
 use crate::original_dst;
+use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -19,14 +20,16 @@ const MAX_DESTINATIONS: usize = 1024;
 /// Endpoints made from original destinations.
 pub struct Passthrough {
     breaker: BreakerConfig,
+    /// `wasp_circuit_breaker_opened_total{cluster}`
+    opened: IntCounter,
     max_connections: usize,
     endpoints: Mutex<HashMap<SocketAddr, Arc<Endpoint>>>,
 }
 
 impl Passthrough {
     /// Endpoints with these breaker settings and connection cap.
-    pub fn new(breaker: BreakerConfig, max_connections: usize) -> Self {
-        Passthrough { breaker, max_connections, endpoints: Mutex::default() }
+    pub fn new(breaker: BreakerConfig, max_connections: usize, opened: IntCounter) -> Self {
+        Passthrough { breaker, opened, max_connections, endpoints: Mutex::default() }
     }
 
     /// The endpoint for `destination`; a loop error when it is wasp itself.
@@ -45,7 +48,7 @@ impl Passthrough {
             endpoints.retain(|_, e| Arc::strong_count(e) > 1 || e.in_flight() > 0);
         }
         let unexported = prometheus::IntGauge::new("unexported", "-").expect("valid metric");
-        let breaker = Breaker::new(self.breaker.consecutive_failures, self.breaker.open_for, unexported);
+        let breaker = Breaker::new(self.breaker.consecutive_failures, self.breaker.open_for, unexported, self.opened.clone());
         let endpoint = Arc::new(Endpoint::new(&dst.to_string(), breaker, self.max_connections));
         if endpoints.len() < MAX_DESTINATIONS {
             endpoints.insert(dst, endpoint.clone());

@@ -12,6 +12,7 @@
 
 use super::Dialer;
 use super::body::RequestBody;
+use super::wait::Wait;
 use crate::error::{Kind, ProxyError};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -97,7 +98,7 @@ impl H1Pool {
     /// An idle connection, or room to open one, or else a place in line for
     /// the first connection given back or room freed (with `queued` set
     /// meanwhile: a timeout then is not the endpoint's failure).
-    async fn slot(&self, queued: &mut bool) -> Slot {
+    async fn slot(&self, queued: &mut bool, wait: &mut Wait<'_>) -> Slot {
         let mut handed = {
             let mut idle = self.lock();
             while let Some((sender, since)) = idle.conns.pop() {
@@ -116,6 +117,7 @@ impl H1Pool {
             rx
         };
         *queued = true;
+        wait.start();
         // `open` is never closed, so the second branch always stays enabled.
         let slot = tokio::select! {
             Ok(sender) = &mut handed => Slot::Conn(sender),
@@ -160,25 +162,31 @@ impl H1Pool {
         });
     }
 
-    /// Sends `req` over a pooled or new connection to `address`.
+    /// Sends `req` over a pooled or new connection to `address`, timing
+    /// the wait for that connection in `wait`.
     pub async fn send(
         self: &Arc<Self>,
         address: &str,
         dialer: &Dialer,
         mut req: Request<RequestBody>,
+        wait: &mut Wait<'_>,
         queued: &mut bool,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         loop {
-            let (mut sender, reused) = match self.slot(queued).await {
+            let (mut sender, reused) = match self.slot(queued, wait).await {
                 Slot::Conn(sender) => (sender, true),
-                Slot::Open(permit) => (connect(address, dialer, permit).await?, false),
+                Slot::Open(permit) => {
+                    wait.start();
+                    (connect(address, dialer, permit).await?, false)
+                }
             };
-            if sender.ready().await.is_err() {
+            if wait.until(|cx| sender.poll_ready(cx)).await.is_err() {
                 if reused {
                     continue;
                 }
                 return Err(ProxyError::new(Kind::UpstreamReset));
             }
+            wait.end();
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     // An upgraded (101) connection belongs to the tunnel, not the pool.

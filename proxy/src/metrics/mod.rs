@@ -1,26 +1,36 @@
-//! Prometheus metrics, all prefixed `wasp_`. Families are registered once;
-//! the request path holds pre-resolved children ([`RouteMetrics`]) so that a
-//! request costs a few atomic adds, not label lookups.
+//! Prometheus metrics, all prefixed `wasp_` (plus the standard `process_*`
+//! ones on Linux). Families are registered once; the request path holds
+//! pre-resolved children ([`RouteMetrics`], and per cluster in
+//! [`crate::upstream`]) so that a request costs a few atomic adds, not label
+//! lookups.
+
+mod route;
+
+pub use route::{Answered, RouteMetrics};
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric family wasp exports.
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    local_replies: IntCounterVec,
     duration: HistogramVec,
     /// `wasp_upstream_errors_total{cluster,kind}`
     pub upstream_errors: IntCounterVec,
     /// `wasp_upstream_retries_total{cluster}`
     pub retries: IntCounterVec,
+    /// `wasp_upstream_wait_seconds{cluster}`
+    pub upstream_wait: HistogramVec,
     /// `wasp_circuit_breaker_state{cluster,endpoint}`: 0 closed, 1 open, 2 half-open.
     pub breaker_state: IntGaugeVec,
+    /// `wasp_circuit_breaker_opened_total{cluster}`
+    pub breaker_opened: IntCounterVec,
     /// `wasp_active_connections{listener}`
     pub active_connections: IntGaugeVec,
     /// `wasp_connections_total{listener}`
@@ -60,9 +70,6 @@ pub struct Metrics {
 /// Filter-defined metric names a proxy accepts in all (beyond them, samples are dropped).
 const MAX_FILTER_METRICS: usize = 256;
 
-/// The status classes counted per route.
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
 impl Metrics {
     /// Registers every family in a fresh registry.
     pub fn new() -> Self {
@@ -73,9 +80,19 @@ impl Metrics {
             requests: IntCounterVec::new(
                 Opts::new(
                     "wasp_requests_total",
-                    "HTTP requests completed, by listener, route, cluster and status class",
+                    "HTTP requests completed, by listener, route, cluster, status class and code, and who answered \
+                     (source: upstream, wasp, filter, client for 499 when the client left first)",
                 ),
-                &["listener", "route", "cluster", "class"],
+                &["listener", "route", "cluster", "class", "code", "source"],
+            )
+            .expect("valid metric"),
+            local_replies: IntCounterVec::new(
+                Opts::new(
+                    "wasp_local_replies_total",
+                    "Responses wasp generated itself instead of the upstream's, by status code and reason \
+                     (the access log's reason, e.g. wasp_no_route, wasp_upstream_connect_failure, wasp_circuit_open)",
+                ),
+                &["listener", "route", "cluster", "code", "reason"],
             )
             .expect("valid metric"),
             duration: HistogramVec::new(
@@ -94,6 +111,28 @@ impl Metrics {
             .expect("valid metric"),
             retries: IntCounterVec::new(
                 Opts::new("wasp_upstream_retries_total", "Retried upstream attempts, by cluster"),
+                &["cluster"],
+            )
+            .expect("valid metric"),
+            upstream_wait: HistogramVec::new(
+                HistogramOpts::new(
+                    "wasp_upstream_wait_seconds",
+                    "Time an upstream attempt waited for a connection to send on: ~0 for an idle pooled one, \
+                     the dial for a new one, plus the queue at max_connections_per_endpoint",
+                )
+                .buckets(vec![
+                    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ]),
+                &["cluster"],
+            )
+            .expect("valid metric"),
+            breaker_opened: IntCounterVec::new(
+                Opts::new(
+                    "wasp_circuit_breaker_opened_total",
+                    "Times an endpoint's circuit breaker opened (after consecutive failures, or again after a \
+                     failed half-open probe), by cluster",
+                ),
                 &["cluster"],
             )
             .expect("valid metric"),
@@ -215,10 +254,13 @@ impl Metrics {
         let r = &m.registry;
         for c in [
             Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.local_replies.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.upstream_errors.clone()),
             Box::new(m.retries.clone()),
+            Box::new(m.upstream_wait.clone()),
             Box::new(m.breaker_state.clone()),
+            Box::new(m.breaker_opened.clone()),
             Box::new(m.active_connections.clone()),
             Box::new(m.connections.clone()),
             Box::new(m.tcp_bytes.clone()),
@@ -241,15 +283,28 @@ impl Metrics {
         for c in m.tls.collectors() {
             r.register(c).expect("metric names are unique");
         }
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, process_start_time_seconds...: read from /proc
+        // when scraped, nothing on the request path.
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("metric names are unique");
         m
     }
 
     /// Pre-resolved children for one (listener, route, cluster).
     pub fn route(&self, listener: &str, route: &str, cluster: &str) -> RouteMetrics {
-        RouteMetrics {
-            by_class: CLASSES.map(|class| self.requests.with_label_values(&[listener, route, cluster, class])),
-            duration: self.duration.with_label_values(&[listener, route, cluster]),
-        }
+        let duration = self.duration.with_label_values(&[listener, route, cluster]);
+        RouteMetrics::new(&self.requests, &self.local_replies, duration, [listener, route, cluster])
+    }
+
+    /// Pre-resolved children for the requests that match no route on
+    /// `listener` (`route=""`, `cluster=""`); their `wasp_no_route` count
+    /// exists at 0 from the start.
+    pub fn no_route(&self, listener: &str) -> RouteMetrics {
+        let metrics = self.route(listener, "", "");
+        metrics.expect(crate::error::Kind::NoRoute);
+        metrics
     }
 
     /// Pre-resolved counters of why one listener ended connections.
@@ -332,22 +387,6 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Request counters and the duration histogram of one route.
-#[derive(Clone)]
-pub struct RouteMetrics {
-    by_class: [IntCounter; 5],
-    duration: Histogram,
-}
-
-impl RouteMetrics {
-    /// Records one finished request.
-    pub fn observe(&self, status: u16, seconds: f64) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.by_class[class].inc();
-        self.duration.observe(seconds);
     }
 }
 
