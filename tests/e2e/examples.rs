@@ -170,6 +170,16 @@ fn check_pod(pod: &Value, config: &Value, ours: bool) -> Value {
     assert!(listener_ports.contains(&arg("--outbound-port").parse().expect("port")));
     assert_eq!(iptables["securityContext"]["runAsUser"], Value::from(0));
     assert_eq!(names(&iptables["securityContext"]["capabilities"]["add"]), ["NET_ADMIN", "NET_RAW"]);
+    assert_eq!(iptables["securityContext"]["readOnlyRootFilesystem"], Value::from(true));
+    let run = iptables["volumeMounts"].as_sequence().and_then(|m| m.iter().find(|m| m["mountPath"] == *"/run"));
+    let run = run.expect("a writable /run for iptables' lock file");
+    assert!(
+        spec["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .any(|v| v["name"] == run["name"] && v.get("emptyDir").is_some())
+    );
 
     // The sidecar: native, probed on the admin port, locked down.
     assert_eq!(wasp["restartPolicy"], Value::from("Always"));

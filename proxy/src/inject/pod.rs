@@ -4,7 +4,7 @@
 
 use super::Options;
 use super::annotations::{self, CONFIG, INJECTED, Settings, kind_of};
-use super::sidecar::{self, CACHE_VOLUME, CONFIG_VOLUME, INIT_NAME, SIDECAR_NAME};
+use super::sidecar::{self, CACHE_VOLUME, CONFIG_VOLUME, INIT_NAME, LOCK_VOLUME, SIDECAR_NAME};
 use serde_yaml_ng::{Mapping, Value};
 
 /// The annotations of `metadata` (a pod template's or a workload's), if any.
@@ -62,7 +62,8 @@ pub fn inject(template: &mut Mapping, settings: &Settings, opts: &Options, prefi
     init.insert(0, sidecar::init_container(&opts.image, settings));
     init.insert(1, sidecar::sidecar_container(&opts.image));
     let volumes = sequence(spec, "volumes", prefix)?;
-    volumes.retain(|v| !matches!(v.get("name").and_then(Value::as_str), Some(CONFIG_VOLUME | CACHE_VOLUME)));
+    volumes
+        .retain(|v| !matches!(v.get("name").and_then(Value::as_str), Some(CONFIG_VOLUME | CACHE_VOLUME | LOCK_VOLUME)));
     volumes.extend(sidecar::volumes(opts.config_map.as_deref()));
 
     let metadata = mapping(template, "metadata", prefix)?;

@@ -9,6 +9,7 @@ pub const INIT_NAME: &str = "wasp-init";
 pub const SIDECAR_NAME: &str = "wasp";
 pub const CONFIG_VOLUME: &str = "wasp-config";
 pub const CACHE_VOLUME: &str = "wasp-cache";
+pub const LOCK_VOLUME: &str = "wasp-xtables-lock";
 
 /// The uid wasp runs as; the interception rules let its traffic through.
 pub const PROXY_UID: u16 = 1337;
@@ -93,6 +94,8 @@ pub fn init_container(image: &str, settings: &Settings) -> Value {
              allowPrivilegeEscalation: false\ncapabilities: {drop: [ALL], add: [NET_ADMIN, NET_RAW]}\n",
         ),
     );
+    // iptables (legacy backend) takes its lock in /run, on a read-only root.
+    c.insert("volumeMounts".into(), yaml(&format!("[{{name: {LOCK_VOLUME}, mountPath: /run}}]")));
     Value::Mapping(c)
 }
 
@@ -124,8 +127,9 @@ pub fn sidecar_container(image: &str) -> Value {
 
 /// The volumes: the config (a ConfigMap, or the pod's own `wasp.io/config`
 /// annotation through the downward API; both swap `..data` on a change, so
-/// wasp reloads) and an emptyDir for the compiled-filter cache.
-pub fn volumes(config_map: Option<&str>) -> [Value; 2] {
+/// wasp reloads), an emptyDir for the compiled-filter cache and one for
+/// iptables' lock file.
+pub fn volumes(config_map: Option<&str>) -> [Value; 3] {
     let config = match config_map {
         Some(name) => {
             let mut cm = Mapping::new();
@@ -140,7 +144,8 @@ pub fn volumes(config_map: Option<&str>) -> [Value; 2] {
             super::annotations::CONFIG
         )),
     };
-    [config, yaml(&format!("{{name: {CACHE_VOLUME}, emptyDir: {{}}}}"))]
+    let empty = |name: &str| yaml(&format!("{{name: {name}, emptyDir: {{}}}}"));
+    [config, empty(CACHE_VOLUME), empty(LOCK_VOLUME)]
 }
 
 #[cfg(test)]
