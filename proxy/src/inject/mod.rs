@@ -82,6 +82,25 @@ fn template_path(kind: &str) -> Option<&'static [&'static str]> {
     }
 }
 
+/// The pod template at `path` in `obj`, and its path as a message prefix (`spec.template.`).
+fn template_at<'a>(obj: &'a mut Mapping, path: &[&str], kind: &str) -> Result<(&'a mut Mapping, String), String> {
+    let mut prefix = String::new();
+    let mut template = obj;
+    for key in path {
+        prefix.push_str(key);
+        template = match template.get_mut(*key) {
+            Some(Value::Mapping(m)) => m,
+            Some(other) => {
+                let found = annotations::kind_of(other);
+                return Err(format!("{prefix}: expected a mapping (the pod template of a {kind}), found {found}"));
+            }
+            None => return Err(format!("{prefix}: missing; a {kind} needs a pod template at {}", path.join("."))),
+        };
+        prefix.push('.');
+    }
+    Ok((template, prefix))
+}
+
 fn report(errors: &mut Vec<InjectError>, at: &str, messages: Vec<String>) {
     errors.extend(messages.into_iter().map(|message| InjectError { at: at.to_string(), message }));
 }
@@ -116,31 +135,18 @@ fn object(value: &mut Value, at: &str, opts: &Options, errors: &mut Vec<InjectEr
         return list(obj, &at, opts, errors);
     }
     let Some(path) = template_path(&kind) else { return false };
-    let workload = (!path.is_empty()).then(|| obj.clone());
-    let mut prefix = String::new();
-    let mut template = obj;
-    for key in path {
-        prefix.push_str(key);
-        template = match template.get_mut(*key) {
-            Some(Value::Mapping(m)) => m,
-            Some(other) => {
-                let found = annotations::kind_of(other);
-                report(
-                    errors,
-                    &at,
-                    vec![format!("{prefix}: expected a mapping (the pod template of a {kind}), found {found}")],
-                );
-                return false;
-            }
-            None => {
-                let message = format!("{prefix}: missing; a {kind} needs a pod template at {}", path.join("."));
-                report(errors, &at, vec![message]);
-                return false;
-            }
-        };
-        prefix.push('.');
-    }
-    let settings = match pod::settings(template, workload.as_ref(), &prefix) {
+    // A workload's own annotations count too (a Pod's are its template's).
+    let workload_notes =
+        if path.is_empty() { Ok(None) } else { pod::annotations_of(obj).map(Option::<&Mapping>::cloned) };
+    let found = workload_notes.and_then(|notes| Ok((template_at(obj, path, &kind)?, notes)));
+    let ((template, prefix), workload_notes) = match found {
+        Ok(found) => found,
+        Err(message) => {
+            report(errors, &at, vec![message]);
+            return false;
+        }
+    };
+    let settings = match pod::settings(template, workload_notes.as_ref(), &prefix) {
         Ok(Some(s)) => s,
         Ok(None) => return false,
         Err(messages) => {

@@ -21,14 +21,11 @@ pub fn annotations_of(object: &Mapping) -> Result<Option<&Mapping>, String> {
     }
 }
 
-/// Reads the template's settings; `None` when it opted out.
+/// Reads the template's settings (the workload's annotations fill in what
+/// the template's do not say); `None` when it opted out.
 pub fn settings(template: &Mapping, workload: Option<&Mapping>, prefix: &str) -> Result<Option<Settings>, Vec<String>> {
     let own = annotations_of(template).map_err(|e| vec![format!("{prefix}{e}")])?;
-    let theirs = match workload {
-        Some(w) => annotations_of(w).map_err(|e| vec![e])?,
-        None => None,
-    };
-    let settings = annotations::read(own, theirs)?;
+    let settings = annotations::read(own, workload)?;
     Ok((!settings.disabled).then_some(settings))
 }
 
