@@ -117,6 +117,24 @@ fn the_configmap_holds_exactly_the_config_and_the_modules_it_names() {
     for (key, file) in &keys {
         assert!(root().join(file).is_file(), "{key}={file}: no such file after the build");
     }
+    // Where kubectl is installed (it needs no cluster for this), the
+    // walkthrough's own command: the config as data, the modules as binaryData.
+    let readme = read(&root().join("examples/deploy/k8s/README.md"));
+    let line = readme.lines().find(|l| l.starts_with("kubectl create configmap wasp-config ")).expect("command");
+    let command = line.split(" | ").next().expect("create");
+    let Ok(out) = Command::new("sh").arg("-c").arg(command).current_dir(root()).output() else { return };
+    if out.status.code() == Some(127) {
+        return; // no kubectl here
+    }
+    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+    let cm: Value = serde_yaml_ng::from_slice(&out.stdout).expect("ConfigMap YAML");
+    let data: Vec<&str> = cm["data"].as_mapping().expect("data").keys().filter_map(Value::as_str).collect();
+    assert_eq!(data, ["wasp.yaml"]);
+    assert_eq!(cm["data"]["wasp.yaml"].as_str(), Some(read(&root().join(K8S_CONFIG)).as_str()));
+    let binary: BTreeSet<String> =
+        cm["binaryData"].as_mapping().expect("binaryData").keys().filter_map(Value::as_str).map(String::from).collect();
+    want.remove("wasp.yaml");
+    assert_eq!(binary, want, "binaryData keys are the modules wasp.yaml names");
 }
 
 #[test]
