@@ -31,6 +31,10 @@
 //! swaps in a new one when [`watch`] sees the file change, [`server`] starts
 //! it all and drains on SIGTERM, and [`admin`] serves health, readiness,
 //! config, filters, certificates and metrics.
+//!
+//! Off the data path, for deploying: [`inject`] adds wasp to Kubernetes
+//! workloads (`wasp inject`) and [`probe`] is a container health check
+//! (`wasp probe`).
 
 pub mod access_log;
 pub mod admin;
