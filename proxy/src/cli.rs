@@ -1,6 +1,6 @@
 //! The command line: `wasp` (demo), `wasp run --config FILE`,
-//! `wasp check --config FILE`, `wasp inject [FILE]`, `wasp probe [URL]`,
-//! `wasp --version`.
+//! `wasp check --config FILE`, `wasp iptables install|remove`,
+//! `wasp inject [FILE]`, `wasp probe [URL]`, `wasp --version`.
 
 use crate::config;
 use clap::{Parser, Subcommand};
@@ -35,6 +35,12 @@ enum Command {
         #[arg(conflicts_with = "config")]
         file: Option<PathBuf>,
     },
+    /// Install or remove the nat rules that send the app's TCP through
+    /// wasp (run as root with NET_ADMIN, e.g. in an init container).
+    Iptables {
+        #[command(subcommand)]
+        action: Iptables,
+    },
     /// Add wasp to the pods of Kubernetes YAML (a file, or stdin) and write it to stdout.
     Inject {
         /// Kubernetes YAML: workloads, Pods, Lists, several `---` documents; `-` or nothing: stdin.
@@ -58,6 +64,15 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum Iptables {
+    /// Redirect inbound TCP to the ingress listener and outbound TCP to the
+    /// egress listener (replacing any rules an earlier install left).
+    Install(crate::iptables::Install),
+    /// Remove every rule `install` added.
+    Remove(crate::iptables::Remove),
+}
+
 /// Parses arguments, runs the command, and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -79,6 +94,19 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Iptables { action }) => {
+            let done = match &action {
+                Iptables::Install(settings) => crate::iptables::install(settings),
+                Iptables::Remove(settings) => crate::iptables::remove(settings),
+            };
+            match done {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wasp iptables: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(Command::Check { config, file }) => {
             let path = config.or(file).unwrap_or_default();
             let checked = crate::live::read(&path).map_err(|u| u.into_errors(&path)).and_then(|(cfg, _)| {

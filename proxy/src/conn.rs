@@ -103,10 +103,21 @@ impl HttpListener {
     }
 }
 
+/// Who a connection is from, and where it was headed.
+pub struct Ends {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Where the client connected before `wasp iptables` redirected it
+    /// (listeners with `original_destination`).
+    pub destination: Option<SocketAddr>,
+}
+
 /// What the request path knows about its connection.
 pub struct ConnState {
     /// The client's address.
     pub peer: SocketAddr,
+    /// Where the client was headed (listeners with `original_destination`).
+    pub destination: Option<SocketAddr>,
     /// The client's IP as a header value, for `x-forwarded-for` (formatted once per connection).
     pub peer_header: HeaderValue,
     /// The listener that accepted it: an upgraded connection's tunnel is
@@ -138,11 +149,13 @@ pub struct ConnState {
 const RESET_CHECK_AFTER: u32 = 100;
 
 impl ConnState {
-    fn new(peer: SocketAddr, tls: Option<Session>, accepted_by: Arc<Listener>, slot: Slot, max_streams: u32) -> Self {
+    fn new(ends: Ends, tls: Option<Session>, accepted_by: Arc<Listener>, slot: Slot, max_streams: u32) -> Self {
+        let Ends { peer, destination } = ends;
         let peer_header = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
         let (in_flight, idle_since_ms) = (AtomicUsize::new(0), AtomicU64::new(clock_ms()));
         ConnState {
             peer,
+            destination,
             peer_header,
             accepted_by,
             slot,
@@ -204,14 +217,15 @@ const ABUSE_GRACE: Duration = Duration::from_millis(200);
 /// arrives, so a config reload reaches established connections too.
 pub async fn serve(
     stream: Stream,
-    peer: SocketAddr,
+    ends: Ends,
     tls: Option<Session>,
     listener: Arc<HttpListener>,
     live: Arc<Listener>,
     drain: CancellationToken,
     slot: Slot,
 ) {
-    let state = Arc::new(ConnState::new(peer, tls, live, slot, listener.http.http2.max_concurrent_streams));
+    let peer = ends.peer;
+    let state = Arc::new(ConnState::new(ends, tls, live, slot, listener.http.http2.max_concurrent_streams));
     let progress = Progress::new();
     let frames = ControlFrames::new(listener.http.http2.max_control_frames);
     let io = {

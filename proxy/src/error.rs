@@ -61,6 +61,8 @@ pub enum Kind {
     ResponseTooLarge,
     /// The client's request body failed (reset, malformed framing) while a filter buffered it.
     ClientBody,
+    /// The original destination is wasp itself: forwarding there would loop.
+    Loop,
 }
 
 impl Kind {
@@ -84,6 +86,7 @@ impl Kind {
             Kind::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::ResponseTooLarge => StatusCode::BAD_GATEWAY,
             Kind::ClientBody => StatusCode::BAD_REQUEST,
+            Kind::Loop => StatusCode::LOOP_DETECTED,
         }
     }
 
@@ -109,6 +112,7 @@ impl Kind {
             Kind::RequestTooLarge => "wasp_request_body_too_large",
             Kind::ResponseTooLarge => "wasp_response_body_too_large",
             Kind::ClientBody => "wasp_request_body_error",
+            Kind::Loop => "wasp_loop_detected",
         }
     }
 
@@ -134,6 +138,7 @@ impl Kind {
             Kind::RequestTooLarge => "request body too large",
             Kind::ResponseTooLarge => "upstream response body too large",
             Kind::ClientBody => "request body could not be read",
+            Kind::Loop => "the original destination is this proxy",
         }
     }
 
@@ -145,9 +150,12 @@ impl Kind {
             | Kind::UnsupportedCoding
             | Kind::RequestTooLarge
             | Kind::ClientBody => Source::Client,
-            Kind::NoRoute | Kind::CircuitOpen | Kind::Overflow | Kind::Draining | Kind::UpgradeUnsupported => {
-                Source::Proxy
-            }
+            Kind::NoRoute
+            | Kind::CircuitOpen
+            | Kind::Overflow
+            | Kind::Draining
+            | Kind::UpgradeUnsupported
+            | Kind::Loop => Source::Proxy,
             Kind::FilterFailed | Kind::FilterUnavailable => Source::Filter,
             _ => Source::Upstream,
         }
@@ -164,6 +172,7 @@ impl Kind {
             Kind::Timeout => Some("timeout"),
             Kind::CircuitOpen => Some("circuit_open"),
             Kind::Overflow => Some("overflow"),
+            Kind::Loop => Some("loop"),
             _ => None,
         }
     }

@@ -91,7 +91,7 @@ async fn proxy(
         req.headers_mut().insert(XFCC, xfcc);
     }
     let identity = conn.identity().map(|i| &**i);
-    let route = listener.router.route(&req, identity).ok_or(ProxyError::new(Kind::NoRoute))?.clone();
+    let route = listener.router.route(&req, identity, conn.destination).ok_or(ProxyError::new(Kind::NoRoute))?.clone();
     exchange.route = Some(route.clone());
     // Only the protocols the route allows are tunnelled; any other Upgrade
     // (h2c included) is removed and the request goes on as a plain one.
@@ -129,6 +129,7 @@ async fn proxy(
         path: parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
         authority: parts.uri.authority().cloned(),
         headers: parts.headers,
+        destination: conn.destination,
     };
     let policy = if upgrade { None } else { route.retries.as_ref() };
     let forwarded = route.cluster.forward(head, body, policy, route.timeout, &mut exchange.attempts).await;

@@ -8,6 +8,7 @@
 use crate::conn::{self, HttpListener};
 use crate::filter::{ConnectionFacts, ConnectionFilters};
 use crate::metrics::GaugeGuard;
+use crate::original_dst;
 use crate::tcp::TcpProxy;
 use crate::tls::{ServerTls, Session, Stream};
 use arc_swap::ArcSwap;
@@ -38,6 +39,8 @@ pub struct Edge {
     pub tls: Option<Arc<ServerTls>>,
     /// Filters asked whether to serve the connection.
     pub connection_filters: Option<Arc<ConnectionFilters>>,
+    /// Connections arrive redirected (`wasp iptables`): recover where they were headed.
+    pub original_destination: bool,
 }
 
 impl Edge {
@@ -79,6 +82,15 @@ impl Edge {
     }
 }
 
+impl Handler {
+    fn edge(&self) -> &Edge {
+        match self {
+            Handler::Http(l) => &l.edge,
+            Handler::Tcp(t) => &t.edge,
+        }
+    }
+}
+
 /// Connections the kernel may queue for a listener before wasp accepts them
 /// (capped by `net.core.somaxconn`): clients beyond `max_connections` wait
 /// here. mio's default, 128, made clients past it see their SYNs dropped.
@@ -114,6 +126,8 @@ pub struct Listener {
     active: IntGauge,
     /// `wasp_connections_total{listener}`
     accepted: IntCounter,
+    /// `wasp_redirect_loops_total{listener}`
+    loops: IntCounter,
 }
 
 impl Listener {
@@ -135,6 +149,7 @@ impl Listener {
             connections: TaskTracker::new(),
             active: metrics.active_connections.with_label_values(&[name]),
             accepted: metrics.connections.with_label_values(&[name]),
+            loops: metrics.redirect_loops.with_label_values(&[name]),
         })
     }
 
@@ -220,22 +235,36 @@ impl Listener {
             };
             let _ = stream.set_nodelay(true);
             self.accepted.inc();
+            let handler = self.handler.load();
+            let destination = match handler.edge().original_destination {
+                false => None,
+                // wasp's own upstream connection, redirected back to it: wasp
+                // does not run as the uid `wasp iptables` exempts.
+                true if original_dst::from_wasp(peer) => {
+                    self.loops.inc();
+                    tracing::warn!(listener = %self.name, %peer, "refused a connection from wasp itself (a redirect \
+                        loop: run wasp as the uid `wasp iptables --proxy-uid` exempts)");
+                    continue;
+                }
+                true => stream.local_addr().ok().map(|local| original_dst::recover(&stream, local)),
+            };
             let active = GaugeGuard::new(self.active.clone());
             let drain = self.stop.clone();
-            match &**self.handler.load() {
+            match &**handler {
                 Handler::Http(l) => {
                     let (l, listener) = (l.clone(), self.clone());
                     let slot = Arc::new((permit, active));
                     tracker.spawn(self.hold(async move {
                         if let Some((io, session)) = l.edge.admit(stream, peer).await {
-                            conn::serve(io, peer, session, l, listener, drain, slot).await;
+                            let ends = conn::Ends { peer, destination };
+                            conn::serve(io, ends, session, l, listener, drain, slot).await;
                         }
                     }))
                 }
                 Handler::Tcp(t) => {
                     let t = t.clone();
                     tracker.spawn(self.hold(async move {
-                        t.serve(stream, peer).await;
+                        t.serve(stream, peer, destination).await;
                         drop((permit, active));
                     }))
                 }

@@ -491,13 +491,13 @@ fn handler(
                 access_log.clone(),
                 metrics.route(&l.name, "", ""),
                 tracker.clone(),
-                Edge { tls, connection_filters },
+                Edge { tls, connection_filters, original_destination: l.original_destination },
             )))
         }
         ListenerKind::Tcp(routes) => Handler::Tcp(Arc::new(TcpProxy {
             name: l.name.as_str().into(),
             routes: TcpRoutes::new(routes, clusters),
-            edge: Edge { tls, connection_filters },
+            edge: Edge { tls, connection_filters, original_destination: l.original_destination },
             tls_errors: metrics.tls.handshake_errors.clone(),
             bytes_up: metrics.tcp_bytes.with_label_values(&[&l.name, "upstream"]),
             bytes_down: metrics.tcp_bytes.with_label_values(&[&l.name, "downstream"]),
@@ -533,6 +533,12 @@ fn keep_restart_only(new: &mut Config, serving: &Config) {
 
 /// Updates the metrics of what `next` built anew once it serves instead of `previous`.
 fn publish(next: &Snapshot, previous: Option<&Snapshot>, metrics: &Metrics) {
+    let config = &next.config;
+    if config.listeners.iter().any(|l| l.original_destination) {
+        crate::original_dst::watch_own_connections();
+    }
+    let listening = config.listeners.iter().map(|l| l.address.port()).chain([config.admin.address.port()]);
+    crate::original_dst::set_own_ports(listening.filter(|p| *p != 0).collect());
     for (name, cluster) in &next.clusters {
         if !previous.and_then(|p| p.clusters.get(name)).is_some_and(|c| Arc::ptr_eq(c, cluster)) {
             cluster.publish();

@@ -51,6 +51,8 @@ pub struct Metrics {
     abuse: IntCounterVec,
     /// TLS handshakes, certificate expiry, TLS reloads.
     pub tls: std::sync::Arc<crate::tls::TlsMetrics>,
+    /// `wasp_redirect_loops_total{listener}`
+    pub redirect_loops: IntCounterVec,
     filter_counters: Mutex<HashMap<String, IntCounterVec>>,
     filter_histograms: Mutex<HashMap<String, HistogramVec>>,
 }
@@ -196,6 +198,14 @@ impl Metrics {
             )
             .expect("valid metric"),
             tls: Default::default(),
+            redirect_loops: IntCounterVec::new(
+                Opts::new(
+                    "wasp_redirect_loops_total",
+                    "Connections refused because they were wasp's own upstream connections, redirected back to it",
+                ),
+                &["listener"],
+            )
+            .expect("valid metric"),
             filter_counters: Mutex::default(),
             filter_histograms: Mutex::default(),
             registry,
@@ -212,6 +222,7 @@ impl Metrics {
             Box::new(m.active_connections.clone()),
             Box::new(m.connections.clone()),
             Box::new(m.tcp_bytes.clone()),
+            Box::new(m.redirect_loops.clone()),
             Box::new(m.access_log_dropped.clone()),
             Box::new(m.access_log_errors.clone()),
             Box::new(m.filter_errors.clone()),

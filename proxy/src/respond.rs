@@ -112,6 +112,7 @@ impl Exchange {
             bytes_out: self.bytes_out,
             request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
             peer: self.conn.peer.to_string(),
+            destination: self.conn.destination.map(|d| d.to_string()),
             client: self.client.as_deref(),
             sni: self.conn.tls.as_ref().and_then(|t| t.sni.as_deref()),
             identity: self.conn.identity().map(|i| &**i),
@@ -144,6 +145,8 @@ struct HttpLine<'a> {
     bytes_out: u64,
     request_id: Option<&'a str>,
     peer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destination: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -6,6 +6,7 @@ use crate::filter::Chain;
 use crate::metrics::RouteMetrics;
 use crate::upstream::Cluster;
 use http::Request;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ impl Route {
         asked.peek().is_some() && asked.all(|p| self.upgrades.iter().any(|u| u.as_bytes().eq_ignore_ascii_case(p)))
     }
 
-    fn matches<B>(&self, req: &Request<B>, identity: Option<&str>) -> bool {
+    fn matches<B>(&self, req: &Request<B>, identity: Option<&str>, destination: Option<SocketAddr>) -> bool {
         let m = &self.matcher;
         let path = req.uri().path();
         let path_ok = match &m.path {
@@ -62,6 +63,7 @@ impl Route {
             && m.host.as_deref().is_none_or(|want| host_matches(want, request_host(req)))
             && m.headers.iter().all(|(name, value)| req.headers().get_all(name).iter().any(|v| v == value))
             && m.peer.as_deref().is_none_or(|want| identity.is_some_and(|id| identity_matches(want, id)))
+            && m.destination.is_none_or(|want| destination.is_some_and(|d| want.matches(d)))
     }
 }
 
@@ -76,9 +78,15 @@ impl Router {
         Router { routes }
     }
 
-    /// The first route matching `req` from a client with verified `identity`.
-    pub fn route<B>(&self, req: &Request<B>, identity: Option<&str>) -> Option<&Arc<Route>> {
-        self.routes.iter().find(|r| r.matches(req, identity))
+    /// The first route matching `req` from a client with verified
+    /// `identity` that connected to `destination` (before a redirect).
+    pub fn route<B>(
+        &self,
+        req: &Request<B>,
+        identity: Option<&str>,
+        destination: Option<SocketAddr>,
+    ) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.matches(req, identity, destination))
     }
 }
 

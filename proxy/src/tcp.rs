@@ -10,7 +10,6 @@
 
 use crate::access_log::{AccessLog, timestamp};
 use crate::config::server_name_matches;
-use crate::error::Kind;
 use crate::listener::Edge;
 use crate::tls::{Stream, sni};
 use crate::upstream::Cluster;
@@ -76,6 +75,8 @@ struct TcpLine<'a> {
     cluster: Option<&'a str>,
     upstream: Option<&'a str>,
     peer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destination: Option<String>,
     sni: Option<&'a str>,
     identity: Option<&'a str>,
     duration_ms: f64,
@@ -86,12 +87,14 @@ struct TcpLine<'a> {
 
 impl TcpProxy {
     /// Proxies one accepted connection until both directions end.
-    pub async fn serve(self: Arc<Self>, mut client: TcpStream, peer: SocketAddr) {
+    /// `destination`: where the client was headed before a redirect
+    /// (listeners with `original_destination`).
+    pub async fn serve(self: Arc<Self>, mut client: TcpStream, peer: SocketAddr, destination: Option<SocketAddr>) {
         let start = Instant::now();
         let Ok(local) = client.local_addr() else { return };
         // TLS terminated here, or the ClientHello read for SNI passthrough, or neither.
         let (stream, hello, session) = if self.edge.tls.is_some() {
-            let edge = Edge { tls: self.edge.tls.clone(), connection_filters: None };
+            let edge = Edge { tls: self.edge.tls.clone(), ..Edge::default() };
             let Some((stream, session)) = edge.admit(client, peer).await else { return };
             (stream, Vec::new(), session)
         } else if !self.routes.by_sni.is_empty() {
@@ -118,7 +121,7 @@ impl TcpProxy {
         let (mut up, mut down) = (0u64, 0u64);
         let (endpoint, reason) = match &cluster {
             None => (None, Some("wasp_no_sni_route".to_string())),
-            Some(cluster) => match self.copy(cluster, stream, &hello, &mut up, &mut down).await {
+            Some(cluster) => match self.copy(cluster, destination, stream, &hello, &mut up, &mut down).await {
                 Ok(ep) => (Some(ep), None),
                 Err((ep, reason)) => (ep, Some(reason)),
             },
@@ -131,6 +134,7 @@ impl TcpProxy {
                 cluster: cluster.as_ref().map(|c| &*c.name),
                 upstream: endpoint.as_deref(),
                 peer: peer.to_string(),
+                destination: destination.map(|d| d.to_string()),
                 sni: sni.as_deref(),
                 identity: identity.as_deref(),
                 duration_ms: (start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
@@ -147,17 +151,19 @@ impl TcpProxy {
     async fn copy(
         &self,
         cluster: &Cluster,
+        destination: Option<SocketAddr>,
         client: Stream,
         hello: &[u8],
         up: &mut u64,
         down: &mut u64,
     ) -> Result<Arc<str>, (Option<Arc<str>>, String)> {
-        let Some((endpoint, record)) = cluster.pick_for_tcp() else {
-            cluster.count_error(Kind::CircuitOpen);
-            return Err((None, Kind::CircuitOpen.reason().into()));
+        let mut slot = None;
+        let (endpoint, record) = match cluster.pick_for_tcp(destination, &mut slot) {
+            Ok(picked) => picked,
+            Err(kind) => return Err((None, kind.reason().into())),
         };
         let address = endpoint.address.clone();
-        let mut server = match cluster.dialer.connect(&address).await {
+        let (mut server, _own) = match cluster.dialer.connect(&address).await {
             Ok(s) => s,
             Err(e) => {
                 record(false);

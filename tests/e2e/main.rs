@@ -23,6 +23,7 @@ mod framing;
 mod fuzz_h1;
 mod identity;
 mod image;
+mod interception;
 mod limits;
 mod overload;
 mod pooling;

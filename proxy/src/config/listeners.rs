@@ -2,6 +2,7 @@
 //! limits, how requests are read and trusted, and each route's match,
 //! cluster, filters, timeout, retries and upgrades.
 
+use super::destination::{DestinationMatch, ORIGINAL_DESTINATION};
 use super::model::*;
 use super::validate::*;
 use crate::identity::path::normalize;
@@ -38,30 +39,30 @@ pub(super) fn listener(
             );
             let routes = l.routes.iter().enumerate();
             ListenerKind::Http(
-                routes
-                    .map(|(j, r)| route(c, &format!("{at}.routes[{j}]"), r, l.escaped_slashes, clusters, filters))
-                    .collect(),
+                routes.map(|(j, r)| route(c, &format!("{at}.routes[{j}]"), r, l, clusters, filters)).collect(),
             )
         }
         ListenerProtocol::Tcp => {
             if !l.routes.is_empty() {
                 c.error(format!("{at}.routes"), "tcp listeners have no routes; set `cluster`");
             }
-            match &l.cluster {
+            // Redirected connections go where they were headed unless told otherwise.
+            let default = match &l.cluster {
+                None if l.original_destination && l.sni_routes.is_empty() => Some(ORIGINAL_DESTINATION.to_string()),
                 None if l.sni_routes.is_empty() => {
-                    c.error(format!("{at}.cluster"), "a tcp listener needs a cluster (or `sni_routes`)")
+                    c.error(format!("{at}.cluster"), "a tcp listener needs a cluster (or `sni_routes`)");
+                    None
                 }
-                Some(name) if !clusters.contains(name) => {
-                    c.error(format!("{at}.cluster"), format!("no cluster named {name:?}"))
+                Some(name) => {
+                    known_cluster(c, &format!("{at}.cluster"), name, l, clusters);
+                    Some(name.clone())
                 }
-                _ => {}
-            }
+                None => None,
+            };
             let mut by_sni = Vec::new();
             for (j, r) in l.sni_routes.iter().enumerate() {
                 let here = format!("{at}.sni_routes[{j}]");
-                if !clusters.contains(&r.cluster) {
-                    c.error(format!("{here}.cluster"), format!("no cluster named {:?}", r.cluster));
-                }
+                known_cluster(c, &format!("{here}.cluster"), &r.cluster, l, clusters);
                 if r.sni.is_empty() {
                     c.error(format!("{here}.sni"), "list at least one server name");
                 }
@@ -72,7 +73,7 @@ pub(super) fn listener(
                 }
                 by_sni.push((r.sni.iter().map(|n| n.to_ascii_lowercase()).collect(), r.cluster.clone()));
             }
-            ListenerKind::Tcp(TcpRoutes { by_sni, default: l.cluster.clone() })
+            ListenerKind::Tcp(TcpRoutes { by_sni, default })
         }
     };
     let lim = &l.limits;
@@ -104,7 +105,22 @@ pub(super) fn listener(
         c.error(format!("{at}.trusted_hops"), "at most 10");
     }
     let connection_filters = l.connection_filters.clone();
-    ListenerConfig { name: l.name.clone(), address, kind, limits, http, tls, connection_filters }
+    let original_destination = l.original_destination;
+    ListenerConfig { name: l.name.clone(), address, kind, limits, http, tls, connection_filters, original_destination }
+}
+
+/// Reports `name` (at `path`) unless it is a cluster listener `l` can send to:
+/// `original_destination` only from a listener that recovers it.
+fn known_cluster(c: &mut Checker, path: &str, name: &str, l: &RawListener, clusters: &HashSet<String>) {
+    if name == ORIGINAL_DESTINATION && !l.original_destination {
+        c.error(
+            path,
+            "`original_destination` forwards to the address a redirected client connected to; \
+             set `original_destination: true` on this listener",
+        );
+    } else if !clusters.contains(name) {
+        c.error(path, format!("no cluster named {name:?}"));
+    }
 }
 
 fn http2(c: &mut Checker, at: &str, h: &RawHttp2) -> Http2Limits {
@@ -147,13 +163,12 @@ fn route(
     c: &mut Checker,
     at: &str,
     r: &RawRoute,
-    slashes: EscapedSlashes,
+    l: &RawListener,
     clusters: &HashSet<String>,
     filters: &HashSet<String>,
 ) -> RouteConfig {
-    if !clusters.contains(&r.cluster) {
-        c.error(format!("{at}.cluster"), format!("no cluster named {:?}", r.cluster));
-    }
+    let slashes = l.escaped_slashes;
+    known_cluster(c, &format!("{at}.cluster"), &r.cluster, l, clusters);
     c.all_known(&format!("{at}.filters"), &r.filters, filters, "filter");
     let m = &r.matcher;
     let path = match (&m.prefix, &m.path) {
@@ -208,6 +223,13 @@ fn route(
     {
         c.error(format!("{at}.match.peer"), e);
     }
+    let destination = m.destination.as_ref().and_then(|d| {
+        let parsed = DestinationMatch::parse(d).map_err(|e| c.error(format!("{at}.match.destination"), e)).ok();
+        if !l.original_destination {
+            c.error(format!("{at}.match.destination"), "only listeners with `original_destination: true` know it");
+        }
+        parsed
+    });
     let timeout = c.positive_duration(format!("{at}.timeout"), &r.timeout);
     let retries = r.retries.as_ref().map(|x| retries(c, &format!("{at}.retries"), x));
     for (k, u) in r.upgrades.iter().enumerate() {
@@ -219,7 +241,7 @@ fn route(
     }
     RouteConfig {
         name: r.name.clone(),
-        matcher: MatchConfig { path, host, headers, methods, peer: m.peer.clone() },
+        matcher: MatchConfig { path, host, headers, methods, peer: m.peer.clone(), destination },
         cluster: r.cluster.clone(),
         filters: r.filters.clone(),
         timeout,

@@ -4,6 +4,7 @@
 //! which also reloads it). Every error is reported together with its path, e.g.
 //! `listeners[0].routes[1].cluster: no cluster named "ap"`.
 
+mod destination;
 mod listeners;
 mod load;
 pub mod model;
@@ -11,6 +12,7 @@ pub mod tls;
 pub mod units;
 mod validate;
 
+pub use destination::{DestinationMatch, ORIGINAL_DESTINATION};
 pub use load::parse;
 pub use tls::{CertFiles, ClientTlsConfig, ServerTlsConfig, TlsVersion, identity_matches, server_name_matches};
 pub use validate::*;

@@ -120,6 +120,11 @@ pub struct RawListener {
     /// HTTP/2 limits for downstream connections.
     #[serde(default)]
     pub http2: RawHttp2,
+    /// Connections arrive redirected by `wasp iptables` (NAT): recover each
+    /// one's original destination (`SO_ORIGINAL_DST`), match it with
+    /// `match.destination` and forward to it with `cluster: original_destination`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub original_destination: bool,
 }
 
 /// `listeners[i].escaped_slashes`, as Envoy's `path_with_escaped_slashes_action`.
@@ -265,6 +270,11 @@ pub struct RawMatch {
     /// `spiffe://cluster.local/ns/*/sa/frontend` (`*`: one path segment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    /// Listeners with `original_destination`: the address the client
+    /// connected to before the redirect, as `ip`, `ip/prefix` or `*`, each
+    /// with an optional `:port` (IPv6 in brackets: `[fd00::/8]:443`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
 }
 
 /// `routes[j].retries`
@@ -317,7 +327,8 @@ pub enum LbPolicy {
 pub struct RawCluster {
     /// Unique cluster name.
     pub name: String,
-    /// `host:port` endpoints.
+    /// `host:port` endpoints (none for `original_destination`).
+    #[serde(default)]
     pub endpoints: Vec<String>,
     /// `http1` (default) or `http2`.
     #[serde(default)]

@@ -4,7 +4,7 @@
 
 use super::model::*;
 use super::units::{parse_duration, parse_size};
-use super::{ConfigError, ConfigErrors, listeners};
+use super::{ConfigError, ConfigErrors, ORIGINAL_DESTINATION, listeners};
 use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -98,6 +98,8 @@ pub struct ListenerConfig {
     pub tls: Option<super::ServerTlsConfig>,
     /// Filters that decide on each connection, in order.
     pub connection_filters: Vec<String>,
+    /// Connections arrive redirected: recover where they were headed.
+    pub original_destination: bool,
 }
 
 /// How an HTTP listener reads requests and which of their claims it believes.
@@ -210,6 +212,8 @@ pub struct MatchConfig {
     pub methods: Vec<Method>,
     /// Identity pattern the client's verified certificate must match.
     pub peer: Option<String>,
+    /// Original destinations (listeners with `original_destination`).
+    pub destination: Option<super::DestinationMatch>,
 }
 
 /// A validated retry policy.
@@ -332,10 +336,14 @@ impl Checker {
 /// Checks a raw config, adding to errors already found while parsing it.
 pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) -> Result<Config, ConfigErrors> {
     let mut c = Checker { errors };
-    let clusters_named = c.unique(
+    let mut clusters_named = c.unique(
         "cluster",
         raw.clusters.iter().enumerate().map(|(i, x)| (format!("clusters[{i}].name"), x.name.as_str())),
     );
+    // Listeners that recover original destinations can forward to them: the
+    // cluster exists with default settings unless the config tunes it.
+    let passthrough = raw.listeners.iter().any(|l| l.original_destination);
+    let implicit_passthrough = passthrough && clusters_named.insert(ORIGINAL_DESTINATION.to_string());
     let filters_named = c
         .unique("filter", raw.filters.iter().enumerate().map(|(i, x)| (format!("filters[{i}].name"), x.name.as_str())));
     c.unique(
@@ -347,10 +355,15 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
         address: c.socket_addr("admin.address".into(), &raw.admin.address),
         ready_cluster: raw.admin.ready_cluster.clone(),
     };
-    if let Some(name) = &admin.ready_cluster
-        && !clusters_named.contains(name)
-    {
-        c.error("admin.ready_cluster", format!("no cluster named {name:?}"));
+    match &admin.ready_cluster {
+        Some(name) if name == ORIGINAL_DESTINATION => c.error(
+            "admin.ready_cluster",
+            "`original_destination` has no fixed endpoint to check; name another cluster",
+        ),
+        Some(name) if !clusters_named.contains(name) => {
+            c.error("admin.ready_cluster", format!("no cluster named {name:?}"))
+        }
+        _ => {}
     }
     let access_log = match raw.access_log.as_str() {
         "stdout" | "-" => AccessLogTarget::Stdout,
@@ -378,7 +391,12 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
         }
         listeners.push(listener);
     }
-    let clusters = raw.clusters.iter().enumerate().map(|(i, x)| cluster(&mut c, i, x, base)).collect();
+    let mut clusters: Vec<_> = raw.clusters.iter().enumerate().map(|(i, x)| cluster(&mut c, i, x, base)).collect();
+    if implicit_passthrough {
+        let raw: RawCluster = serde_json::from_value(serde_json::json!({ "name": ORIGINAL_DESTINATION }))
+            .expect("every cluster field but the name has a default");
+        clusters.push(cluster(&mut c, usize::MAX, &raw, base));
+    }
     let filters = raw.filters.iter().enumerate().map(|(i, f)| filter(&mut c, i, f, base, &clusters_named)).collect();
     if admin.address.port() != 0 && addresses.contains(&admin.address) {
         c.error("admin.address", format!("{} is used by a listener", admin.address));
@@ -404,7 +422,14 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
 
 fn cluster(c: &mut Checker, i: usize, x: &RawCluster, base: &Path) -> ClusterConfig {
     let at = format!("clusters[{i}]");
-    if x.endpoints.is_empty() {
+    if x.name == ORIGINAL_DESTINATION {
+        if !x.endpoints.is_empty() {
+            c.error(
+                format!("{at}.endpoints"),
+                "`original_destination` sends each connection where its client was headed: leave `endpoints` out",
+            );
+        }
+    } else if x.endpoints.is_empty() {
         c.error(format!("{at}.endpoints"), "a cluster needs at least one endpoint");
     }
     for (k, e) in x.endpoints.iter().enumerate() {
@@ -478,6 +503,9 @@ fn filter(c: &mut Checker, i: usize, f: &RawFilter, base: &Path, clusters: &Hash
         );
     }
     c.all_known(&format!("{at}.http_clusters"), &f.http_clusters, clusters, "cluster");
+    if let Some(k) = f.http_clusters.iter().position(|n| n == ORIGINAL_DESTINATION) {
+        c.error(format!("{at}.http_clusters[{k}]"), "a filter's call has no original destination to go to");
+    }
     FilterConfig {
         name: f.name.clone(),
         module: base.join(&f.module),

@@ -59,7 +59,7 @@ pub fn prepare(
         headers.insert(http::header::HOST, name);
     }
     let authority = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()?.parse().ok());
-    let head = RequestHead { method, path, authority, headers };
+    let head = RequestHead { method, path, authority, headers, destination: None };
     let body = Bytes::from(request.body);
     Ok(Box::pin(async move {
         let name = cluster.name.clone();

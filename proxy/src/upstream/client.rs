@@ -69,7 +69,7 @@ async fn h2_sender(endpoint: &Endpoint, dialer: &Dialer) -> Result<http2::SendRe
     if let Some(s) = live(&endpoint.h2) {
         return Ok(s);
     }
-    let stream = dialer.connect(&endpoint.address).await?;
+    let (stream, own) = dialer.connect(&endpoint.address).await?;
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(STREAM_WINDOW)
@@ -84,6 +84,7 @@ async fn h2_sender(endpoint: &Endpoint, dialer: &Dialer) -> Result<http2::SendRe
         if let Err(e) = conn.await {
             tracing::debug!(endpoint = %address, error = %e, "upstream HTTP/2 connection ended");
         }
+        drop(own);
     });
     *endpoint.h2.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
     Ok(sender)

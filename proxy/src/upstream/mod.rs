@@ -7,6 +7,7 @@ pub mod body;
 mod breaker;
 mod client;
 mod endpoint;
+mod passthrough;
 mod pool;
 
 pub use body::RequestBody;
@@ -14,16 +15,19 @@ pub use endpoint::{Endpoint, InFlight};
 pub use pool::UpstreamBody;
 
 use crate::config::model::UpstreamProtocol;
-use crate::config::{ClusterConfig, RetryConfig};
+use crate::config::{ClusterConfig, ORIGINAL_DESTINATION, RetryConfig};
 use crate::error::{Kind, ProxyError};
 use crate::metrics::Metrics;
+use crate::original_dst::{self, OwnDial};
 use crate::tls::{ClientTls, Stream};
 use balancer::Balancer;
 use breaker::Breaker;
 use client::Client;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use passthrough::Passthrough;
 use prometheus::{IntCounter, IntCounterVec};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -45,6 +49,8 @@ pub struct Cluster {
     max_pending: usize,
     errors: IntCounterVec,
     retries: IntCounter,
+    /// `original_destination`: endpoints made from where each client was headed.
+    passthrough: Option<Passthrough>,
 }
 
 /// The request as it goes upstream, minus its body.
@@ -57,6 +63,8 @@ pub struct RequestHead {
     pub authority: Option<Authority>,
     /// Headers, hop-by-hop ones already removed.
     pub headers: HeaderMap,
+    /// Where the client connected before a redirect (listeners with `original_destination`).
+    pub destination: Option<SocketAddr>,
 }
 
 /// What an exchange learned about its upstream attempts (for the access log).
@@ -120,6 +128,8 @@ impl Cluster {
             max_pending: cfg.breaker.max_pending,
             errors: metrics.upstream_errors.clone(),
             retries: metrics.retries.with_label_values(&[&cfg.name]),
+            passthrough: (cfg.name == ORIGINAL_DESTINATION)
+                .then(|| Passthrough::new(cfg.breaker.clone(), cfg.max_connections_per_endpoint)),
         }
     }
 
@@ -148,10 +158,37 @@ impl Cluster {
         }
     }
 
-    /// An endpoint for a plain TCP connection, honouring LB and breakers.
-    pub fn pick_for_tcp(&self) -> Option<(Arc<Endpoint>, impl FnOnce(bool) + '_)> {
-        let (ep, permit) = self.balancer.pick(&self.endpoints)?;
-        Some((ep.clone(), move |ok| permit.record(ok)))
+    /// The endpoints for a request or connection headed for `destination`
+    /// (before a redirect): the cluster's own, or for `original_destination`
+    /// the one for that address (kept in `slot`), or a loop error.
+    fn targets<'a>(
+        &'a self,
+        destination: Option<SocketAddr>,
+        slot: &'a mut Option<Arc<Endpoint>>,
+    ) -> Result<&'a [Arc<Endpoint>], ProxyError> {
+        match &self.passthrough {
+            None => Ok(&self.endpoints),
+            Some(p) => {
+                let endpoint = p.endpoint(destination).inspect_err(|e| self.count_error(e.kind))?;
+                Ok(std::slice::from_ref(slot.insert(endpoint)))
+            }
+        }
+    }
+
+    /// An endpoint for a plain TCP connection headed for `destination`,
+    /// honouring LB and breakers, and a callback recording whether
+    /// connecting to it worked.
+    pub fn pick_for_tcp<'a>(
+        &'a self,
+        destination: Option<SocketAddr>,
+        slot: &'a mut Option<Arc<Endpoint>>,
+    ) -> Result<(Arc<Endpoint>, impl FnOnce(bool) + 'a), Kind> {
+        let endpoints = self.targets(destination, slot).map_err(|e| e.kind)?;
+        let Some((ep, permit)) = self.balancer.pick(endpoints) else {
+            self.count_error(Kind::CircuitOpen);
+            return Err(Kind::CircuitOpen);
+        };
+        Ok((ep.clone(), move |ok| permit.record(ok)))
     }
 
     /// Counts an upstream error of `kind` (for callers outside `forward`, e.g. TCP).
@@ -210,9 +247,11 @@ impl Cluster {
     ) -> Result<(Response<UpstreamBody>, InFlight), ProxyError> {
         let max_retries = policy.map_or(0, |p| p.attempts);
         let idempotent = is_idempotent(&head.method);
+        let mut slot = None;
+        let endpoints = self.targets(head.destination, &mut slot)?;
         let mut retry = 0;
         loop {
-            let Some((endpoint, permit)) = self.balancer.pick(&self.endpoints) else {
+            let Some((endpoint, permit)) = self.balancer.pick(endpoints) else {
                 self.count_error(Kind::CircuitOpen);
                 return Err(ProxyError::new(Kind::CircuitOpen));
             };
@@ -322,13 +361,14 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    /// A connection to endpoint `address`, ready for bytes.
-    pub async fn connect(&self, address: &str) -> Result<Stream, ProxyError> {
+    /// A connection to endpoint `address`, ready for bytes, and its place
+    /// among wasp's own connections (keep it as long as the connection).
+    pub async fn connect(&self, address: &str) -> Result<(Stream, OwnDial), ProxyError> {
         let open = async {
-            let tcp = dial(address, self.connect_timeout).await?;
+            let (tcp, own) = dial(address, self.connect_timeout).await?;
             match &self.tls {
-                None => Ok(Stream::Plain(tcp)),
-                Some(tls) => Ok(Stream::Client(Box::new(tls.connect(tcp, address).await?))),
+                None => Ok((Stream::Plain(tcp), own)),
+                Some(tls) => Ok((Stream::Client(Box::new(tls.connect(tcp, address).await?)), own)),
             }
         };
         match tokio::time::timeout(self.connect_timeout, open).await {
@@ -340,13 +380,13 @@ impl Dialer {
 
 /// Opens a TCP connection to an upstream `address` within `timeout`, with
 /// Nagle off; failures are classified as connect timeout or connect failure.
-pub async fn dial(address: &str, timeout: Duration) -> Result<tokio::net::TcpStream, ProxyError> {
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+pub async fn dial(address: &str, timeout: Duration) -> Result<(tokio::net::TcpStream, OwnDial), ProxyError> {
+    match tokio::time::timeout(timeout, original_dst::connect(address)).await {
         Err(_) => Err(ProxyError::new(Kind::ConnectTimeout)),
         Ok(Err(e)) => Err(ProxyError::with(Kind::ConnectFailure, e)),
-        Ok(Ok(stream)) => {
+        Ok(Ok((stream, own))) => {
             let _ = stream.set_nodelay(true);
-            Ok(stream)
+            Ok((stream, own))
         }
     }
 }

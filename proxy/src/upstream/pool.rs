@@ -197,7 +197,7 @@ impl H1Pool {
 
 /// Opens a connection that counts against the cap (`permit`) until it closes.
 async fn connect(address: &str, dialer: &Dialer, permit: OwnedSemaphorePermit) -> Result<Sender, ProxyError> {
-    let stream = dialer.connect(address).await?;
+    let (stream, own) = dialer.connect(address).await?;
     let (sender, conn) =
         http1::handshake(TokioIo::new(stream)).await.map_err(|e| ProxyError::with(Kind::ConnectFailure, e))?;
     let address = address.to_string();
@@ -205,7 +205,7 @@ async fn connect(address: &str, dialer: &Dialer, permit: OwnedSemaphorePermit) -
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(endpoint = %address, error = %e, "upstream connection ended");
         }
-        drop(permit);
+        drop((permit, own));
     });
     Ok(sender)
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 /// Builder for a wasp process.
 pub struct TestProxy {
     yaml: Option<String>,
+    prefix: Vec<String>,
 }
 
 /// A running wasp process; killed on drop.
@@ -26,18 +27,38 @@ pub struct Running {
 impl TestProxy {
     /// A proxy that will run `yaml` as its config.
     pub fn new(yaml: impl Into<String>) -> Self {
-        TestProxy { yaml: Some(yaml.into()) }
+        TestProxy { yaml: Some(yaml.into()), prefix: Vec::new() }
     }
 
     /// Plain `wasp`: the embedded demo on its fixed ports.
     pub fn demo() -> Self {
-        TestProxy { yaml: None }
+        TestProxy { yaml: None, prefix: Vec::new() }
+    }
+
+    /// Runs wasp through a command such as `ip netns exec NS setpriv …`
+    /// (which must exec it, so that wasp keeps the PID it is killed by).
+    pub fn through(mut self, prefix: &[&str]) -> Self {
+        self.prefix = prefix.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     /// Starts wasp and waits until it reports "wasp started".
     pub fn start(self) -> Running {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = wasp();
+        let mut cmd = match self.prefix.split_first() {
+            None => wasp(),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(env!("CARGO_BIN_EXE_wasp"));
+                cmd.env("XDG_CACHE_HOME", concat!(env!("CARGO_TARGET_TMPDIR"), "/cache"));
+                cmd
+            }
+        };
+        if !self.prefix.is_empty() {
+            // The prefix may drop privileges: the config must stay readable.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
         if let Some(yaml) = &self.yaml {
             let config = dir.path().join("wasp.yaml");
             std::fs::write(&config, yaml).expect("write config");
