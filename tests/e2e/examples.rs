@@ -186,6 +186,9 @@ fn check_pod(pod: &Value, config: &Value, ours: bool) -> Value {
         config["listeners"].as_sequence().expect("listeners").iter().map(|l| port_of(&l["address"])).collect();
     assert!(listener_ports.contains(&arg("--inbound-port").parse().expect("port")));
     assert!(listener_ports.contains(&arg("--outbound-port").parse().expect("port")));
+    // The real `wasp iptables install` accepts them (printing, not running, its commands).
+    let dry = Command::new(env!("CARGO_BIN_EXE_wasp")).args(&args).arg("--dry-run").output().expect("run iptables");
+    assert!(dry.status.success(), "{args:?}: {}", String::from_utf8_lossy(&dry.stderr));
     assert_eq!(iptables["securityContext"]["runAsUser"], Value::from(0));
     assert_eq!(names(&iptables["securityContext"]["capabilities"]["add"]), ["NET_ADMIN", "NET_RAW"]);
     assert_eq!(iptables["securityContext"]["readOnlyRootFilesystem"], Value::from(true));
@@ -257,7 +260,7 @@ fn inject(args: &[&str], input: &Path) -> Vec<Value> {
 
 #[test]
 fn injected_pods_pass_the_same_checks() {
-    let input = root().join("tests/inject/deployment.yaml");
+    let input = root().join("tests/inject/exclusions.yaml");
     let docs = inject(&[], &input);
     let template = &docs[0]["spec"]["template"];
     let config: Value =
