@@ -1,5 +1,6 @@
 //! The command line: `wasp` (demo), `wasp run --config FILE`,
-//! `wasp check --config FILE`, `wasp iptables install|remove`, `wasp --version`.
+//! `wasp check --config FILE`, `wasp iptables install|remove`,
+//! `wasp inject [FILE]`, `wasp probe [URL]`, `wasp --version`.
 
 use crate::config;
 use clap::{Parser, Subcommand};
@@ -40,6 +41,27 @@ enum Command {
         #[command(subcommand)]
         action: Iptables,
     },
+    /// Add wasp to the pods of Kubernetes YAML (a file, or stdin) and write it to stdout.
+    Inject {
+        /// Kubernetes YAML: workloads, Pods, Lists, several `---` documents; `-` or nothing: stdin.
+        file: Option<PathBuf>,
+        /// Image of the injected containers (its entrypoint must be `wasp`).
+        #[arg(long, default_value_t = crate::inject::default_image())]
+        image: String,
+        /// Mount this ConfigMap (with a `wasp.yaml` key) at /etc/wasp instead of
+        /// the config inject generates into the `wasp.io/config` annotation.
+        #[arg(long, value_name = "NAME")]
+        config_map: Option<String>,
+    },
+    /// GET an admin URL; exit 0 if it answers 2xx (a health check without curl).
+    Probe {
+        /// An `http://host:port/path` URL.
+        #[arg(default_value = "http://127.0.0.1:9901/readyz")]
+        url: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -54,6 +76,13 @@ enum Iptables {
 /// Parses arguments, runs the command, and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Inject { file, image, config_map }) => {
+            return inject(file, crate::inject::Options { image, config_map });
+        }
+        Some(Command::Probe { url, timeout }) => return probe(&url, timeout),
+        _ => {}
+    }
     init_logging();
     crate::tls::install();
     match cli.command {
@@ -104,6 +133,56 @@ pub fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Some(Command::Inject { .. } | Command::Probe { .. }) => unreachable!("handled before logging starts"),
+    }
+}
+
+/// `wasp inject`: stdout gets the whole result or nothing; stderr every problem.
+fn inject(file: Option<PathBuf>, opts: crate::inject::Options) -> ExitCode {
+    use std::io::{Read, Write};
+    let (source, read) = match file.filter(|f| f.as_os_str() != "-") {
+        Some(path) => (path.display().to_string(), std::fs::read_to_string(&path)),
+        None => {
+            let mut text = String::new();
+            ("<stdin>".to_string(), std::io::stdin().read_to_string(&mut text).map(|_| text))
+        }
+    };
+    let input = match read {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("wasp inject: {source}: cannot read: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::inject::inject(&input, &opts) {
+        Ok(out) => match std::io::stdout().lock().write_all(out.as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wasp inject: cannot write: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(errors) => {
+            for e in errors {
+                eprintln!("wasp inject: {source}: {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `wasp probe`: one GET, exit 0 on a 2xx answer.
+fn probe(url: &str, timeout: std::time::Duration) -> ExitCode {
+    match crate::probe::get(url, timeout) {
+        Ok(status) if (200..300).contains(&status) => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("wasp probe: {url}: {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("wasp probe: {url}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -31,6 +31,10 @@
 //! swaps in a new one when [`watch`] sees the file change, [`server`] starts
 //! it all and drains on SIGTERM, and [`admin`] serves health, readiness,
 //! config, filters, certificates and metrics.
+//!
+//! Off the data path, for deploying: [`inject`] adds wasp to Kubernetes
+//! workloads (`wasp inject`) and [`probe`] is a container health check
+//! (`wasp probe`).
 
 pub mod access_log;
 pub mod admin;
@@ -44,12 +48,14 @@ pub mod forward;
 pub mod h2_guard;
 pub mod headers;
 pub mod identity;
+pub mod inject;
 pub mod io;
 pub mod iptables;
 pub mod listener;
 pub mod live;
 pub mod metrics;
 pub mod original_dst;
+pub mod probe;
 pub mod respond;
 pub mod route;
 pub mod server;

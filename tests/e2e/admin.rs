@@ -72,3 +72,20 @@ async fn config_hides_filter_secrets_unless_asked() {
     let text = String::from_utf8_lossy(&get(&client::h1(), &shown.admin_url("/config")).await.body).to_string();
     assert!(text.contains("s3cret-token"), "opted in: {text}");
 }
+
+/// `wasp probe URL` (the image's health check): exit 0 on 2xx, 1 otherwise.
+fn probe(url: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasp")).args(["probe", url]).output().expect("run probe");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[tokio::test]
+async fn wasp_probe_answers_the_admin_endpoints_exit_code() {
+    let proxy = TestProxy::new(with_ready_cluster(one_route(&[refused_addr()], "http1", "", ""))).start();
+    assert_eq!(probe(&proxy.admin_url("/healthz")), (true, String::new()));
+    let (ok, why) = probe(&proxy.admin_url("/readyz"));
+    assert!(!ok);
+    assert!(why.ends_with("/readyz: 503\n"), "{why}");
+    let (ok, why) = probe(&format!("http://{}/healthz", refused_addr()));
+    assert!(!ok && why.contains("cannot connect"), "{why}");
+}
