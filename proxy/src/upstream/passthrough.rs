@@ -48,7 +48,8 @@ impl Passthrough {
             endpoints.retain(|_, e| Arc::strong_count(e) > 1 || e.in_flight() > 0);
         }
         let unexported = prometheus::IntGauge::new("unexported", "-").expect("valid metric");
-        let breaker = Breaker::new(self.breaker.consecutive_failures, self.breaker.open_for, unexported, self.opened.clone());
+        let breaker =
+            Breaker::new(self.breaker.consecutive_failures, self.breaker.open_for, unexported, self.opened.clone());
         let endpoint = Arc::new(Endpoint::new(&dst.to_string(), breaker, self.max_connections));
         if endpoints.len() < MAX_DESTINATIONS {
             endpoints.insert(dst, endpoint.clone());
