@@ -217,7 +217,11 @@ impl Netns {
         }
         if !succeeds(Command::new("iptables").arg("-V")) {
             // Fresh CI machines (Debian, as root) may lack it; it is one package.
-            let _ = Command::new("apt-get").args(["install", "-y", "-qq", "iptables"]).output();
+            let install = || Command::new("apt-get").args(["install", "-y", "-qq", "iptables"]).output();
+            if !install().is_ok_and(|o| o.status.success()) {
+                let _ = Command::new("apt-get").args(["update", "-qq"]).output();
+                let _ = install();
+            }
             if !succeeds(Command::new("iptables").arg("-V")) {
                 return skip("iptables is not installed and could not be installed with apt-get");
             }
