@@ -228,6 +228,7 @@ impl LoadedFilter {
         store.epoch_deadline_callback(|mut ctx| ctx.data_mut().clock.on_tick());
         store.data_mut().clock.start(self.timeout * INIT_BUDGET);
         store.set_epoch_deadline(1);
+        let _running = super::runtime::Running::start();
         let instantiate = |store: &mut Store<HostState>| {
             let instance = self.pre.instantiate(&mut *store)?;
             let handler = self.handler.load(&mut *store, &instance)?;
@@ -368,7 +369,9 @@ impl Lease {
         let Some(inst) = self.instance.as_mut() else { return Err(Failure::Unavailable) };
         let start = inst.store.data_mut().clock.start(f.timeout);
         inst.store.set_epoch_deadline(1);
+        let running = super::runtime::Running::start();
         let result = call(inst);
+        drop(running);
         f.durations[phase].observe(start.elapsed().as_secs_f64());
         result.map_err(|trap| {
             let failure = Failure::of(&trap);

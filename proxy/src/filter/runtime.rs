@@ -1,5 +1,6 @@
 //! The wasmtime engine all filters share: component model, pooling
-//! allocator, epoch interruption driven by a 1 ms ticker thread, and a
+//! allocator, epoch interruption driven by a 1 ms ticker thread that runs
+//! only while guest code does (an idle proxy does not wake up), and a
 //! bounded wasm stack, and wasmtime's on-disk cache of compiled code (keyed
 //! by the module's content and the engine's settings), so a restart with
 //! unchanged filters does not compile them again. Created once per process,
@@ -8,6 +9,8 @@
 use super::bindings::HttpFilter;
 use super::host::HostState;
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -66,15 +69,48 @@ impl Runtime {
         HttpFilter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| format!("cannot link host imports: {e:#}"))?;
         let ticker = engine.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("wasp-epoch".into())
             .spawn(move || {
                 loop {
+                    if GUESTS.load(Ordering::Acquire) == 0 {
+                        // Woken by the first guest call (an unpark before this park makes it return at once).
+                        std::thread::park();
+                        continue;
+                    }
                     std::thread::sleep(TICK);
                     ticker.increment_epoch();
                 }
             })
             .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
+        TICKERS.lock().unwrap_or_else(|p| p.into_inner()).push(thread.thread().clone());
         Ok(Runtime { engine, linker })
+    }
+}
+
+/// Guest calls running now, in every engine of the process.
+static GUESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// The epoch ticker threads, woken when guest code starts to run.
+static TICKERS: Mutex<Vec<std::thread::Thread>> = Mutex::new(Vec::new());
+
+/// Guest code running: epochs tick (so its time limit holds) until dropped.
+pub struct Running(());
+
+impl Running {
+    /// Marks a guest call as running, waking the tickers if none was.
+    pub fn start() -> Self {
+        if GUESTS.fetch_add(1, Ordering::AcqRel) == 0 {
+            for t in TICKERS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                t.unpark();
+            }
+        }
+        Running(())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        GUESTS.fetch_sub(1, Ordering::AcqRel);
     }
 }
