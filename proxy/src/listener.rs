@@ -47,7 +47,6 @@ impl Edge {
     /// The connection ready to serve, with what its handshake settled; `None`
     /// when the handshake failed (counted) or a filter refused it.
     pub async fn admit(&self, tcp: TcpStream, peer: SocketAddr) -> Option<(Stream, Option<Session>)> {
-        let local = tcp.local_addr().ok()?;
         let (stream, session) = match &self.tls {
             None => (Stream::Plain(tcp), None),
             Some(tls) => match tls.accept(tcp).await {
@@ -58,13 +57,15 @@ impl Edge {
                 }
             },
         };
-        self.allows(peer, local, session.as_ref()).await.then_some((stream, session))
+        self.allows(peer, &stream, session.as_ref()).await.then_some((stream, session))
     }
 
-    /// Whether every connection filter allows a connection from `peer` to
-    /// `local` with what its TLS handshake (if any) settled.
-    pub async fn allows(&self, peer: SocketAddr, local: SocketAddr, session: Option<&Session>) -> bool {
+    /// Whether every connection filter allows `stream` from `peer` with what
+    /// its TLS handshake (if any) settled. Its local address is read only
+    /// for filters (a system call per connection otherwise saved).
+    pub async fn allows(&self, peer: SocketAddr, stream: &Stream, session: Option<&Session>) -> bool {
         let Some(filters) = &self.connection_filters else { return true };
+        let Ok(local) = stream.local_addr() else { return false };
         let facts = ConnectionFacts {
             peer,
             local,

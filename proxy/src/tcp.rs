@@ -91,7 +91,6 @@ impl TcpProxy {
     /// (listeners with `original_destination`).
     pub async fn serve(self: Arc<Self>, mut client: TcpStream, peer: SocketAddr, destination: Option<SocketAddr>) {
         let start = Instant::now();
-        let Ok(local) = client.local_addr() else { return };
         // TLS terminated here, or the ClientHello read for SNI passthrough, or neither.
         let (stream, hello, session) = if self.edge.tls.is_some() {
             let edge = Edge { tls: self.edge.tls.clone(), ..Edge::default() };
@@ -114,7 +113,7 @@ impl TcpProxy {
         };
         let sni = session.as_ref().and_then(|s| s.sni.clone());
         let identity = session.as_ref().and_then(|s| s.identity().cloned());
-        if !self.edge.allows(peer, local, session.as_ref()).await {
+        if !self.edge.allows(peer, &stream, session.as_ref()).await {
             return;
         }
         let cluster = self.routes.pick(sni.as_deref()).cloned();

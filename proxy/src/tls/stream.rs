@@ -27,6 +27,17 @@ macro_rules! each {
     };
 }
 
+impl Stream {
+    /// The local address of the TCP connection underneath.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Stream::Plain(s) => s.local_addr(),
+            Stream::Server(s) => s.get_ref().0.local_addr(),
+            Stream::Client(s) => s.get_ref().0.local_addr(),
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         each!(self, s => Pin::new(s).poll_read(cx, buf))
