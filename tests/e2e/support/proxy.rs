@@ -45,15 +45,7 @@ impl TestProxy {
     /// Starts wasp and waits until it reports "wasp started".
     pub fn start(self) -> Running {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = match self.prefix.split_first() {
-            None => wasp(),
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(env!("CARGO_BIN_EXE_wasp"));
-                cmd.env("XDG_CACHE_HOME", concat!(env!("CARGO_TARGET_TMPDIR"), "/cache"));
-                cmd
-            }
-        };
+        let mut cmd = wasp_through(&self.prefix);
         if !self.prefix.is_empty() {
             // The prefix may drop privileges: the config must stay readable.
             use std::os::unix::fs::PermissionsExt;
@@ -239,7 +231,20 @@ impl Drop for Running {
 /// The `wasp` binary, keeping compiled filters in the test target folder
 /// (shared by the tests) rather than the user's cache.
 pub fn wasp() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasp"));
+    wasp_through(&[])
+}
+
+/// [`wasp`], run through `prefix` (a command that execs the rest, e.g. `ip netns exec NS`).
+fn wasp_through(prefix: &[String]) -> Command {
+    let bin = env!("CARGO_BIN_EXE_wasp");
+    let mut cmd = match prefix.split_first() {
+        None => Command::new(bin),
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(bin);
+            cmd
+        }
+    };
     cmd.env("XDG_CACHE_HOME", concat!(env!("CARGO_TARGET_TMPDIR"), "/cache"));
     cmd
 }
