@@ -36,11 +36,14 @@ async fn netns_helper() {
         }
         "get" => {
             let client = crate::support::client::h1();
-            let req = crate::support::client::request(
+            let mut req = crate::support::client::request(
                 http::Method::GET,
                 &var("WASP_NETNS_URL"),
                 crate::support::client::empty(),
             );
+            if let Ok(host) = std::env::var("WASP_NETNS_HOST") {
+                req.headers_mut().insert(http::header::HOST, host.parse().expect("host header"));
+            }
             let reply =
                 match tokio::time::timeout(Duration::from_secs(10), crate::support::client::send(&client, req)).await {
                     Ok(Ok(r)) => serde_json::json!({
@@ -90,6 +93,13 @@ fn iptables_redirects_the_pods_traffic_through_wasp_and_removing_it_restores_dir
     assert_eq!(line["destination"], format!("{REMOTE_IP}:80"));
     assert_eq!(line["upstream"], format!("{REMOTE_IP}:80"));
     assert_eq!(line["request_id"], echo["headers"]["x-request-id"]);
+
+    // The destination is where the client connected, never what its Host
+    // header claims: a forged Host naming the app still reaches the remote.
+    let forged = net.get_with_host(pod, &format!("http://{REMOTE_IP}/forged"), &format!("{POD_IP}:8080"));
+    let echo = proxied(&forged, "remote");
+    assert_eq!(echo["path"], "/forged");
+    assert_eq!(echo["headers"]["host"], format!("{POD_IP}:8080"));
 
     // Inbound: the remote client calls the app; wasp's ingress listener took it.
     let echo = proxied(&net.get(remote, &inbound_url), "app");
@@ -276,8 +286,16 @@ impl Netns {
 
     /// GETs `url` from inside `ns`: `{status, body}` or `{error}`.
     fn get(&self, ns: &str, url: &str) -> Value {
-        let out =
-            self.helper(ns).env("WASP_NETNS_ROLE", "get").env("WASP_NETNS_URL", url).output().expect("run helper");
+        self.fetch(self.helper(ns).env("WASP_NETNS_URL", url), ns, url)
+    }
+
+    /// GETs `url` from inside `ns` with `host` as its Host header.
+    fn get_with_host(&self, ns: &str, url: &str, host: &str) -> Value {
+        self.fetch(self.helper(ns).env("WASP_NETNS_URL", url).env("WASP_NETNS_HOST", host), ns, url)
+    }
+
+    fn fetch(&self, cmd: &mut Command, ns: &str, url: &str) -> Value {
+        let out = cmd.env("WASP_NETNS_ROLE", "get").output().expect("run helper");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let line = stdout.lines().find_map(|l| l.split_once("REPLY ").map(|(_, r)| r)).unwrap_or_else(|| {
             panic!("helper GET {url} in {ns} printed no reply:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr))
