@@ -6,13 +6,19 @@
 //! comes out is a component wasp loads directly.
 //!
 //! ```ignore
-//! use wasp_sdk::{Decision, Filter, Reply, Request};
+//! use wasp_sdk::{Decision, Facts, Filter, Phases, Registration, Reply, Request};
 //!
 //! struct DenyAdmin;
 //!
 //! impl Filter for DenyAdmin {
 //!     fn new(_config: &str) -> Result<Self, String> {
 //!         Ok(DenyAdmin)
+//!     }
+//!
+//!     // Only the request headers phase, and only the path: nothing else
+//!     // is passed in or called.
+//!     fn registration(&self) -> Registration {
+//!         Registration::new().phases(Phases::REQUEST_HEADERS).facts(Facts::PATH)
 //!     }
 //!
 //!     fn on_request_headers(&mut self, request: &mut Request<'_>) -> Decision {
@@ -30,19 +36,24 @@
 
 mod connection;
 mod message;
+mod registration;
 mod reply;
 
 pub mod host;
 
 pub use connection::{Connection, ConnectionDecision};
 pub use message::{BodyMode, Request, Response};
+pub use registration::{Facts, Phases, Registration};
 pub use reply::{Decision, Reply};
 
 #[doc(hidden)]
 pub use bindings::wasp::filter::types::{
-    CallResponse as __CallResponse, ConnectionDecision as __ConnectionDecision, ConnectionInfo as __ConnectionInfo,
-    Decision as __Decision, Message as __Message,
+    Body as __Body, CallResponse as __CallResponse, ConnectionDecision as __ConnectionDecision,
+    ConnectionInfo as __ConnectionInfo, Outcome as __Outcome, Registration as __Registration, Request as __Request,
+    Response as __Response,
 };
+#[doc(hidden)]
+pub use message::{RequestState as __RequestState, ResponseState as __ResponseState};
 
 /// The WIT bindings this SDK wraps (generated from `wit/filter.wit`).
 #[doc(hidden)]
@@ -72,6 +83,18 @@ pub trait Filter: Sized + 'static {
     /// the filter; an error fails the load with this message (use
     /// [`parse_config`] for typed configs with clear errors).
     fn new(config: &str) -> Result<Self, String>;
+
+    /// What the filter asks of wasp, once, after [`Filter::new`]: the
+    /// phases it implements (wasp never calls the others, and an instance
+    /// of a filter with no response phase serves the next request as soon
+    /// as its request phases return), the facts ([`Request::path`],
+    /// [`Request::request_id`]...) and the headers its phases read. What it
+    /// does not ask for is not passed in: reads of it return empty values.
+    /// Default: [`Registration::everything`], correct for any filter and
+    /// the slowest; name what you use.
+    fn registration(&self) -> Registration {
+        Registration::everything()
+    }
 
     /// Runs when a request's headers have arrived, before wasp picks an
     /// upstream endpoint. May read and change the method, path, authority
@@ -170,37 +193,46 @@ macro_rules! export {
         }
 
         impl $crate::bindings::exports::wasp::filter::handler::Guest for __WaspFilterExport {
-            fn init(config: ::std::string::String) -> ::core::result::Result<(), ::std::string::String> {
+            fn init(config: ::std::string::String) -> ::core::result::Result<$crate::__Registration, ::std::string::String> {
                 let filter = <$filter as $crate::Filter>::new(&config)?;
+                let registration = $crate::Filter::registration(&filter).into_wit();
                 __WASP_FILTER.with(|slot| *slot.borrow_mut() = ::core::option::Option::Some(filter));
-                ::core::result::Result::Ok(())
+                ::core::result::Result::Ok(registration)
             }
 
-            fn on_request_headers(m: &$crate::__Message) -> $crate::__Decision {
-                __wasp_with(|f| $crate::Filter::on_request_headers(f, &mut $crate::Request::from_host(m)).into_wit())
+            fn on_request_headers(m: $crate::__Request) -> $crate::__Outcome {
+                let mut state = $crate::__RequestState::new(m, ::core::option::Option::None);
+                let decision = __wasp_with(|f| $crate::Filter::on_request_headers(f, &mut state.view()));
+                state.outcome(decision)
             }
 
-            fn on_response_headers(m: &$crate::__Message) -> $crate::__Decision {
-                __wasp_with(|f| $crate::Filter::on_response_headers(f, &mut $crate::Response::from_host(m)).into_wit())
+            fn on_response_headers(m: $crate::__Response) -> $crate::__Outcome {
+                let mut state = $crate::__ResponseState::new(m, ::core::option::Option::None);
+                let decision = __wasp_with(|f| $crate::Filter::on_response_headers(f, &mut state.view()));
+                state.outcome(decision)
             }
 
-            fn on_request_body(m: &$crate::__Message) -> $crate::__Decision {
-                __wasp_with(|f| $crate::Filter::on_request_body(f, &mut $crate::Request::from_host(m)).into_wit())
+            fn on_request_body(m: $crate::__Request, body: $crate::__Body) -> $crate::__Outcome {
+                let mut state = $crate::__RequestState::new(m, ::core::option::Option::Some(body));
+                let decision = __wasp_with(|f| $crate::Filter::on_request_body(f, &mut state.view()));
+                state.outcome(decision)
             }
 
-            fn on_response_body(m: &$crate::__Message) -> $crate::__Decision {
-                __wasp_with(|f| $crate::Filter::on_response_body(f, &mut $crate::Response::from_host(m)).into_wit())
+            fn on_response_body(m: $crate::__Response, body: $crate::__Body) -> $crate::__Outcome {
+                let mut state = $crate::__ResponseState::new(m, ::core::option::Option::Some(body));
+                let decision = __wasp_with(|f| $crate::Filter::on_response_body(f, &mut state.view()));
+                state.outcome(decision)
             }
 
             fn on_call_response(
-                m: &$crate::__Message,
+                m: $crate::__Request,
                 id: u64,
                 response: ::core::result::Result<$crate::__CallResponse, ::std::string::String>,
-            ) -> $crate::__Decision {
+            ) -> $crate::__Outcome {
                 let response = response.map($crate::host::http::CallResponse::from_wit);
-                __wasp_with(|f| {
-                    $crate::Filter::on_call_response(f, &mut $crate::Request::from_host(m), id, response).into_wit()
-                })
+                let mut state = $crate::__RequestState::new(m, ::core::option::Option::None);
+                let decision = __wasp_with(|f| $crate::Filter::on_call_response(f, &mut state.view(), id, response));
+                state.outcome(decision)
             }
         }
 

@@ -1,17 +1,10 @@
-//! Typed views of the request and response a phase works on. wasp keeps the
-//! message; these calls read or change only what the filter asks for.
+//! Typed views of the request and response a phase works on. wasp passes
+//! a phase what the filter registered for ([`crate::Registration`]): the
+//! facts and headers arrive with the call, and changes are collected here
+//! and handed back with the phase's decision, for wasp to check and apply.
+//! Reads see the filter's own changes.
 
-use crate::bindings::wasp::filter::types::{self as wit, Message};
-
-/// The request, during a request phase (or [`crate::Filter::on_call_response`]).
-pub struct Request<'a> {
-    inner: &'a Message,
-}
-
-/// The response, during a response phase.
-pub struct Response<'a> {
-    inner: &'a Message,
-}
+use crate::bindings::wasp::filter::types as wit;
 
 /// How a filter wants to see a body (see [`Request::read_body`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,154 +18,371 @@ pub enum BodyMode {
     Stream,
 }
 
+/// What a phase collects for its outcome.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Changes {
+    edits: Vec<wit::Edit>,
+    response_edits: Vec<wit::Edit>,
+    read_body: Option<wit::BodyMode>,
+}
+
+impl Changes {
+    #[doc(hidden)]
+    pub fn outcome(self, decision: crate::Decision) -> wit::Outcome {
+        wit::Outcome {
+            decision: decision.into_wit(),
+            edits: self.edits,
+            read_body: self.read_body,
+            response_edits: self.response_edits,
+        }
+    }
+}
+
+/// A request phase's message: what wasp passed and what the filter changed.
+#[doc(hidden)]
+pub struct RequestState {
+    msg: wit::Request,
+    body: Option<wit::Body>,
+    changes: Changes,
+}
+
+/// A response phase's message.
+#[doc(hidden)]
+pub struct ResponseState {
+    msg: wit::Response,
+    body: Option<wit::Body>,
+    changes: Changes,
+}
+
+impl RequestState {
+    #[doc(hidden)]
+    pub fn new(msg: wit::Request, body: Option<wit::Body>) -> Self {
+        RequestState { msg, body, changes: Changes::default() }
+    }
+
+    #[doc(hidden)]
+    pub fn view(&mut self) -> Request<'_> {
+        Request { inner: self }
+    }
+
+    #[doc(hidden)]
+    pub fn outcome(self, decision: crate::Decision) -> wit::Outcome {
+        self.changes.outcome(decision)
+    }
+}
+
+impl ResponseState {
+    #[doc(hidden)]
+    pub fn new(msg: wit::Response, body: Option<wit::Body>) -> Self {
+        ResponseState { msg, body, changes: Changes::default() }
+    }
+
+    #[doc(hidden)]
+    pub fn view(&mut self) -> Response<'_> {
+        Response { inner: self }
+    }
+
+    #[doc(hidden)]
+    pub fn outcome(self, decision: crate::Decision) -> wit::Outcome {
+        self.changes.outcome(decision)
+    }
+}
+
+/// The request, during a request phase (or [`crate::Filter::on_call_response`]).
+pub struct Request<'a> {
+    inner: &'a mut RequestState,
+}
+
+/// The response, during a response phase.
+pub struct Response<'a> {
+    inner: &'a mut ResponseState,
+}
+
+/// Framing and hop-by-hop fields: wasp sets them from the body it sends.
+const MANAGED: [&str; 8] =
+    ["content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"];
+
+/// A header name as wasp accepts it (an RFC 9110 token, not one wasp
+/// manages), lower-cased.
+fn checked_name(name: &str) -> Result<String, String> {
+    let token = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        return Err(format!("invalid header name {name:?}"));
+    }
+    let lower = name.to_ascii_lowercase();
+    if MANAGED.contains(&lower.as_str()) {
+        return Err(format!("header {lower:?} is managed by wasp (framing or hop-by-hop); not changed"));
+    }
+    Ok(lower)
+}
+
+fn checked_value(name: &str, value: &[u8]) -> Result<Vec<u8>, String> {
+    if value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t') {
+        Ok(value.to_vec())
+    } else {
+        Err(format!("invalid value for header {name:?}"))
+    }
+}
+
+fn header(name: &str, value: &[u8]) -> Result<wit::Header, String> {
+    let name = checked_name(name)?;
+    let value = checked_value(&name, value)?;
+    Ok(wit::Header { name, value })
+}
+
+fn find<'h>(headers: &'h [wit::Header], name: &str) -> impl Iterator<Item = &'h [u8]> {
+    headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_slice())
+}
+
+/// The same header edits on the message's own view, so reads see them.
+fn apply(headers: &mut Vec<wit::Header>, edit: &wit::Edit) {
+    match edit {
+        wit::Edit::SetHeader(h) => {
+            headers.retain(|x| x.name != h.name);
+            headers.push(h.clone());
+        }
+        wit::Edit::AppendHeader(h) => headers.push(h.clone()),
+        wit::Edit::RemoveHeader(n) => headers.retain(|x| &x.name != n),
+        wit::Edit::RenameHeader(r) => {
+            for h in headers.iter_mut().filter(|h| h.name == r.from) {
+                h.name = r.to.clone();
+            }
+        }
+        _ => {}
+    }
+}
+
 macro_rules! header_methods {
-    () => {
+    ($headers:ident) => {
         /// The first value of header `name` (case-insensitive), as bytes.
-        pub fn header_bytes(&self, name: &str) -> Option<Vec<u8>> {
-            self.inner.get_header(name)
+        /// Only headers the filter registered for are seen.
+        pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+            find(&self.inner.msg.$headers, name).next()
         }
 
         /// The first value of header `name` as text (`None` if absent or not UTF-8).
-        pub fn header(&self, name: &str) -> Option<String> {
-            self.inner.get_header(name).and_then(|v| String::from_utf8(v).ok())
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.header_bytes(name).and_then(|v| std::str::from_utf8(v).ok())
         }
 
         /// Every value of header `name`, in order.
-        pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
-            self.inner.get_header_all(name)
+        pub fn header_all(&self, name: &str) -> Vec<&[u8]> {
+            find(&self.inner.msg.$headers, name).collect()
         }
 
-        /// The names of all headers present.
-        pub fn header_names(&self) -> Vec<String> {
-            self.inner.header_names()
+        /// The names of the headers present (of those registered for), each once.
+        pub fn header_names(&self) -> Vec<&str> {
+            let mut names: Vec<&str> = Vec::new();
+            for h in &self.inner.msg.$headers {
+                if !names.contains(&h.name.as_str()) {
+                    names.push(&h.name);
+                }
+            }
+            names
         }
 
         /// Sets header `name` to `value`, replacing earlier values.
-        /// Fails on an invalid name or value.
+        /// Fails on an invalid name or value, or a framing header.
         pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), String> {
-            self.inner.set_header(name, value.as_ref())
+            let edit = wit::Edit::SetHeader(header(name, value.as_ref())?);
+            self.edit(edit);
+            Ok(())
         }
 
         /// Adds a value to header `name`. Fails on an invalid name or value.
         pub fn append_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), String> {
-            self.inner.append_header(name, value.as_ref())
+            let edit = wit::Edit::AppendHeader(header(name, value.as_ref())?);
+            self.edit(edit);
+            Ok(())
         }
 
-        /// Removes header `name`.
+        /// Removes header `name` (an invalid or framing name is ignored).
         pub fn remove_header(&mut self, name: &str) {
-            self.inner.remove_header(name)
+            if let Ok(name) = checked_name(name) {
+                self.edit(wit::Edit::RemoveHeader(name));
+            }
         }
 
-        /// The request id wasp forwards (`x-request-id`).
-        pub fn request_id(&self) -> String {
-            self.inner.request_id()
+        /// Moves every value of header `from` to header `to`.
+        pub fn rename_header(&mut self, from: &str, to: &str) -> Result<(), String> {
+            let rename = wit::Rename { from: checked_name(from)?, to: checked_name(to)? };
+            self.edit(wit::Edit::RenameHeader(rename));
+            Ok(())
         }
 
-        /// The client's address, `ip:port`.
-        pub fn peer(&self) -> String {
-            self.inner.peer()
+        fn edit(&mut self, edit: wit::Edit) {
+            apply(&mut self.inner.msg.$headers, &edit);
+            self.inner.changes.edits.push(edit);
         }
 
-        /// The name of the route that took the request.
-        pub fn route(&self) -> String {
-            self.inner.route()
-        }
-
-        /// The client's verified identity on this connection (mTLS): its
-        /// certificate's URI SAN (e.g. `spiffe://cluster.local/ns/shop/sa/web`),
-        /// else its DNS SAN, else its subject CN. `None` on plaintext
-        /// connections and without a verified client certificate.
-        pub fn peer_identity(&self) -> Option<String> {
-            self.inner.peer_identity()
-        }
-
-        /// Asks to see the body in the body phase: whole or chunk by chunk.
-        /// Call it in the headers phase; without it the body phase does not run.
+        /// Asks to see the body in the body phase, which the filter must
+        /// have registered: whole or chunk by chunk. Call it in the headers
+        /// phase; without it the body phase does not run.
         pub fn read_body(&mut self, mode: BodyMode) {
-            self.inner.read_body(match mode {
+            self.inner.changes.read_body = Some(match mode {
                 BodyMode::Buffer => wit::BodyMode::Buffer,
                 BodyMode::Stream => wit::BodyMode::Stream,
-            })
+            });
         }
 
         /// In the body phase: the whole body (buffered) or this chunk (streamed).
-        pub fn body(&self) -> Vec<u8> {
-            self.inner.body()
+        pub fn body(&self) -> &[u8] {
+            self.inner.body.as_ref().map_or(&[], |b| b.data.as_slice())
         }
 
         /// In the body phase: replaces the whole body or this chunk. wasp
         /// fixes `content-length` (or sends the body chunked when streamed).
         pub fn set_body(&mut self, body: impl Into<Vec<u8>>) {
-            self.inner.set_body(&body.into())
+            let body = body.into();
+            if let Some(b) = self.inner.body.as_mut() {
+                b.data = body.clone();
+            }
+            self.inner.changes.edits.push(wit::Edit::SetBody(body));
         }
 
         /// In the body phase: whether this is the last call for this body.
         pub fn end_of_stream(&self) -> bool {
-            self.inner.end_of_stream()
+            self.inner.body.as_ref().is_some_and(|b| b.end_of_stream)
         }
 
         /// At the end of the body: its trailers (e.g. `grpc-status`), if any.
-        pub fn trailers(&self) -> Vec<(String, Vec<u8>)> {
-            self.inner.trailers().into_iter().map(|h| (h.name, h.value)).collect()
+        pub fn trailers(&self) -> Vec<(&str, &[u8])> {
+            self.inner
+                .body
+                .as_ref()
+                .map_or_else(Vec::new, |b| b.trailers.iter().map(|h| (h.name.as_str(), h.value.as_slice())).collect())
         }
 
         /// At the end of the body: sets a trailer. Fails on an invalid name or
         /// value, or before the end of the body.
         pub fn set_trailer(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), String> {
-            self.inner.set_trailer(name, value.as_ref())
+            if !self.end_of_stream() {
+                return Err("trailers can only be set at the end of the body".into());
+            }
+            let trailer = header(name, value.as_ref())?;
+            self.inner.changes.edits.push(wit::Edit::SetTrailer(trailer));
+            Ok(())
         }
     };
 }
 
-impl<'a> Request<'a> {
-    #[doc(hidden)]
-    pub fn from_host(inner: &'a Message) -> Self {
-        Request { inner }
-    }
-
-    /// The method, e.g. `GET`.
-    pub fn method(&self) -> String {
-        self.inner.method()
+impl Request<'_> {
+    /// The method, e.g. `GET` (registered with `Facts::METHOD`).
+    pub fn method(&self) -> &str {
+        self.inner.msg.method.as_deref().unwrap_or_default()
     }
 
     /// Changes the method. Fails on an invalid method.
     pub fn set_method(&mut self, method: &str) -> Result<(), String> {
-        self.inner.set_method(method)
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+            return Err(format!("invalid method {method:?}"));
+        }
+        self.inner.msg.method = Some(method.to_string());
+        self.inner.changes.edits.push(wit::Edit::SetMethod(method.to_string()));
+        Ok(())
     }
 
-    /// Path and query, e.g. `/api/users?page=2`.
-    pub fn path(&self) -> String {
-        self.inner.path()
+    /// Path and query, e.g. `/api/users?page=2` (registered with `Facts::PATH`).
+    pub fn path(&self) -> &str {
+        self.inner.msg.path.as_deref().unwrap_or_default()
     }
 
     /// Changes path and query. Fails unless it starts with `/`.
     pub fn set_path(&mut self, path: &str) -> Result<(), String> {
-        self.inner.set_path(path)
+        if !path.starts_with('/') {
+            return Err(format!("path {path:?} must start with '/'"));
+        }
+        self.inner.msg.path = Some(path.to_string());
+        self.inner.changes.edits.push(wit::Edit::SetPath(path.to_string()));
+        Ok(())
     }
 
-    /// The host the request is for, if known.
-    pub fn authority(&self) -> Option<String> {
-        self.inner.authority()
+    /// The host the request is for, if known (registered with `Facts::AUTHORITY`).
+    pub fn authority(&self) -> Option<&str> {
+        self.inner.msg.authority.as_deref()
     }
 
-    /// Changes the host the request is for.
+    /// Changes the host the request is for (wasp checks it).
     pub fn set_authority(&mut self, authority: &str) -> Result<(), String> {
-        self.inner.set_authority(authority)
+        checked_value("host", authority.as_bytes())?;
+        self.inner.msg.authority = Some(authority.to_string());
+        self.inner.changes.edits.push(wit::Edit::SetAuthority(authority.to_string()));
+        Ok(())
     }
 
-    header_methods!();
+    /// The request id wasp forwards, `x-request-id` (registered with `Facts::REQUEST_ID`).
+    pub fn request_id(&self) -> &str {
+        self.inner.msg.request_id.as_deref().unwrap_or_default()
+    }
+
+    /// The client's address, `ip:port` (registered with `Facts::PEER`).
+    pub fn peer(&self) -> &str {
+        self.inner.msg.peer.as_deref().unwrap_or_default()
+    }
+
+    /// The name of the route that took the request (registered with `Facts::ROUTE`).
+    pub fn route(&self) -> &str {
+        self.inner.msg.route.as_deref().unwrap_or_default()
+    }
+
+    /// The client's verified identity on this connection (mTLS): its
+    /// certificate's URI SAN (e.g. `spiffe://cluster.local/ns/shop/sa/web`),
+    /// else its DNS SAN, else its subject CN. `None` on plaintext
+    /// connections, without a verified client certificate, or unless
+    /// registered with `Facts::PEER_IDENTITY`.
+    pub fn peer_identity(&self) -> Option<&str> {
+        self.inner.msg.peer_identity.as_deref()
+    }
+
+    /// Sets a response header when the response comes back (the
+    /// upstream's or a later filter's local reply), without a response
+    /// phase: the cheapest way to add response headers.
+    pub fn set_response_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), String> {
+        let edit = wit::Edit::SetHeader(header(name, value.as_ref())?);
+        self.inner.changes.response_edits.push(edit);
+        Ok(())
+    }
+
+    /// Adds a response header value when the response comes back.
+    pub fn append_response_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), String> {
+        let edit = wit::Edit::AppendHeader(header(name, value.as_ref())?);
+        self.inner.changes.response_edits.push(edit);
+        Ok(())
+    }
+
+    /// Removes a response header when the response comes back.
+    pub fn remove_response_header(&mut self, name: &str) {
+        if let Ok(name) = checked_name(name) {
+            self.inner.changes.response_edits.push(wit::Edit::RemoveHeader(name));
+        }
+    }
+
+    /// Renames a response header when the response comes back.
+    pub fn rename_response_header(&mut self, from: &str, to: &str) -> Result<(), String> {
+        let rename = wit::Rename { from: checked_name(from)?, to: checked_name(to)? };
+        self.inner.changes.response_edits.push(wit::Edit::RenameHeader(rename));
+        Ok(())
+    }
+
+    header_methods!(headers);
 }
 
-impl<'a> Response<'a> {
-    #[doc(hidden)]
-    pub fn from_host(inner: &'a Message) -> Self {
-        Response { inner }
-    }
-
+impl Response<'_> {
     /// The status code.
     pub fn status(&self) -> u16 {
-        self.inner.status()
+        self.inner.msg.status
     }
 
-    header_methods!();
+    /// Changes the status (a final status, 200-599).
+    pub fn set_status(&mut self, status: u16) -> Result<(), String> {
+        if !(200..=599).contains(&status) {
+            return Err(format!("status {status} is not a final HTTP status (200-599)"));
+        }
+        self.inner.msg.status = status;
+        self.inner.changes.edits.push(wit::Edit::SetStatus(status));
+        Ok(())
+    }
+
+    header_methods!(headers);
 }

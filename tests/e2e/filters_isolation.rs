@@ -106,7 +106,10 @@ fn one_filter(module: &str) -> String {
 #[tokio::test]
 async fn a_component_for_another_wit_version_is_refused_naming_both() {
     for stderr in refused(&one_filter("test-wrong-version")) {
-        assert!(stderr.contains("built for wasp:filter@9.0.0, but this wasp provides wasp:filter@0.1.0"), "{stderr}");
+        assert!(
+            stderr.contains("built for wasp:filter@9.0.0, but this wasp provides wasp:filter@0.2.0 (and serves 0.1.0)"),
+            "{stderr}"
+        );
         assert!(stderr.contains("filters[0].module: "), "{stderr}");
     }
 }
@@ -127,7 +130,8 @@ async fn instance_exhaustion_is_a_prompt_503() {
         "filter_instances: 2\nadmin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: ingress\n    address: 127.0.0.1:0\n    routes:\n      - {{ name: api, cluster: app, filters: [rw] }}\n\
          clusters:\n  - {{ name: app, endpoints: [\"{}\"] }}\nfilters:\n  - {{ name: rw, module: {} }}\n",
         upstream.addr,
-        wasm("header-rewrite").display()
+        // A filter with a response phase holds its instance for the whole round trip.
+        wasm("test-marker-a").display()
     );
     let proxy = TestProxy::new(yaml).start();
     let url = proxy.url("ingress", "/delay/800");

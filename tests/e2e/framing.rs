@@ -177,5 +177,8 @@ async fn a_filter_cannot_change_framing_headers_and_keep_alive_survives() {
     let m = metrics(&proxy).await;
     let line = m.lines().find(|l| l.starts_with("wasp_filter_errors_total{filter=\"bad\",reason=\"invalid_output\"}"));
     let count: u64 = line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).expect("invalid_output counted");
-    assert!(count >= 8, "{m}");
+    // The replies' framing headers (3 requests); the SDK refuses the
+    // response-header changes before they reach wasp (x-refused above).
+    // wasp's own refusal of raw framing edits: tests/e2e/filters_abi.rs.
+    assert!(count >= 3, "{m}");
 }

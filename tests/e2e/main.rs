@@ -10,6 +10,7 @@ mod demo;
 mod drain;
 mod examples;
 mod filter_cache;
+mod filters_abi;
 mod filters_auth;
 mod filters_body;
 mod filters_connection;

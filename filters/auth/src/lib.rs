@@ -22,7 +22,7 @@ use deny::Failure;
 use jwt::Claims;
 use serde_json::Value;
 use wasp_sdk::host::{clock, log, metrics};
-use wasp_sdk::{Connection, ConnectionDecision, Decision, Filter, Request};
+use wasp_sdk::{Connection, ConnectionDecision, Decision, Facts, Filter, Phases, Registration, Request};
 
 /// Who a request turned out to be.
 enum Identity<'a> {
@@ -43,6 +43,20 @@ struct Auth {
 impl Filter for Auth {
     fn new(config: &str) -> Result<Self, String> {
         Ok(Auth { settings: config::load(config)? })
+    }
+
+    /// The request headers phase only, with the credential headers it
+    /// reads (not the ones it strips: removing needs no read), the path
+    /// for public prefixes, the peer identity when identity rules are set,
+    /// and the route and request id for its debug log.
+    fn registration(&self) -> Registration {
+        let mut facts = Facts::PATH | Facts::ROUTE | Facts::REQUEST_ID;
+        if self.settings.identities.is_some() {
+            facts |= Facts::PEER_IDENTITY;
+        }
+        let headers = self.settings.jwt.iter().map(|j| j.header.as_str());
+        let headers = headers.chain(self.settings.api_keys.iter().map(|k| k.header.as_str()));
+        Registration::new().phases(Phases::REQUEST_HEADERS).facts(facts).request_headers(headers)
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>) -> Decision {
@@ -94,9 +108,9 @@ impl Auth {
     fn authenticate(&self, req: &Request<'_>) -> Result<Identity<'_>, Failure> {
         if let Some(rules) = &self.settings.identities {
             let peer = req.peer_identity();
-            rules.check(peer.as_deref()).map_err(|why| Failure::Identity(why, peer.clone().unwrap_or_default()))?;
+            rules.check(peer).map_err(|why| Failure::Identity(why, peer.unwrap_or_default().to_string()))?;
             if self.settings.jwt.is_none() && self.settings.api_keys.is_none() {
-                return Ok(Identity::Peer(peer.unwrap_or_default()));
+                return Ok(Identity::Peer(peer.unwrap_or_default().to_string()));
             }
         }
         let token = match &self.settings.jwt {
@@ -108,7 +122,7 @@ impl Auth {
             None => None,
         };
         if token.is_none() && key.is_none() {
-            return if self.is_public(&req.path()) { Ok(Identity::Anonymous) } else { Err(Failure::Missing) };
+            return if self.is_public(req.path()) { Ok(Identity::Anonymous) } else { Err(Failure::Missing) };
         }
         let mut failure = None;
         if let (Some(token), Some(jwt)) = (&token, &self.settings.jwt) {
@@ -197,7 +211,7 @@ fn single_value(req: &Request<'_>, header: &str, several: &'static str) -> Resul
     let mut values = req.header_all(header);
     match values.len() {
         0 => Ok(None),
-        1 => Ok(values.pop()),
+        1 => Ok(values.pop().map(<[u8]>::to_vec)),
         _ => Err(Failure::BadRequest(several)),
     }
 }

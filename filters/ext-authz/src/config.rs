@@ -62,7 +62,10 @@ impl Config {
             c.path_prefix.pop();
         }
         if !(200..=599).contains(&c.status_on_error) {
-            return Err(format!("invalid config: status_on_error {} is not a final status (200-599)", c.status_on_error));
+            return Err(format!(
+                "invalid config: status_on_error {} is not a final status (200-599)",
+                c.status_on_error
+            ));
         }
         if c.cache_ttl_ms == Some(0) {
             return Err("invalid config: cache_ttl_ms must be positive (leave it out for no cache)".into());

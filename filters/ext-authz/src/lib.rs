@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use verdict::Verdict;
 use wasp_sdk::host::http::{CallRequest, CallResponse, call};
 use wasp_sdk::host::{kv, log, metrics};
-use wasp_sdk::{BodyMode, Decision, Filter, Reply, Request};
+use wasp_sdk::{BodyMode, Decision, Facts, Filter, Phases, Registration, Reply, Request};
 
 struct ExtAuthz {
     config: Config,
@@ -26,6 +26,19 @@ struct ExtAuthz {
 impl Filter for ExtAuthz {
     fn new(config: &str) -> Result<Self, String> {
         Ok(ExtAuthz { config: Config::parse(config)?, pending: None })
+    }
+
+    /// Request phases only (the body phase when the check carries the
+    /// body), the facts the check sends, and the headers it forwards.
+    fn registration(&self) -> Registration {
+        let mut phases = Phases::REQUEST_HEADERS;
+        if self.config.include_body {
+            phases |= Phases::REQUEST_BODY;
+        }
+        Registration::new()
+            .phases(phases)
+            .facts(Facts::METHOD | Facts::PATH | Facts::REQUEST_ID)
+            .request_headers(&self.config.headers_to_send)
     }
 
     fn on_request_headers(&mut self, request: &mut Request<'_>) -> Decision {
@@ -42,7 +55,7 @@ impl Filter for ExtAuthz {
     }
 
     fn on_request_body(&mut self, request: &mut Request<'_>) -> Decision {
-        let body = request.body();
+        let body = request.body().to_vec();
         self.check(request, body)
     }
 
@@ -90,10 +103,10 @@ impl ExtAuthz {
         let method = request.method();
         let path = format!("{}{}", self.config.path_prefix, request.path());
         let mut identity = [method.as_bytes(), b"\0", path.as_bytes(), b"\0"].concat();
-        let mut check = CallRequest::new(&method, &path).timeout_ms(self.config.timeout_ms);
+        let mut check = CallRequest::new(method, &path).timeout_ms(self.config.timeout_ms);
         for name in &self.config.headers_to_send {
             for value in request.header_all(name) {
-                identity.extend([name.as_bytes(), b"=", &value, b"\0"].concat());
+                identity.extend([name.as_bytes(), b"=", value, b"\0"].concat());
                 check = check.header(name, value);
             }
         }

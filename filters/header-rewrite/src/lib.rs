@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use wasp_sdk::{Decision, Filter, Request, Response};
+use wasp_sdk::{Decision, Facts as Wanted, Filter, Phases, Registration, Request};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -130,8 +130,8 @@ impl Needed {
     }
 }
 
-/// Request facts, read from wasp once per request, and only those some
-/// template uses (each is a call into wasp and a string copied in).
+/// The request facts some template uses (wasp passes only those, see
+/// `registration`), copied because the rules change the request as they apply.
 #[derive(Default, Clone)]
 struct Facts {
     request_id: String,
@@ -145,23 +145,27 @@ struct Facts {
 impl Facts {
     /// Reads the facts in `needed` from wasp; the others keep stale values no template reads.
     fn fill(&mut self, req: &Request<'_>, needed: Needed) {
+        let copy = |to: &mut String, from: &str| {
+            to.clear();
+            to.push_str(from);
+        };
         if needed.has(Var::RequestId) {
-            self.request_id = req.request_id();
+            copy(&mut self.request_id, req.request_id());
         }
         if needed.has(Var::Peer) {
-            self.peer = req.peer();
+            copy(&mut self.peer, req.peer());
         }
         if needed.has(Var::Route) {
-            self.route = req.route();
+            copy(&mut self.route, req.route());
         }
         if needed.has(Var::Method) {
-            self.method = req.method();
+            copy(&mut self.method, req.method());
         }
         if needed.has(Var::Path) {
-            self.path = req.path();
+            copy(&mut self.path, req.path());
         }
         if needed.has(Var::Host) {
-            self.host = req.authority().unwrap_or_default();
+            copy(&mut self.host, req.authority().unwrap_or_default());
         }
     }
 
@@ -243,7 +247,7 @@ struct HeaderRewrite {
     request: CompiledRules,
     response: CompiledRules,
     prefix: Option<PrefixRewrite>,
-    /// Facts of the request in flight, kept for response templates.
+    /// The request facts its templates use (a copy: the request changes as rules apply).
     facts: Facts,
     /// The facts the templates use, found at load.
     needed: Needed,
@@ -251,48 +255,54 @@ struct HeaderRewrite {
     buf: String,
 }
 
-/// The operations both requests and responses support.
+/// The operations rules make: on the request, or (from the request phase,
+/// applied by wasp when it comes back) on the response.
 trait Headers {
-    fn all(&self, name: &str) -> Vec<Vec<u8>>;
     fn set(&mut self, name: &str, value: &[u8]) -> Result<(), String>;
     fn append(&mut self, name: &str, value: &[u8]) -> Result<(), String>;
     fn remove(&mut self, name: &str);
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), String>;
 }
 
-macro_rules! impl_headers {
-    ($t:ident) => {
-        impl Headers for $t<'_> {
-            fn all(&self, name: &str) -> Vec<Vec<u8>> {
-                self.header_all(name)
-            }
-            fn set(&mut self, name: &str, value: &[u8]) -> Result<(), String> {
-                self.set_header(name, value)
-            }
-            fn append(&mut self, name: &str, value: &[u8]) -> Result<(), String> {
-                self.append_header(name, value)
-            }
-            fn remove(&mut self, name: &str) {
-                self.remove_header(name)
-            }
-        }
-    };
+impl Headers for Request<'_> {
+    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), String> {
+        self.set_header(name, value)
+    }
+    fn append(&mut self, name: &str, value: &[u8]) -> Result<(), String> {
+        self.append_header(name, value)
+    }
+    fn remove(&mut self, name: &str) {
+        self.remove_header(name)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), String> {
+        self.rename_header(from, to)
+    }
 }
-impl_headers!(Request);
-impl_headers!(Response);
+
+/// The response of a request, changed from its request phase.
+struct ResponseOf<'a, 'b>(&'a mut Request<'b>);
+
+impl Headers for ResponseOf<'_, '_> {
+    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), String> {
+        self.0.set_response_header(name, value)
+    }
+    fn append(&mut self, name: &str, value: &[u8]) -> Result<(), String> {
+        self.0.append_response_header(name, value)
+    }
+    fn remove(&mut self, name: &str) {
+        self.0.remove_response_header(name)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), String> {
+        self.0.rename_response_header(from, to)
+    }
+}
 
 fn apply(rules: &CompiledRules, msg: &mut impl Headers, facts: &Facts, buf: &mut String) {
     for name in &rules.remove {
         msg.remove(name);
     }
     for (from, to) in &rules.rename {
-        let values = msg.all(from);
-        if values.is_empty() {
-            continue;
-        }
-        msg.remove(from);
-        for v in values {
-            let _ = msg.append(to, &v);
-        }
+        let _ = msg.rename(from, to);
     }
     for (name, t) in &rules.set {
         if msg.set(name, t.render(facts, buf).as_bytes()).is_err() {
@@ -333,20 +343,42 @@ impl Filter for HeaderRewrite {
         })
     }
 
+    /// One phase: response rules go back with the request phase's outcome
+    /// (wasp applies them to the response), so the filter needs no response
+    /// phase and its instance is free as soon as the request phase returns.
+    /// It reads no header (wasp renames natively) and only the facts its
+    /// templates and the path rewrite use.
+    fn registration(&self) -> Registration {
+        let mut facts = Wanted::empty();
+        for (var, fact) in [
+            (Var::RequestId, Wanted::REQUEST_ID),
+            (Var::Peer, Wanted::PEER),
+            (Var::Route, Wanted::ROUTE),
+            (Var::Method, Wanted::METHOD),
+            (Var::Path, Wanted::PATH),
+            (Var::Host, Wanted::AUTHORITY),
+        ] {
+            if self.needed.has(var) {
+                facts |= fact;
+            }
+        }
+        if self.prefix.is_some() {
+            facts |= Wanted::PATH;
+        }
+        Registration::new().phases(Phases::REQUEST_HEADERS).facts(facts)
+    }
+
     fn on_request_headers(&mut self, req: &mut Request<'_>) -> Decision {
         self.facts.fill(req, self.needed);
         apply(&self.request, req, &self.facts, &mut self.buf);
+        apply(&self.response, &mut ResponseOf(req), &self.facts, &mut self.buf);
         if let Some(p) = &self.prefix {
             let path = req.path();
             if let Some(rest) = path.strip_prefix(p.from.as_str()) {
-                let _ = req.set_path(&format!("{}{rest}", p.to));
+                let path = format!("{}{rest}", p.to);
+                let _ = req.set_path(&path);
             }
         }
-        Decision::Continue
-    }
-
-    fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Decision {
-        apply(&self.response, resp, &self.facts, &mut self.buf);
         Decision::Continue
     }
 }

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 use wasp_sdk::host::{clock, kv, log, metrics};
-use wasp_sdk::{Decision, Filter, Reply, Request, Response};
+use wasp_sdk::{Decision, Facts, Filter, Phases, Registration, Reply, Request};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,8 +34,6 @@ struct RateLimit {
     rate: f64,
     burst: f64,
     key: Key,
-    /// Quota left for the request in flight (None: not limited by this filter).
-    remaining: Option<(u64, u64)>,
 }
 
 /// Bucket state as stored: tokens and the time they were counted.
@@ -56,7 +54,7 @@ impl RateLimit {
             // No key header: the client's address identifies it.
             None => {
                 let peer = req.peer();
-                let ip = peer.rsplit_once(':').map_or(peer.as_str(), |(ip, _)| ip).to_string();
+                let ip = peer.rsplit_once(':').map_or(peer, |(ip, _)| ip);
                 format!("ip:{ip}")
             }
         }
@@ -107,18 +105,29 @@ impl Filter for RateLimit {
                 _ => return Err(format!("key {other:?}: expected \"peer\", \"subject\" or \"header:<name>\"")),
             },
         };
-        Ok(RateLimit { rate: c.rate, burst: f64::from(c.burst), key, remaining: None })
+        Ok(RateLimit { rate: c.rate, burst: f64::from(c.burst), key })
+    }
+
+    /// The request headers phase only (the `ratelimit-*` response headers
+    /// go back as response edits), the client's address, and the key header.
+    fn registration(&self) -> Registration {
+        let registration = Registration::new().phases(Phases::REQUEST_HEADERS).facts(Facts::PEER);
+        match &self.key {
+            Key::Header(name) => registration.request_headers([name]),
+            Key::Peer => registration,
+        }
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>) -> Decision {
         let key = self.key_of(req);
         match self.take(&key) {
             Ok(left) => {
-                self.remaining = Some((left.floor() as u64, self.reset_secs(left)));
+                let _ = req.set_response_header("ratelimit-limit", (self.burst as u64).to_string());
+                let _ = req.set_response_header("ratelimit-remaining", (left.floor() as u64).to_string());
+                let _ = req.set_response_header("ratelimit-reset", self.reset_secs(left).to_string());
                 Decision::Continue
             }
             Err(wait) => {
-                self.remaining = None;
                 metrics::counter_add("rate_limited", 1);
                 let retry = wait.ceil().max(1.0) as u64;
                 Decision::Reply(
@@ -132,15 +141,6 @@ impl Filter for RateLimit {
                 )
             }
         }
-    }
-
-    fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Decision {
-        if let Some((remaining, reset)) = self.remaining.take() {
-            let _ = resp.set_header("ratelimit-limit", (self.burst as u64).to_string());
-            let _ = resp.set_header("ratelimit-remaining", remaining.to_string());
-            let _ = resp.set_header("ratelimit-reset", reset.to_string());
-        }
-        Decision::Continue
     }
 }
 

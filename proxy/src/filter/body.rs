@@ -3,7 +3,7 @@
 //! phases of the filters that stream a body as each chunk passes.
 
 use super::chain::{Run, Side};
-use super::host::Chunk;
+use super::message::Chunk;
 use crate::upstream::body::BoxError;
 use bytes::Bytes;
 use http::HeaderMap;

@@ -3,8 +3,7 @@
 //! phase together when the phase returns `wait`, through the cluster's own
 //! balancer, breakers and pool, and hands each answer to `on-call-response`.
 
-use super::bindings::wasp::filter::types::{CallRequest, CallResponse};
-use super::host::{header_list, header_map};
+use super::message::header_map;
 use crate::error::Kind;
 use crate::upstream::{Attempts, Cluster, RequestBody, RequestHead};
 use bytes::Bytes;
@@ -21,6 +20,30 @@ pub const MAX_PENDING: usize = 8;
 pub const MAX_BODY: usize = 1 << 20;
 /// Time limit of a call whose request sets none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A request a filter prepared, as either ABI passes it.
+pub struct CallRequest {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers, unchecked.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Time limit; 0 means [`DEFAULT_TIMEOUT`].
+    pub timeout_ms: u32,
+}
+
+/// A cluster's answer to a call.
+pub struct CallResponse {
+    /// Status.
+    pub status: u16,
+    /// Headers, lower-case names, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
 
 /// A call's answer, or why there is none.
 pub type Answer = Result<CallResponse, String>;
@@ -44,7 +67,7 @@ pub fn prepare(
         return Err(format!("path {:?} must start with '/'", request.path));
     }
     let path = request.path.parse().map_err(|_| format!("invalid path {:?}", request.path))?;
-    let (mut headers, framing) = header_map(&request.headers)?;
+    let (mut headers, framing) = header_map(request.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())))?;
     if let Some(name) = framing.first() {
         return Err(format!("header {name:?} is managed by wasp (framing or hop-by-hop); not allowed in a call"));
     }
@@ -81,6 +104,6 @@ async fn send(cluster: Arc<Cluster>, head: RequestHead, body: Bytes, timeout: Du
     let body = Limited::new(body, MAX_BODY).collect().await.map_err(|e| {
         format!("call to cluster {:?}: response body failed or is over {MAX_BODY} bytes: {e}", cluster.name)
     })?;
-    let headers = header_list(&parts.headers);
+    let headers = parts.headers.iter().map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec())).collect();
     Ok(CallResponse { status: parts.status.as_u16(), headers, body: body.to_bytes().to_vec() })
 }

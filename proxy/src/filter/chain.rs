@@ -6,11 +6,15 @@
 //! One request's pass through the chain is a [`Run`]: the instances leased
 //! for it (every phase of a filter runs on the same instance) and what each
 //! filter asked to see of the bodies. Request phases may `wait` for HTTP
-//! calls; response and streamed body phases may not.
+//! calls; response and streamed body phases may not. A filter's instance
+//! goes back to its pool as soon as the filter has no phase left for this
+//! request (0.2 filters that registered no response phase: after the
+//! request phases), and phases a 0.2 filter did not register are skipped.
+//! Response edits a request phase returned are applied where that filter's
+//! response phase runs.
 
-use super::bindings::wasp::filter::types::{Decision, LocalReply};
-use super::host::{BodyMode, Chunk, Facts, Head, MessageState, header_map};
 use super::loaded::{Failure, Lease, LoadedFilter, Phase};
+use super::message::{BodyMode, Chunk, Decision, Edit, Facts, Head, MessageState, Reply, header_map};
 use super::registry::Versioned;
 use crate::config::model::FailurePolicy;
 use crate::error::Kind;
@@ -49,11 +53,14 @@ pub enum Verdict {
     },
 }
 
-/// A filter leased for one request, and what it asked of the bodies.
+/// A filter that ran for one request: its instance while it has phases
+/// left, what it asked of the bodies, and the response edits it returned.
 struct Slot {
-    lease: Lease,
+    filter: Arc<LoadedFilter>,
+    lease: Option<Lease>,
     request_body: Option<BodyMode>,
     response_body: Option<BodyMode>,
+    response_edits: Vec<Edit>,
 }
 
 struct Slots {
@@ -101,6 +108,9 @@ impl Chain {
             for versioned in &self.filters {
                 let f = &versioned.current();
                 generations.push((f.name.clone(), f.generation));
+                if !f.has(Phase::RequestHeaders) && f.releases_early() {
+                    continue; // a 0.2 filter with no phase for requests
+                }
                 let mut lease = match f.lease() {
                     Ok(l) => l,
                     Err(failure) => match judge(f, Err(failure)) {
@@ -108,18 +118,31 @@ impl Chain {
                         Step::Stop(verdict) => break 'chain verdict,
                     },
                 };
-                let msg = MessageState::head(Head::Request(take_request(parts)), &facts);
-                let (msg, outcome) = call_and_wait(&mut lease, Phase::RequestHeaders, msg).await;
-                let wants = msg.wants;
-                if let Head::Request(p) = msg.head {
-                    *parts = p;
+                let mut slot = Slot {
+                    filter: f.clone(),
+                    lease: None,
+                    request_body: None,
+                    response_body: None,
+                    response_edits: Vec::new(),
+                };
+                if f.has(Phase::RequestHeaders) {
+                    let msg = MessageState::head(Head::Request(take_request(parts)), &facts);
+                    let (mut msg, outcome) = call_and_wait(&mut lease, Phase::RequestHeaders, msg).await;
+                    slot.request_body = msg.wants;
+                    slot.response_edits = std::mem::take(&mut msg.response_edits);
+                    if let Head::Request(p) = msg.head {
+                        *parts = p;
+                    }
+                    let continued = matches!(outcome, Ok(Decision::Continue));
+                    match judge(f, outcome) {
+                        Step::Next if continued => {}
+                        Step::Next => continue, // fail-open: skipped, and so are its later phases
+                        Step::Stop(verdict) => break 'chain verdict,
+                    }
                 }
-                let continued = matches!(outcome, Ok(Decision::Continue));
-                match judge(f, outcome) {
-                    Step::Next if continued => slots.push(Slot { lease, request_body: wants, response_body: None }),
-                    Step::Next => {} // fail-open: skipped, and so are its later phases
-                    Step::Stop(verdict) => break 'chain verdict,
-                }
+                slot.lease = Some(lease);
+                slot.release_if_done();
+                slots.push(slot);
             }
             Verdict::Continue
         };
@@ -140,9 +163,9 @@ impl Run {
         for slot in &state.slots {
             match (slot.wants(side), mode) {
                 (Some(BodyMode::Buffer), Some((BodyMode::Buffer, limit))) => {
-                    mode = Some((BodyMode::Buffer, slot.lease.filter().max_body.min(limit)))
+                    mode = Some((BodyMode::Buffer, slot.filter.max_body.min(limit)))
                 }
-                (Some(BodyMode::Buffer), _) => mode = Some((BodyMode::Buffer, slot.lease.filter().max_body)),
+                (Some(BodyMode::Buffer), _) => mode = Some((BodyMode::Buffer, slot.filter.max_body)),
                 (Some(BodyMode::Stream), None) => mode = Some((BodyMode::Stream, usize::MAX)),
                 _ => {}
             }
@@ -158,12 +181,16 @@ impl Run {
         let mut msg = MessageState { body, ..MessageState::head(Head::Request(take_request(parts)), &self.facts) };
         let mut verdict = Verdict::Continue;
         for slot in slots.iter_mut().filter(|s| s.request_body.is_some()) {
-            let (back, outcome) = call_and_wait(&mut slot.lease, Phase::RequestBody, msg).await;
+            let Some(lease) = slot.lease.as_mut() else { continue };
+            let (back, outcome) = call_and_wait(lease, Phase::RequestBody, msg).await;
             msg = back;
+            slot.response_edits.append(&mut msg.response_edits);
             if let Some(v) = slot.settle(Side::Request, outcome) {
                 verdict = v;
                 break;
             }
+            slot.request_body = None; // the whole body: its request phases are done
+            slot.release_if_done();
         }
         self.lock().slots = slots;
         if let Head::Request(p) = msg.head {
@@ -176,14 +203,26 @@ impl Run {
     pub fn on_response(&self, parts: &mut http::response::Parts) -> Verdict {
         let mut state = self.lock();
         for slot in state.slots.iter_mut().rev() {
-            let msg = MessageState::head(Head::Response(take_response(parts)), &self.facts);
-            let (msg, outcome) = slot.lease.call(Phase::ResponseHeaders, msg);
-            slot.response_body = msg.wants;
+            let mut msg = MessageState::head(Head::Response(take_response(parts)), &self.facts);
+            for edit in slot.response_edits.drain(..) {
+                if msg.fits(&edit).is_ok() {
+                    msg.apply(edit);
+                }
+            }
+            let mut outcome = Ok(Decision::Continue);
+            if let Some(lease) = slot.lease.as_mut().filter(|_| slot.filter.has(Phase::ResponseHeaders)) {
+                let (back, out) = lease.call(Phase::ResponseHeaders, msg);
+                (msg, outcome) = (back, out);
+                slot.response_body = msg.wants;
+            }
             if let Head::Response(p) = msg.head {
                 *parts = p;
             }
-            if let Step::Stop(verdict) = judge(slot.lease.filter(), outcome) {
+            if let Step::Stop(verdict) = judge(&slot.filter, outcome) {
                 return verdict;
+            }
+            if slot.response_body.is_none() {
+                slot.lease = None; // done with this request
             }
         }
         Verdict::Continue
@@ -238,7 +277,7 @@ impl Slot {
     /// filter that failed sees no more of this body.
     fn settle(&mut self, side: Side, outcome: Result<Decision, Failure>) -> Option<Verdict> {
         let continued = matches!(outcome, Ok(Decision::Continue));
-        match judge(self.lease.filter(), outcome) {
+        match judge(&self.filter, outcome) {
             Step::Next if !continued => {
                 match side {
                     Side::Request => self.request_body = None,
@@ -248,6 +287,14 @@ impl Slot {
             }
             Step::Next => None,
             Step::Stop(verdict) => Some(verdict),
+        }
+    }
+
+    /// Gives the instance back once the filter has no phase left for this
+    /// request: no body it asked to see, and no response phase.
+    fn release_if_done(&mut self) {
+        if self.request_body.is_none() && self.response_body.is_none() && self.filter.releases_early() {
+            self.lease = None;
         }
     }
 }
@@ -264,11 +311,18 @@ fn body_phases<'a>(
         Side::Request => Phase::RequestBody,
         Side::Response => Phase::ResponseBody,
     };
+    let end = msg.body.end;
     for slot in slots.filter(|s| s.wants(side).is_some()) {
-        let (back, outcome) = slot.lease.call(phase, msg);
+        let Some(lease) = slot.lease.as_mut() else { continue };
+        let (back, outcome) = lease.call(phase, msg);
         msg = back;
+        slot.response_edits.append(&mut msg.response_edits);
         if let Some(verdict) = slot.settle(side, outcome) {
             return (msg, Some(verdict));
+        }
+        if end && side == Side::Request {
+            slot.request_body = None; // the last chunk: its request phases are done
+            slot.release_if_done();
         }
     }
     (msg, None)
@@ -352,14 +406,14 @@ fn judge(f: &Arc<LoadedFilter>, outcome: Result<Decision, Failure>) -> Step {
 
 /// Checks a guest's reply: a final status (200–599) and valid headers;
 /// framing fields are left out (hyper frames the reply from its body) and named.
-fn local_reply(reply: LocalReply) -> Result<(http::response::Parts, Bytes, Vec<http::HeaderName>), String> {
+fn local_reply(reply: Reply) -> Result<(http::response::Parts, Bytes, Vec<http::HeaderName>), String> {
     let status = StatusCode::from_u16(reply.status)
         .ok()
         .filter(|s| (200..=599).contains(&s.as_u16()))
         .ok_or_else(|| format!("status {} is not a final HTTP status (200-599)", reply.status))?;
     let mut resp = http::Response::new(());
     *resp.status_mut() = status;
-    let (headers, framing) = header_map(&reply.headers)?;
+    let (headers, framing) = header_map(reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())))?;
     *resp.headers_mut() = headers;
     Ok((resp.into_parts().0, Bytes::from(reply.body), framing))
 }
@@ -374,8 +428,13 @@ fn take_response(parts: &mut http::response::Parts) -> http::response::Parts {
 
 #[cfg(test)]
 mod tests {
-    use super::super::bindings::wasp::filter::types::Header;
     use super::*;
+
+    #[derive(Clone, Debug)]
+    struct Header {
+        name: String,
+        value: Vec<u8>,
+    }
     use proptest::prelude::*;
 
     fn header() -> impl Strategy<Value = Header> {
@@ -407,15 +466,16 @@ mod tests {
                 });
             let framing = headers
                 .iter()
-                .filter(|h| http::HeaderName::from_bytes(h.name.as_bytes()).is_ok_and(|n| super::super::host::is_framing(&n)))
+                .filter(|h| http::HeaderName::from_bytes(h.name.as_bytes()).is_ok_and(|n| super::super::message::is_framing(&n)))
                 .count();
-            match local_reply(LocalReply { status, headers: headers.clone(), body: body.clone() }) {
+            let pairs = headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+            match local_reply(Reply { status, headers: pairs, body: body.clone() }) {
                 Ok((head, out, dropped)) => {
                     prop_assert!(valid);
                     prop_assert_eq!(head.status.as_u16(), status);
                     prop_assert_eq!(&out[..], &body[..]);
                     prop_assert_eq!(dropped.len(), framing);
-                    prop_assert!(head.headers.keys().all(|n| !super::super::host::is_framing(n)));
+                    prop_assert!(head.headers.keys().all(|n| !super::super::message::is_framing(n)));
                     prop_assert_eq!(head.headers.len() + dropped.len(), headers.len());
                 }
                 Err(why) => {

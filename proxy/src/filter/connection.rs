@@ -11,8 +11,8 @@
 //! (and is counted as a denial too), `fail-open` skips it. A listener
 //! without connection filters does no work per connection.
 
-use super::bindings::wasp::filter::types::{ConnectionDecision, ConnectionInfo};
 use super::registry::Versioned;
+use super::v02::types::{ConnectionDecision, ConnectionInfo};
 use crate::config::model::FailurePolicy;
 use prometheus::IntCounter;
 use std::net::SocketAddr;

@@ -5,20 +5,28 @@
 //! Instances are reused across requests: a fresh instance costs ~29 µs
 //! (instantiate + `init`), a call on a reused one ~0.5 µs, so wasp keeps
 //! idle instances and creates more only under concurrency. Each request
-//! leases an instance for all its phases ([`Lease`]), so per-request state
-//! in a filter's fields is never seen by another request. An instance that
+//! leases an instance for the phases it has left ([`Lease`]), so
+//! per-request state in a filter's fields is never seen by another request. An instance that
 //! trapped, timed out or ran out of memory is dropped, never reused.
+//!
+//! A component is served through the ABI it was built for: 0.2 (batched,
+//! [`super::v02`]) or 0.1 (a `message` resource, [`super::v01`]). A 0.2
+//! filter's instance is leased only for the phases it registered: one with
+//! no response phase goes back to the pool as soon as its request phases
+//! are done (see [`LoadedFilter::releases_early`]).
 //!
 //! The `handler` export is required; the `connection` export (the L4 hook)
 //! is optional, looked up once per version, so components built before it
 //! existed still load as HTTP filters.
 
-use super::bindings::exports::wasp::filter::{connection, handler};
-use super::bindings::wasp::filter::types::{ConnectionDecision, ConnectionInfo, Decision};
 use super::call::{Answer, Pending};
-use super::host::{CallClock, FilterShared, HostState, MessageState};
+use super::host::{FilterShared, HostState};
 use super::kv::Kv;
+use super::message::{Decision, MessageState};
 use super::registry::LoadContext;
+use super::v02::Registration;
+use super::v02::types::{ConnectionDecision, ConnectionInfo};
+use super::{v01, v02};
 use crate::config::FilterConfig;
 use crate::config::model::FailurePolicy;
 use prometheus::{Histogram, IntCounterVec};
@@ -26,10 +34,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Component, InstancePre, Resource};
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, Trap};
 
 /// The `wasp:filter` version this proxy implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
+/// The earlier version it still serves.
+pub const WIT_VERSION_0_1: &str = "0.1.0";
 /// Idle instances kept per filter.
 const MAX_IDLE: usize = 64;
 /// Init may take this many times a call's limit (parsing keys, tables...).
@@ -91,11 +101,22 @@ impl Failure {
     }
 }
 
+/// A component's exports, per ABI, found once per version.
+enum Abi {
+    V01(v01::handler::GuestIndices, Option<v01::connection::GuestIndices>),
+    V02(v02::handler::GuestIndices, Option<v02::connection::GuestIndices>),
+}
+
+/// An instance's exports, per ABI.
+enum Exports {
+    V01(v01::handler::Guest, Option<v01::connection::Guest>),
+    V02(v02::handler::Guest, Option<v02::connection::Guest>, Registration),
+}
+
 /// One instance and its store.
 pub struct Instance {
     store: Store<HostState>,
-    handler: handler::Guest,
-    connection: Option<connection::Guest>,
+    exports: Exports,
 }
 
 /// A filter ready to serve.
@@ -109,9 +130,9 @@ pub struct LoadedFilter {
     /// The largest body it may see whole.
     pub max_body: usize,
     pre: InstancePre<HostState>,
-    handler: handler::GuestIndices,
-    /// The `connection` export, if the component has one.
-    connection: Option<connection::GuestIndices>,
+    abi: Abi,
+    /// What its first instance registered (0.1: everything).
+    registration: Registration,
     shared: Arc<FilterShared>,
     config_json: String,
     memory: usize,
@@ -135,7 +156,26 @@ impl LoadedFilter {
 
     /// Whether the component exports the connection hook (`on-connection`).
     pub fn has_connection_hook(&self) -> bool {
-        self.connection.is_some()
+        matches!(&self.abi, Abi::V01(_, Some(_)) | Abi::V02(_, Some(_)))
+    }
+
+    /// The `wasp:filter` version the component was built for.
+    pub fn wit_version(&self) -> &'static str {
+        match self.abi {
+            Abi::V01(..) => WIT_VERSION_0_1,
+            Abi::V02(..) => WIT_VERSION,
+        }
+    }
+
+    /// Whether it implements `phase` (0.1 filters implement every phase).
+    pub fn has(&self, phase: Phase) -> bool {
+        self.registration.has(phase)
+    }
+
+    /// Whether a request's instance goes back to the pool as soon as its
+    /// request phases are done: the filter registered no response phase.
+    pub fn releases_early(&self) -> bool {
+        !self.registration.has_response_phase()
     }
 
     /// Compiles, checks, links and initialises the filter described by `cfg`
@@ -167,7 +207,7 @@ impl LoadedFilter {
                 c
             }
         };
-        check_version(&runtime.engine, &component).map_err(|e| format!("{path}: {e}"))?;
+        let version = check_version(&runtime.engine, &component).map_err(|e| format!("{path}: {e}"))?;
         let mut linker = runtime.linker.clone();
         // No WASI: a filter gets only wasp's own imports; anything else traps if called.
         linker
@@ -177,9 +217,17 @@ impl LoadedFilter {
             format!("{path} does not implement the wasp:filter http-filter world: {}", root_cause(&e))
         };
         let pre = linker.instantiate_pre(&component).map_err(not_a_filter)?;
-        let handler = handler::GuestIndices::new(&pre).map_err(not_a_filter)?;
-        // Optional: absent from components built before the hook existed.
-        let connection = connection::GuestIndices::new(&pre).ok();
+        // The connection hook is optional: absent from components built before it existed.
+        let abi = match version {
+            WIT_VERSION => Abi::V02(
+                v02::handler::GuestIndices::new(&pre).map_err(not_a_filter)?,
+                v02::connection::GuestIndices::new(&pre).ok(),
+            ),
+            _ => Abi::V01(
+                v01::handler::GuestIndices::new(&pre).map_err(not_a_filter)?,
+                v01::connection::GuestIndices::new(&pre).ok(),
+            ),
+        };
         let name: Arc<str> = cfg.name.as_str().into();
         let filter = LoadedFilter {
             shared: Arc::new(FilterShared {
@@ -200,47 +248,53 @@ impl LoadedFilter {
             policy: cfg.on_error,
             max_body: cfg.max_body,
             pre,
-            handler,
-            connection,
+            abi,
+            registration: Registration::all(),
             config_json: cfg.config_json.clone(),
             memory: cfg.memory,
             timeout: cfg.timeout,
             idle: Mutex::new(Vec::new()),
         };
+        let mut filter = filter;
         let first = filter.instantiate().map_err(|e| e.to_string())?;
+        if let Exports::V02(_, _, registration) = &first.exports {
+            filter.registration = registration.clone();
+        }
         filter.give_back(first);
         Ok(filter)
     }
 
     /// A new instance, initialised with the filter's config (init gets [`INIT_BUDGET`] times a call's time).
     fn instantiate(&self) -> Result<Instance, InitError> {
-        let limits = StoreLimitsBuilder::new().memory_size(self.memory).trap_on_grow_failure(true).build();
-        let state = HostState {
-            table: Default::default(),
-            limits,
-            shared: self.shared.clone(),
-            calls: Vec::new(),
-            next_call: 0,
-            clock: CallClock::default(),
-        };
+        let state = HostState::new(self.shared.clone(), self.memory);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(HostState::limiter);
         store.epoch_deadline_callback(|mut ctx| ctx.data_mut().clock.on_tick());
         store.data_mut().clock.start(self.timeout * INIT_BUDGET);
         store.set_epoch_deadline(1);
         let _running = super::runtime::Running::start();
-        let instantiate = |store: &mut Store<HostState>| {
-            let instance = self.pre.instantiate(&mut *store)?;
-            let handler = self.handler.load(&mut *store, &instance)?;
-            let connection = self.connection.as_ref().map(|c| c.load(&mut *store, &instance)).transpose()?;
-            wasmtime::Result::Ok((handler, connection))
+        let instance = self.pre.instantiate(&mut store).map_err(|e| InitError::Instantiate(root_cause(&e)))?;
+        let trapped = |trap: wasmtime::Error| InitError::Trapped(Failure::of(&trap), root_cause(&trap));
+        let load = |e: wasmtime::Error| InitError::Instantiate(root_cause(&e));
+        let exports = match &self.abi {
+            Abi::V01(handler, connection) => {
+                let handler = handler.load(&mut store, &instance).map_err(load)?;
+                let connection =
+                    connection.as_ref().map(|c| c.load(&mut store, &instance)).transpose().map_err(load)?;
+                handler.call_init(&mut store, &self.config_json).map_err(trapped)?.map_err(InitError::Rejected)?;
+                Exports::V01(handler, connection)
+            }
+            Abi::V02(handler, connection) => {
+                let handler = handler.load(&mut store, &instance).map_err(load)?;
+                let connection =
+                    connection.as_ref().map(|c| c.load(&mut store, &instance)).transpose().map_err(load)?;
+                let registration =
+                    handler.call_init(&mut store, &self.config_json).map_err(trapped)?.map_err(InitError::Rejected)?;
+                let registration = Registration::check(registration).map_err(InitError::Registration)?;
+                Exports::V02(handler, connection, registration)
+            }
         };
-        let (handler, connection) = instantiate(&mut store).map_err(|e| InitError::Instantiate(root_cause(&e)))?;
-        match handler.call_init(&mut store, &self.config_json) {
-            Ok(Ok(())) => Ok(Instance { store, handler, connection }),
-            Ok(Err(message)) => Err(InitError::Rejected(message)),
-            Err(trap) => Err(InitError::Trapped(Failure::of(&trap), root_cause(&trap))),
-        }
+        Ok(Instance { store, exports })
     }
 
     /// Leases an instance to one request for all its phases (a pooled one,
@@ -271,9 +325,11 @@ impl LoadedFilter {
     }
 }
 
-/// An instance lent to one request: both its phases run on it, so a filter
-/// may keep per-request state in its fields. It goes back to the pool when
-/// the request is done, unless a call on it failed.
+/// An instance lent to one request for the phases the filter has left
+/// for it: all of a 0.1 filter's, a 0.2 filter's request phases and, if it
+/// registered any, its response phases; so a filter may keep per-request
+/// state in its fields across them. It goes back to the pool when dropped
+/// (the chain drops it once no phase is left), unless a call on it failed.
 pub struct Lease {
     filter: Arc<LoadedFilter>,
     instance: Option<Instance>,
@@ -285,16 +341,11 @@ impl Lease {
         &self.filter
     }
 
-    /// Runs one phase within the filter's limits. The message is lent to
-    /// the guest as a `message` resource and always comes back, even when
-    /// the call fails; a failed instance is discarded and the failure counted.
+    /// Runs one phase within the filter's limits. The message always comes
+    /// back, even when the call fails; a failed instance is discarded and
+    /// the failure counted.
     pub fn call(&mut self, phase: Phase, msg: MessageState) -> (MessageState, Result<Decision, Failure>) {
-        self.run(phase as usize, msg, |handler, store, m| match phase {
-            Phase::RequestHeaders => handler.call_on_request_headers(store, m),
-            Phase::RequestBody => handler.call_on_request_body(store, m),
-            Phase::ResponseHeaders => handler.call_on_response_headers(store, m),
-            Phase::ResponseBody => handler.call_on_response_body(store, m),
-        })
+        self.dispatch(phase, msg, None)
     }
 
     /// Hands the answer of call `id` to the filter, with the request of the
@@ -305,9 +356,7 @@ impl Lease {
         id: u64,
         answer: &Answer,
     ) -> (MessageState, Result<Decision, Failure>) {
-        self.run(CALL_RESPONSE, msg, |handler, store, m| {
-            handler.call_on_call_response(store, m, id, answer.as_ref().map_err(String::as_str))
-        })
+        self.dispatch(Phase::CallResponse, msg, Some((id, answer)))
     }
 
     /// The calls the last phase prepared (sent only if it returned `wait`).
@@ -319,24 +368,98 @@ impl Lease {
     /// A component without that export is `Unavailable` (the registry
     /// refuses those as connection filters, at load and on reload).
     pub fn on_connection(&mut self, info: &ConnectionInfo) -> Result<ConnectionDecision, Failure> {
-        let Some(hook) = self.instance.as_ref().and_then(|i| i.connection.clone()) else {
+        if !self.filter.has_connection_hook() {
             tracing::warn!(filter = %self.filter.name, "filter has no on-connection export");
             self.filter.count(Failure::Unavailable);
             return Err(Failure::Unavailable);
-        };
-        self.guarded(CONNECTION, |inst| hook.call_on_connection(&mut inst.store, info))
+        }
+        self.guarded(CONNECTION, |inst| match &inst.exports {
+            Exports::V02(_, Some(hook), _) => hook.call_on_connection(&mut inst.store, info),
+            Exports::V01(_, Some(hook)) => {
+                hook.call_on_connection(&mut inst.store, &v01::connection_info(info)).map(v01::connection_decision)
+            }
+            _ => wasmtime::bail!("no on-connection export"),
+        })
     }
 
-    fn run(
+    fn dispatch(
         &mut self,
-        phase: usize,
+        phase: Phase,
         msg: MessageState,
-        call: impl FnOnce(&handler::Guest, &mut Store<HostState>, Resource<MessageState>) -> wasmtime::Result<Decision>,
+        answer: Option<(u64, &Answer)>,
     ) -> (MessageState, Result<Decision, Failure>) {
         let Some(inst) = self.instance.as_mut() else {
             return (msg, Err(Failure::Unavailable));
         };
         inst.store.data_mut().calls.clear();
+        match inst.exports {
+            Exports::V01(..) => self.run_v01(phase, msg, answer),
+            Exports::V02(..) => self.run_v02(phase, msg, answer),
+        }
+    }
+
+    /// 0.2: the message's facts and registered headers go in as arguments,
+    /// the outcome's edits are checked whole and applied here.
+    fn run_v02(
+        &mut self,
+        phase: Phase,
+        mut msg: MessageState,
+        answer: Option<(u64, &Answer)>,
+    ) -> (MessageState, Result<Decision, Failure>) {
+        let m = &mut msg;
+        let result = self.guarded(phase as usize, |inst| {
+            let Instance { store, exports } = inst;
+            let Exports::V02(handler, _, reg) = &*exports else { wasmtime::bail!("not a 0.2 instance") };
+            let outcome = match (phase, answer) {
+                (Phase::RequestHeaders, _) => handler.call_on_request_headers(&mut *store, &v02::request(m, reg)),
+                (Phase::RequestBody, _) => {
+                    handler.call_on_request_body(&mut *store, &v02::request(m, reg), &v02::body(&m.body))
+                }
+                (Phase::ResponseHeaders, _) => handler.call_on_response_headers(&mut *store, &v02::response(m, reg)),
+                (Phase::ResponseBody, _) => {
+                    handler.call_on_response_body(&mut *store, &v02::response(m, reg), &v02::body(&m.body))
+                }
+                (Phase::CallResponse, Some((id, answer))) => {
+                    let answer = v02::answer(answer);
+                    handler.call_on_call_response(
+                        &mut *store,
+                        &v02::request(m, reg),
+                        id,
+                        answer.as_ref().map_err(String::as_str),
+                    )
+                }
+                (Phase::CallResponse, None) => wasmtime::bail!("on-call-response without an answer"),
+            }?;
+            let calls_prepared = !store.data().calls.is_empty();
+            let settled = v02::settle(outcome, m, phase, reg, calls_prepared);
+            if !matches!(settled, Ok(Decision::Wait)) {
+                store.data_mut().calls.clear();
+            }
+            Ok(settled)
+        });
+        let result = match result {
+            Ok(Ok(decision)) => Ok(decision),
+            Ok(Err(why)) => {
+                tracing::warn!(filter = %self.filter.name, "invalid outcome: {why}");
+                self.filter.count(Failure::InvalidOutput);
+                Err(Failure::InvalidOutput)
+            }
+            Err(failure) => Err(failure),
+        };
+        (msg, result)
+    }
+
+    /// 0.1: the message is lent to the guest as a `message` resource and
+    /// always comes back, even when the call fails.
+    fn run_v01(
+        &mut self,
+        phase: Phase,
+        msg: MessageState,
+        answer: Option<(u64, &Answer)>,
+    ) -> (MessageState, Result<Decision, Failure>) {
+        let Some(inst) = self.instance.as_mut() else {
+            return (msg, Err(Failure::Unavailable));
+        };
         let lent = match inst.store.data_mut().table.push(msg) {
             Ok(r) => r,
             Err(_) => unreachable_table(),
@@ -344,15 +467,27 @@ impl Lease {
         let rep = lent.rep();
         let mut lent = Some(lent);
         let mut back = None;
-        let result = self.guarded(phase, |inst| {
-            let borrowed = Resource::<MessageState>::new_borrow(rep);
-            let result = call(&inst.handler, &mut inst.store, borrowed);
-            let data = inst.store.data_mut();
+        let result = self.guarded(phase as usize, |inst| {
+            let Instance { store, exports } = inst;
+            let Exports::V01(handler, _) = &*exports else { wasmtime::bail!("not a 0.1 instance") };
+            let m = Resource::<MessageState>::new_borrow(rep);
+            let result = match (phase, answer) {
+                (Phase::RequestHeaders, _) => handler.call_on_request_headers(&mut *store, m),
+                (Phase::RequestBody, _) => handler.call_on_request_body(&mut *store, m),
+                (Phase::ResponseHeaders, _) => handler.call_on_response_headers(&mut *store, m),
+                (Phase::ResponseBody, _) => handler.call_on_response_body(&mut *store, m),
+                (Phase::CallResponse, Some((id, answer))) => {
+                    let answer = v01::answer(answer);
+                    handler.call_on_call_response(&mut *store, m, id, answer.as_ref().map_err(String::as_str))
+                }
+                (Phase::CallResponse, None) => Err(wasmtime::format_err!("on-call-response without an answer")),
+            };
+            let data = store.data_mut();
             back = lent.take().map(|r| data.table.delete(r).unwrap_or_else(|_| unreachable_table()));
-            if !matches!(result, Ok(Decision::Wait)) {
+            if !matches!(result, Ok(v01::exports::wasp::filter::handler::Decision::Wait)) {
                 data.calls.clear();
             }
-            result
+            result.map(Decision::from)
         });
         (back.unwrap_or_else(|| unreachable_table()), result)
     }
@@ -402,10 +537,10 @@ pub enum Phase {
     ResponseHeaders = 2,
     /// `on-response-body`
     ResponseBody = 3,
+    /// `on-call-response`
+    CallResponse = 4,
 }
 
-/// Index of `on-call-response` among the duration histograms.
-const CALL_RESPONSE: usize = 4;
 /// Index of `on-connection` among the duration histograms.
 const CONNECTION: usize = 5;
 
@@ -427,6 +562,7 @@ fn unreachable_table() -> ! {
 enum InitError {
     Instantiate(String),
     Rejected(String),
+    Registration(String),
     Trapped(Failure, String),
 }
 
@@ -435,13 +571,17 @@ impl std::fmt::Display for InitError {
         match self {
             InitError::Instantiate(e) => write!(f, "cannot instantiate: {e}"),
             InitError::Rejected(m) => write!(f, "the filter rejected its config: {m}"),
+            InitError::Registration(m) => write!(f, "invalid registration: {m}"),
             InitError::Trapped(kind, e) => write!(f, "init failed ({}): {e}", kind.label()),
         }
     }
 }
 
-/// Refuses components built for another major (or, before 1.0, minor) version of `wasp:filter`.
-fn check_version(engine: &wasmtime::Engine, component: &Component) -> Result<(), String> {
+/// The ABI a component was built for: [`WIT_VERSION`] or
+/// [`WIT_VERSION_0_1`]. Versions are compatible when their major versions
+/// match, or before 1.0 their minor versions (0.2.x with 0.2.y); a
+/// component built for any other version, or mixing two, is refused.
+fn check_version(engine: &wasmtime::Engine, component: &Component) -> Result<&'static str, String> {
     let ty = component.component_type();
     let mut versions: Vec<String> = ty
         .imports(engine)
@@ -452,22 +592,23 @@ fn check_version(engine: &wasmtime::Engine, component: &Component) -> Result<(),
         .collect();
     versions.sort();
     versions.dedup();
-    if versions.is_empty() {
-        return Err("not a wasp filter: it uses no wasp:filter interface".into());
-    }
-    let compatible = |v: &str| {
-        let (ours, theirs): (Vec<&str>, Vec<&str>) = (WIT_VERSION.split('.').collect(), v.split('.').collect());
+    let compatible = |ours: &str, theirs: &str| {
+        let (ours, theirs): (Vec<&str>, Vec<&str>) = (ours.split('.').collect(), theirs.split('.').collect());
         match (ours.first(), theirs.first()) {
             (Some(&"0"), Some(&"0")) => ours.get(1) == theirs.get(1),
             (a, b) => a == b,
         }
     };
-    match versions.iter().find(|v| !compatible(v)) {
-        Some(v) => Err(format!(
-            "built for wasp:filter@{v}, but this wasp provides wasp:filter@{WIT_VERSION}; rebuild it against a matching wasp-sdk"
-        )),
-        None => Ok(()),
-    }
+    let Some(first) = versions.first() else {
+        return Err("not a wasp filter: it uses no wasp:filter interface".into());
+    };
+    let served = [WIT_VERSION, WIT_VERSION_0_1].into_iter().find(|ours| versions.iter().all(|v| compatible(ours, v)));
+    served.ok_or_else(|| {
+        let v = versions.iter().find(|v| ![WIT_VERSION, WIT_VERSION_0_1].iter().any(|o| compatible(o, v))).unwrap_or(first);
+        format!(
+            "built for wasp:filter@{v}, but this wasp provides wasp:filter@{WIT_VERSION} (and serves {WIT_VERSION_0_1}); rebuild it against a matching wasp-sdk"
+        )
+    })
 }
 
 /// The innermost message of an error chain, for logs and config errors.

@@ -6,7 +6,6 @@
 //! unchanged filters does not compile them again. Created once per process,
 //! when a config first has filters.
 
-use super::bindings::HttpFilter;
 use super::host::HostState;
 use std::path::Path;
 use std::sync::Mutex;
@@ -66,7 +65,9 @@ impl Runtime {
         }
         let engine = Engine::new(&config).map_err(|e| format!("cannot start the filter engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
-        HttpFilter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        // Both ABIs' imports: components built for 0.1 and for 0.2 link against the same linker.
+        super::v02::HttpFilter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .and_then(|()| super::v01::HttpFilter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s))
             .map_err(|e| format!("cannot link host imports: {e:#}"))?;
         let ticker = engine.clone();
         let thread = std::thread::Builder::new()

@@ -53,7 +53,7 @@ impl Filter for Body {
     }
 
     fn on_request_body(&mut self, request: &mut Request<'_>) -> Decision {
-        let body = request.body();
+        let body = request.body().to_vec();
         if let Some(word) = &self.config.deny
             && body.windows(word.len()).any(|w| w == word.as_bytes())
         {
@@ -74,14 +74,14 @@ impl Filter for Body {
     }
 
     fn on_response_body(&mut self, response: &mut Response<'_>) -> Decision {
-        let body = response.body();
+        let body = response.body().to_vec();
         self.chunks += 1;
         if matches!(self.config.response, Some(Mode::Buffer)) {
             let _ = response.set_header("x-filtered-len", body.len().to_string());
         }
         response.set_body(body.to_ascii_uppercase());
         if response.end_of_stream() && matches!(self.config.response, Some(Mode::Stream)) {
-            let grpc = response.trailers().into_iter().find(|(n, _)| n == "grpc-status").map(|(_, v)| v);
+            let grpc = response.trailers().into_iter().find(|(n, _)| *n == "grpc-status").map(|(_, v)| v.to_vec());
             let _ = response.set_trailer("x-chunks", self.chunks.to_string());
             if let Some(v) = grpc {
                 let _ = response.set_trailer("x-seen-grpc-status", v);

@@ -1,0 +1,406 @@
+//! The message a filter phase works on, host side: the proxy's own request
+//! or response head, moved in for the phase, the body or chunk of a body
+//! phase, and the facts of the exchange; and the edits a filter may make to
+//! it, checked ([`Edit`]) before they are applied. Both ABIs go through
+//! here: 0.1's `message` resource applies each call as one edit, 0.2
+//! checks a phase's whole edit list, then applies it.
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The head a phase works on, moved (not copied) in for the call.
+pub enum Head {
+    /// A request head.
+    Request(http::request::Parts),
+    /// A response head.
+    Response(http::response::Parts),
+    /// Already sent (streamed body phases): nothing to read or change.
+    Sent,
+}
+
+/// What a filter asked to see of a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMode {
+    /// The whole body in one call.
+    Buffer,
+    /// Each chunk as it passes.
+    Stream,
+}
+
+/// The body a body phase works on: the whole body or one chunk.
+#[derive(Default)]
+pub struct Chunk {
+    /// The bytes.
+    pub data: Bytes,
+    /// Whether this is the end of the body.
+    pub end: bool,
+    /// Trailers, at the end.
+    pub trailers: Option<HeaderMap>,
+}
+
+/// What a filter may ask about the exchange.
+#[derive(Clone)]
+pub struct Facts {
+    /// `x-request-id`.
+    pub request_id: HeaderValue,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Route name.
+    pub route: Arc<str>,
+    /// The client's verified certificate identity (mTLS), if any.
+    pub identity: Option<Arc<str>>,
+}
+
+/// A message lent to one phase.
+pub struct MessageState {
+    /// The head.
+    pub head: Head,
+    /// Facts of the exchange.
+    pub facts: Facts,
+    /// The body of a body phase (empty in headers phases).
+    pub body: Chunk,
+    /// What the filter asked to see of the body (headers phases).
+    pub wants: Option<BodyMode>,
+    /// Header edits a request phase made for the response (0.2's `response-edits`).
+    pub response_edits: Vec<Edit>,
+}
+
+impl MessageState {
+    /// A message for a headers phase.
+    pub fn head(head: Head, facts: &Facts) -> Self {
+        MessageState { head, facts: facts.clone(), body: Chunk::default(), wants: None, response_edits: Vec::new() }
+    }
+
+    /// The head's headers, unless already sent.
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        match &self.head {
+            Head::Request(p) => Some(&p.headers),
+            Head::Response(p) => Some(&p.headers),
+            Head::Sent => None,
+        }
+    }
+
+    fn headers_mut(&mut self) -> Option<&mut HeaderMap> {
+        match &mut self.head {
+            Head::Request(p) => Some(&mut p.headers),
+            Head::Response(p) => Some(&mut p.headers),
+            Head::Sent => None,
+        }
+    }
+
+    /// Path and query of a request head.
+    pub fn path(&self) -> Option<&str> {
+        match &self.head {
+            Head::Request(p) => Some(p.uri.path_and_query().map_or("/", |pq| pq.as_str())),
+            _ => None,
+        }
+    }
+
+    /// The host a request head is for: the URI's authority, else `Host`.
+    pub fn authority(&self) -> Option<&str> {
+        let Head::Request(p) = &self.head else { return None };
+        p.uri.authority().map(Authority::as_str).or_else(|| p.headers.get(http::header::HOST)?.to_str().ok())
+    }
+
+    /// Whether `edit` fits this message: request edits on a request,
+    /// header edits before the head is sent, body edits in body phases,
+    /// trailers at the end of the body.
+    pub fn fits(&self, edit: &Edit) -> Result<(), String> {
+        let sent = || Err("the headers were already sent (streamed body phase)".to_string());
+        match (edit, &self.head) {
+            (Edit::Path(_), Head::Request(p)) if p.uri.scheme().is_none() && p.uri.authority().is_some() => {
+                Err("an authority-form request (CONNECT) has no path".into())
+            }
+            (Edit::Method(_) | Edit::Path(_) | Edit::Authority(..), Head::Request(_)) => Ok(()),
+            (Edit::Method(_), Head::Response(_)) => Err("a response has no method".into()),
+            (Edit::Method(_), Head::Sent) => Err("the headers were already sent".into()),
+            (Edit::Path(_) | Edit::Authority(..), _) => Err("not a request head (a response, or already sent)".into()),
+            (Edit::Status(_), Head::Response(_)) => Ok(()),
+            (Edit::Status(_), _) => Err("only a response has a status".into()),
+            (
+                Edit::SetHeader(..) | Edit::AppendHeader(..) | Edit::RemoveHeader(_) | Edit::RenameHeader(..),
+                Head::Sent,
+            ) => sent(),
+            (Edit::AppendHeader(n, _), Head::Request(_)) if n == http::header::HOST => {
+                Err("a request has one host: use set-header or set-authority".into())
+            }
+            (Edit::RenameHeader(_, to), Head::Request(_)) if to == http::header::HOST => {
+                Err("a request has one host: use set-header or set-authority".into())
+            }
+            (Edit::SetHeader(..) | Edit::AppendHeader(..) | Edit::RemoveHeader(_) | Edit::RenameHeader(..), _) => {
+                Ok(())
+            }
+            (Edit::Body(_), _) => Ok(()),
+            (Edit::Trailer(..), _) if self.body.end => Ok(()),
+            (Edit::Trailer(..), _) => Err("trailers can only be set at the end of the body".into()),
+        }
+    }
+
+    /// Applies an edit that [`MessageState::fits`].
+    pub fn apply(&mut self, edit: Edit) {
+        match edit {
+            Edit::Method(m) => {
+                if let Head::Request(p) = &mut self.head {
+                    p.method = m;
+                }
+            }
+            Edit::Path(pq) => {
+                if let Head::Request(p) = &mut self.head {
+                    let mut parts = std::mem::take(&mut p.uri).into_parts();
+                    parts.path_and_query = Some(pq);
+                    // Replacing a valid URI's path with a valid path keeps it valid.
+                    p.uri = http::Uri::from_parts(parts).unwrap_or_default();
+                }
+            }
+            Edit::Authority(a, value) => match &mut self.head {
+                Head::Request(p) => set_host(p, a, value),
+                Head::Response(p) => {
+                    p.headers.insert(http::header::HOST, value);
+                }
+                Head::Sent => {}
+            },
+            Edit::Status(s) => {
+                if let Head::Response(p) = &mut self.head {
+                    p.status = s;
+                }
+            }
+            Edit::SetHeader(n, v) => {
+                if let Some(h) = self.headers_mut() {
+                    h.insert(n, v);
+                }
+            }
+            Edit::AppendHeader(n, v) => {
+                if let Some(h) = self.headers_mut() {
+                    h.append(n, v);
+                }
+            }
+            Edit::RemoveHeader(n) => {
+                if let Some(h) = self.headers_mut() {
+                    h.remove(n);
+                }
+            }
+            Edit::RenameHeader(from, to) => {
+                if let Some(h) = self.headers_mut()
+                    && h.contains_key(&from)
+                {
+                    let values: Vec<HeaderValue> = h.get_all(&from).iter().cloned().collect();
+                    h.remove(&from);
+                    for v in values {
+                        h.append(&to, v);
+                    }
+                }
+            }
+            Edit::Body(data) => self.body.data = data,
+            Edit::Trailer(n, v) => {
+                self.body.trailers.get_or_insert_with(HeaderMap::new).insert(n, v);
+            }
+        }
+    }
+}
+
+/// A change a filter asked for, checked: names and values parsed, framing
+/// and hop-by-hop fields refused. Whether it fits the message is
+/// [`MessageState::fits`].
+#[derive(Debug)]
+pub enum Edit {
+    /// Replace a header's values.
+    SetHeader(HeaderName, HeaderValue),
+    /// Add a value.
+    AppendHeader(HeaderName, HeaderValue),
+    /// Remove a header.
+    RemoveHeader(HeaderName),
+    /// Move a header's values to another name.
+    RenameHeader(HeaderName, HeaderName),
+    /// A request's method.
+    Method(Method),
+    /// A request's path and query.
+    Path(PathAndQuery),
+    /// A request's one host (`Host` and the URI's authority); on a response, a `host` header.
+    Authority(Authority, HeaderValue),
+    /// A response's status.
+    Status(StatusCode),
+    /// A body phase's body.
+    Body(Bytes),
+    /// A trailer, at the end of the body.
+    Trailer(HeaderName, HeaderValue),
+}
+
+/// Why an edit was refused.
+#[derive(Debug)]
+pub enum Refused {
+    /// A framing or hop-by-hop field: wasp owns it.
+    Framing(HeaderName),
+    /// Not valid: the message says why.
+    Invalid(String),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Framing(name) => {
+                write!(f, "header {name:?} is managed by wasp (framing or hop-by-hop); not changed")
+            }
+            Refused::Invalid(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Edit {
+    /// `set-header`: on a request, `host` sets the authority.
+    pub fn set_header(name: &str, value: &[u8]) -> Result<Edit, Refused> {
+        let (n, v) = header(name, value)?;
+        if n == http::header::HOST {
+            let text = v.to_str().map_err(|_| Refused::Invalid(format!("invalid authority {v:?}")))?;
+            return Ok(Edit::Authority(parse_authority(text)?, v));
+        }
+        Ok(Edit::SetHeader(n, v))
+    }
+
+    /// `append-header`.
+    pub fn append_header(name: &str, value: &[u8]) -> Result<Edit, Refused> {
+        let (n, v) = header(name, value)?;
+        Ok(Edit::AppendHeader(n, v))
+    }
+
+    /// `remove-header`.
+    pub fn remove_header(name: &str) -> Result<Edit, Refused> {
+        Ok(Edit::RemoveHeader(header_name(name)?))
+    }
+
+    /// `rename-header`.
+    pub fn rename_header(from: &str, to: &str) -> Result<Edit, Refused> {
+        Ok(Edit::RenameHeader(header_name(from)?, header_name(to)?))
+    }
+
+    /// `set-method`.
+    pub fn method(method: &str) -> Result<Edit, Refused> {
+        Method::from_bytes(method.as_bytes())
+            .map(Edit::Method)
+            .map_err(|_| Refused::Invalid(format!("invalid method {method:?}")))
+    }
+
+    /// `set-path`: path and query, starting with `/`.
+    pub fn path(path: &str) -> Result<Edit, Refused> {
+        if !path.starts_with('/') {
+            return Err(Refused::Invalid(format!("path {path:?} must start with '/'")));
+        }
+        path.parse().map(Edit::Path).map_err(|_| Refused::Invalid(format!("invalid path {path:?}")))
+    }
+
+    /// `set-authority`.
+    pub fn authority(authority: &str) -> Result<Edit, Refused> {
+        let value = HeaderValue::from_str(authority)
+            .map_err(|_| Refused::Invalid(format!("invalid authority {authority:?}")))?;
+        Ok(Edit::Authority(parse_authority(authority)?, value))
+    }
+
+    /// `set-status`: a final status.
+    pub fn status(status: u16) -> Result<Edit, Refused> {
+        StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| (200..=599).contains(&s.as_u16()))
+            .map(Edit::Status)
+            .ok_or_else(|| Refused::Invalid(format!("status {status} is not a final HTTP status (200-599)")))
+    }
+
+    /// `set-trailer`.
+    pub fn trailer(name: &str, value: &[u8]) -> Result<Edit, Refused> {
+        let (n, v) = header(name, value)?;
+        Ok(Edit::Trailer(n, v))
+    }
+}
+
+fn parse_authority(authority: &str) -> Result<Authority, Refused> {
+    authority
+        .parse::<Authority>()
+        .ok()
+        .filter(|_| crate::identity::is_valid_host(authority.as_bytes()))
+        .ok_or_else(|| Refused::Invalid(format!("invalid authority {authority:?}")))
+}
+
+/// Makes `authority` the request's one host: `Host`, and the URI's
+/// authority where it has one, so that what the upstream gets agrees.
+fn set_host(p: &mut http::request::Parts, authority: Authority, value: HeaderValue) {
+    if p.uri.authority().is_some() {
+        let mut parts = std::mem::take(&mut p.uri).into_parts();
+        parts.authority = Some(authority);
+        p.uri = http::Uri::from_parts(parts).unwrap_or_default();
+    }
+    p.headers.insert(http::header::HOST, value);
+}
+
+fn header_name(name: &str) -> Result<HeaderName, Refused> {
+    let n = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| Refused::Invalid(format!("invalid header name {name:?}")))?;
+    if is_framing(&n) {
+        return Err(Refused::Framing(n));
+    }
+    Ok(n)
+}
+
+/// A guest's header name and value, checked, framing refused.
+fn header(name: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), Refused> {
+    let (n, v) = header_pair(name, value).map_err(Refused::Invalid)?;
+    if is_framing(&n) {
+        return Err(Refused::Framing(n));
+    }
+    Ok((n, v))
+}
+
+/// A guest's header name and value, checked.
+pub fn header_pair(name: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), String> {
+    let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
+    let v = HeaderValue::from_bytes(value).map_err(|_| format!("invalid value for header {name:?}"))?;
+    Ok((n, v))
+}
+
+/// A guest's header list as a header map; fails on the first invalid name
+/// or value. Framing and hop-by-hop fields are left out (wasp owns them) and
+/// returned separately, for the caller to report.
+pub fn header_map<'a>(
+    headers: impl ExactSizeIterator<Item = (&'a str, &'a [u8])>,
+) -> Result<(HeaderMap, Vec<HeaderName>), String> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    let mut dropped = Vec::new();
+    for (name, value) in headers {
+        let (name, value) = header_pair(name, value)?;
+        if is_framing(&name) {
+            dropped.push(name);
+        } else {
+            map.append(name, value);
+        }
+    }
+    Ok((map, dropped))
+}
+
+/// Fields a filter may not set, append, remove or put in a reply or
+/// trailers: the message's framing and hop-by-hop fields, which wasp sets
+/// from the body it actually sends. A filter setting `content-length` on a
+/// response whose body it did not change would otherwise desynchronise the
+/// client's connection (response splitting).
+pub fn is_framing(name: &HeaderName) -> bool {
+    name == http::header::CONTENT_LENGTH || name == http::header::TRAILER || crate::headers::is_hop_by_hop(name)
+}
+
+/// A response a filter sends instead of the upstream's, unchecked.
+pub struct Reply {
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// What a phase decided.
+pub enum Decision {
+    /// Go on.
+    Continue,
+    /// Answer with this.
+    Reply(Reply),
+    /// Send the calls the phase prepared, then call `on-call-response`.
+    Wait,
+}

@@ -1,0 +1,275 @@
+//! `wasp:filter@0.1.0` (`wit/0.1/filter.wit`), still served: each phase
+//! lends the guest a `message` resource over the host's [`MessageState`],
+//! and every read or change is a call back into wasp. Every import may trap
+//! (a guest handing back a stale resource, say) rather than panic the proxy.
+
+use super::call::{Answer, CallRequest};
+use super::host::HostState;
+use super::message::{BodyMode, Decision, Edit, Head, MessageState, Refused, Reply};
+use wasmtime::component::Resource;
+
+wasmtime::component::bindgen!({
+    path: "../wit/0.1",
+    world: "http-filter",
+    with: { "wasp:filter/types.message": super::host::Message },
+    imports: { default: trappable },
+});
+
+pub use exports::wasp::filter::{connection, handler};
+use wasp::filter::{host, types};
+
+type Res<T> = wasmtime::Result<T>;
+
+impl From<types::Decision> for Decision {
+    fn from(d: types::Decision) -> Self {
+        match d {
+            types::Decision::Continue => Decision::Continue,
+            types::Decision::Wait => Decision::Wait,
+            types::Decision::Reply(r) => Decision::Reply(Reply {
+                status: r.status,
+                headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+                body: r.body,
+            }),
+        }
+    }
+}
+
+/// The answer to a call, as 0.1 passes it.
+pub fn answer(answer: &Answer) -> Result<types::CallResponse, String> {
+    match answer {
+        Ok(r) => Ok(types::CallResponse {
+            status: r.status,
+            headers: r.headers.iter().map(|(n, v)| types::Header { name: n.clone(), value: v.clone() }).collect(),
+            body: r.body.clone(),
+        }),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// The connection facts, as 0.1 passes them.
+pub fn connection_info(info: &super::v02::types::ConnectionInfo) -> types::ConnectionInfo {
+    types::ConnectionInfo {
+        peer: info.peer.clone(),
+        local: info.local.clone(),
+        sni: info.sni.clone(),
+        alpn: info.alpn.clone(),
+        identity: info.identity.clone(),
+    }
+}
+
+/// A 0.1 connection decision in 0.2's terms (the same shape).
+pub fn connection_decision(d: types::ConnectionDecision) -> super::v02::types::ConnectionDecision {
+    match d {
+        types::ConnectionDecision::Allow => super::v02::types::ConnectionDecision::Allow,
+        types::ConnectionDecision::Deny(why) => super::v02::types::ConnectionDecision::Deny(why),
+    }
+}
+
+fn header_list(map: Option<&http::HeaderMap>) -> Vec<types::Header> {
+    map.map_or_else(Vec::new, |map| {
+        map.iter().map(|(n, v)| types::Header { name: n.as_str().to_string(), value: v.as_bytes().to_vec() }).collect()
+    })
+}
+
+impl HostState {
+    /// Checks one edit and applies it if it fits; a framing field is reported.
+    fn edit(&mut self, m: &Resource<MessageState>, edit: Result<Edit, Refused>) -> Res<Result<(), String>> {
+        let edit = match edit {
+            Ok(e) => e,
+            Err(refused) => {
+                if let Refused::Framing(name) = &refused {
+                    self.shared.refuse_framing(name);
+                }
+                return Ok(Err(refused.to_string()));
+            }
+        };
+        let state = self.table.get_mut(m)?;
+        Ok(state.fits(&edit).map(|()| state.apply(edit)))
+    }
+}
+
+impl types::Host for HostState {}
+
+impl types::HostMessage for HostState {
+    fn method(&mut self, m: Resource<MessageState>) -> Res<String> {
+        Ok(match &self.table.get(&m)?.head {
+            Head::Request(p) => p.method.as_str().to_string(),
+            Head::Response(_) | Head::Sent => String::new(),
+        })
+    }
+
+    fn set_method(&mut self, m: Resource<MessageState>, method: String) -> Res<Result<(), String>> {
+        self.edit(&m, Edit::method(&method))
+    }
+
+    fn path(&mut self, m: Resource<MessageState>) -> Res<String> {
+        Ok(self.table.get(&m)?.path().unwrap_or_default().to_string())
+    }
+
+    fn set_path(&mut self, m: Resource<MessageState>, path: String) -> Res<Result<(), String>> {
+        if !matches!(self.table.get(&m)?.head, Head::Request(_)) {
+            return Ok(Err("not a request head (a response, or already sent)".into()));
+        }
+        self.edit(&m, Edit::path(&path))
+    }
+
+    fn authority(&mut self, m: Resource<MessageState>) -> Res<Option<String>> {
+        Ok(self.table.get(&m)?.authority().map(str::to_string))
+    }
+
+    fn set_authority(&mut self, m: Resource<MessageState>, authority: String) -> Res<Result<(), String>> {
+        if !matches!(self.table.get(&m)?.head, Head::Request(_)) {
+            return Ok(Err("not a request head (a response, or already sent)".into()));
+        }
+        self.edit(&m, Edit::authority(&authority))
+    }
+
+    fn status(&mut self, m: Resource<MessageState>) -> Res<u16> {
+        Ok(match &self.table.get(&m)?.head {
+            Head::Response(p) => p.status.as_u16(),
+            Head::Request(_) | Head::Sent => 0,
+        })
+    }
+
+    fn get_header(&mut self, m: Resource<MessageState>, name: String) -> Res<Option<Vec<u8>>> {
+        Ok(self.table.get(&m)?.headers().and_then(|h| h.get(name.as_str())).map(|v| v.as_bytes().to_vec()))
+    }
+
+    fn get_header_all(&mut self, m: Resource<MessageState>, name: String) -> Res<Vec<Vec<u8>>> {
+        let Some(headers) = self.table.get(&m)?.headers() else { return Ok(Vec::new()) };
+        Ok(headers.get_all(name.as_str()).iter().map(|v| v.as_bytes().to_vec()).collect())
+    }
+
+    fn header_names(&mut self, m: Resource<MessageState>) -> Res<Vec<String>> {
+        Ok(self.table.get(&m)?.headers().map_or_else(Vec::new, |h| h.keys().map(|k| k.as_str().to_string()).collect()))
+    }
+
+    fn set_header(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
+        let is_request = matches!(self.table.get(&m)?.head, Head::Request(_));
+        let edit = match Edit::set_header(&name, &value) {
+            // Only a request's host is its authority; elsewhere `host` is a header like any other.
+            Ok(Edit::Authority(_, v)) if !is_request => Ok(Edit::SetHeader(http::header::HOST, v)),
+            Err(Refused::Invalid(_)) if !is_request && name.eq_ignore_ascii_case("host") => {
+                super::message::header_pair(&name, &value).map(|(n, v)| Edit::SetHeader(n, v)).map_err(Refused::Invalid)
+            }
+            other => other,
+        };
+        self.edit(&m, edit)
+    }
+
+    fn append_header(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
+        self.edit(&m, Edit::append_header(&name, &value))
+    }
+
+    fn remove_header(&mut self, m: Resource<MessageState>, name: String) -> Res<()> {
+        // An invalid name names no header: nothing to remove.
+        let _ = self.edit(&m, Edit::remove_header(&name))?;
+        Ok(())
+    }
+
+    fn request_id(&mut self, m: Resource<MessageState>) -> Res<String> {
+        Ok(self.table.get(&m)?.facts.request_id.to_str().unwrap_or_default().to_string())
+    }
+
+    fn peer(&mut self, m: Resource<MessageState>) -> Res<String> {
+        Ok(self.table.get(&m)?.facts.peer.to_string())
+    }
+
+    fn route(&mut self, m: Resource<MessageState>) -> Res<String> {
+        Ok(self.table.get(&m)?.facts.route.to_string())
+    }
+
+    fn peer_identity(&mut self, m: Resource<MessageState>) -> Res<Option<String>> {
+        Ok(self.table.get(&m)?.facts.identity.as_deref().map(str::to_string))
+    }
+
+    fn read_body(&mut self, m: Resource<MessageState>, mode: types::BodyMode) -> Res<()> {
+        self.table.get_mut(&m)?.wants = Some(match mode {
+            types::BodyMode::Buffer => BodyMode::Buffer,
+            types::BodyMode::Stream => BodyMode::Stream,
+        });
+        Ok(())
+    }
+
+    fn body(&mut self, m: Resource<MessageState>) -> Res<Vec<u8>> {
+        Ok(self.table.get(&m)?.body.data.to_vec())
+    }
+
+    fn set_body(&mut self, m: Resource<MessageState>, body: Vec<u8>) -> Res<()> {
+        self.table.get_mut(&m)?.body.data = body.into();
+        Ok(())
+    }
+
+    fn end_of_stream(&mut self, m: Resource<MessageState>) -> Res<bool> {
+        Ok(self.table.get(&m)?.body.end)
+    }
+
+    fn trailers(&mut self, m: Resource<MessageState>) -> Res<Vec<types::Header>> {
+        Ok(header_list(self.table.get(&m)?.body.trailers.as_ref()))
+    }
+
+    fn set_trailer(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
+        self.edit(&m, Edit::trailer(&name, &value))
+    }
+
+    fn drop(&mut self, m: Resource<MessageState>) -> Res<()> {
+        self.table.delete(m)?;
+        Ok(())
+    }
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: types::Level, message: String) -> Res<()> {
+        let level = match level {
+            types::Level::Trace => tracing::Level::TRACE,
+            types::Level::Debug => tracing::Level::DEBUG,
+            types::Level::Info => tracing::Level::INFO,
+            types::Level::Warn => tracing::Level::WARN,
+            types::Level::Error => tracing::Level::ERROR,
+        };
+        HostState::log(self, level, &message)
+    }
+
+    fn counter_add(&mut self, name: String, value: u64) -> Res<()> {
+        HostState::counter_add(self, &name, value)
+    }
+
+    fn histogram_observe(&mut self, name: String, value: f64) -> Res<()> {
+        HostState::histogram_observe(self, &name, value)
+    }
+
+    fn now_ms(&mut self) -> Res<u64> {
+        HostState::now_ms(self)
+    }
+
+    fn monotonic_ns(&mut self) -> Res<u64> {
+        HostState::monotonic_ns(self)
+    }
+
+    fn kv_get(&mut self, key: String) -> Res<Option<(Vec<u8>, u64)>> {
+        HostState::kv_get(self, &key)
+    }
+
+    fn kv_set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Res<()> {
+        HostState::kv_set(self, &key, value, ttl_ms)
+    }
+
+    fn kv_compare_and_swap(&mut self, key: String, expected: Option<u64>, value: Vec<u8>, ttl_ms: u64) -> Res<bool> {
+        HostState::kv_compare_and_swap(self, &key, expected, value, ttl_ms)
+    }
+
+    fn kv_increment(&mut self, key: String, delta: i64, ttl_ms: u64) -> Res<i64> {
+        HostState::kv_increment(self, &key, delta, ttl_ms)
+    }
+
+    fn http_call(&mut self, cluster: String, request: types::CallRequest) -> Res<Result<u64, String>> {
+        let request = CallRequest {
+            method: request.method,
+            path: request.path,
+            headers: request.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            body: request.body,
+            timeout_ms: request.timeout_ms,
+        };
+        HostState::http_call(self, &cluster, request)
+    }
+}

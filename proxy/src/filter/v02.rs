@@ -1,0 +1,317 @@
+//! `wasp:filter@0.2.0` (`wit/filter.wit`), the batched ABI: a phase is one
+//! call. The guest gets the facts and headers it registered for at `init`
+//! as arguments, and returns its decision with a list of edits, which are
+//! all checked here before any is applied (an invalid one makes the whole
+//! outcome the filter's `invalid_output`). Phases it did not register are
+//! never called.
+
+use super::call::{Answer, CallRequest};
+use super::host::HostState;
+use super::loaded::Phase;
+use super::message::{BodyMode, Chunk, Decision, Edit, Head, MessageState, Refused, Reply};
+use http::HeaderName;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "http-filter",
+    imports: { default: trappable },
+});
+
+pub use exports::wasp::filter::{connection, handler};
+use wasp::filter::host;
+pub use wasp::filter::types;
+
+type Res<T> = wasmtime::Result<T>;
+
+/// Which headers a phase gets.
+#[derive(Debug, Clone)]
+enum HeaderSet {
+    None,
+    Names(Vec<HeaderName>),
+    All,
+}
+
+/// What a 0.2 filter registered at `init`, checked.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    phases: types::Phases,
+    facts: types::Facts,
+    request_headers: HeaderSet,
+    response_headers: HeaderSet,
+}
+
+impl Registration {
+    /// Every phase, fact and header: what a 0.1 filter gets.
+    pub fn all() -> Self {
+        Registration {
+            phases: types::Phases::all(),
+            facts: types::Facts::all(),
+            request_headers: HeaderSet::All,
+            response_headers: HeaderSet::All,
+        }
+    }
+
+    /// Checks what `init` returned.
+    pub fn check(r: types::Registration) -> Result<Self, String> {
+        let set = |s: types::HeaderSet, which: &str| match s {
+            types::HeaderSet::None => Ok(HeaderSet::None),
+            types::HeaderSet::All => Ok(HeaderSet::All),
+            types::HeaderSet::Names(names) => names
+                .iter()
+                .map(|n| {
+                    HeaderName::from_bytes(n.as_bytes())
+                        .map_err(|_| format!("init registered an invalid {which} header name {n:?}"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(HeaderSet::Names),
+        };
+        Ok(Registration {
+            phases: r.phases,
+            facts: r.facts,
+            request_headers: set(r.request_headers, "request")?,
+            response_headers: set(r.response_headers, "response")?,
+        })
+    }
+
+    /// Whether the filter implements `phase` (`on-call-response` always is).
+    pub fn has(&self, phase: Phase) -> bool {
+        let flag = match phase {
+            Phase::RequestHeaders => types::Phases::REQUEST_HEADERS,
+            Phase::RequestBody => types::Phases::REQUEST_BODY,
+            Phase::ResponseHeaders => types::Phases::RESPONSE_HEADERS,
+            Phase::ResponseBody => types::Phases::RESPONSE_BODY,
+            Phase::CallResponse => return true,
+        };
+        self.phases.contains(flag)
+    }
+
+    /// Whether the filter has any response phase (so its instance serves
+    /// a request until the response is through).
+    pub fn has_response_phase(&self) -> bool {
+        self.phases.intersects(types::Phases::RESPONSE_HEADERS | types::Phases::RESPONSE_BODY)
+    }
+}
+
+fn headers(map: Option<&http::HeaderMap>, set: &HeaderSet) -> Vec<types::Header> {
+    let header = |n: &HeaderName, v: &http::HeaderValue| types::Header {
+        name: n.as_str().to_string(),
+        value: v.as_bytes().to_vec(),
+    };
+    match (map, set) {
+        (None, _) | (_, HeaderSet::None) => Vec::new(),
+        (Some(map), HeaderSet::All) => map.iter().map(|(n, v)| header(n, v)).collect(),
+        (Some(map), HeaderSet::Names(names)) => {
+            names.iter().flat_map(|n| map.get_all(n).iter().map(move |v| header(n, v))).collect()
+        }
+    }
+}
+
+/// The request as `reg` asked to see it.
+pub fn request(msg: &MessageState, reg: &Registration) -> types::Request {
+    use types::Facts as F;
+    let want = |f: F| reg.facts.contains(f);
+    let req = match &msg.head {
+        Head::Request(p) => Some(p),
+        _ => None,
+    };
+    let facts = &msg.facts;
+    types::Request {
+        method: req.filter(|_| want(F::METHOD)).map(|p| p.method.as_str().to_string()),
+        path: msg.path().filter(|_| want(F::PATH)).map(str::to_string),
+        authority: msg.authority().filter(|_| want(F::AUTHORITY)).map(str::to_string),
+        request_id: want(F::REQUEST_ID).then(|| facts.request_id.to_str().unwrap_or_default().to_string()),
+        peer: want(F::PEER).then(|| facts.peer.to_string()),
+        route: want(F::ROUTE).then(|| facts.route.to_string()),
+        peer_identity: facts.identity.as_deref().filter(|_| want(F::PEER_IDENTITY)).map(str::to_string),
+        headers: headers(msg.headers(), &reg.request_headers),
+    }
+}
+
+/// The response as `reg` asked to see it.
+pub fn response(msg: &MessageState, reg: &Registration) -> types::Response {
+    let status = match &msg.head {
+        Head::Response(p) => p.status.as_u16(),
+        _ => 0,
+    };
+    types::Response { status, headers: headers(msg.headers(), &reg.response_headers) }
+}
+
+/// A body phase's body.
+pub fn body(chunk: &Chunk) -> types::Body {
+    types::Body {
+        data: chunk.data.to_vec(),
+        end_of_stream: chunk.end,
+        trailers: chunk.trailers.as_ref().map_or_else(Vec::new, |t| headers(Some(t), &HeaderSet::All)),
+    }
+}
+
+/// The answer to a call, as 0.2 passes it.
+pub fn answer(answer: &Answer) -> Result<types::CallResponse, String> {
+    match answer {
+        Ok(r) => Ok(types::CallResponse {
+            status: r.status,
+            headers: r.headers.iter().map(|(n, v)| types::Header { name: n.clone(), value: v.clone() }).collect(),
+            body: r.body.clone(),
+        }),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+fn edit(e: types::Edit) -> Result<Edit, Refused> {
+    use types::Edit as E;
+    match e {
+        E::SetHeader(h) => Edit::set_header(&h.name, &h.value),
+        E::AppendHeader(h) => Edit::append_header(&h.name, &h.value),
+        E::RemoveHeader(n) => Edit::remove_header(&n),
+        E::RenameHeader(r) => Edit::rename_header(&r.from, &r.to),
+        E::SetMethod(m) => Edit::method(&m),
+        E::SetPath(p) => Edit::path(&p),
+        E::SetAuthority(a) => Edit::authority(&a),
+        E::SetStatus(s) => Edit::status(s),
+        E::SetBody(b) => Ok(Edit::Body(b.into())),
+        E::SetTrailer(h) => Edit::trailer(&h.name, &h.value),
+    }
+}
+
+/// Checks a phase's outcome whole (its decision, every edit, every
+/// response edit, `read-body`) and, if it is valid, applies its edits to
+/// `msg` (response edits are kept in `msg.response_edits` for later);
+/// otherwise says what is wrong and changes nothing.
+pub fn settle(
+    outcome: types::Outcome,
+    msg: &mut MessageState,
+    phase: Phase,
+    reg: &Registration,
+    calls_prepared: bool,
+) -> Result<Decision, String> {
+    let body_phase = matches!(phase, Phase::RequestBody | Phase::ResponseBody);
+    let request_side = matches!(phase, Phase::RequestHeaders | Phase::RequestBody | Phase::CallResponse);
+    if matches!(outcome.decision, types::Decision::Wait) {
+        let waits = request_side && matches!(msg.head, Head::Request(_));
+        if !waits {
+            return Err("wait is only allowed in request phases (headers, or a buffered body)".into());
+        }
+        if !calls_prepared {
+            return Err("wait with no call prepared".into());
+        }
+    }
+    let refused = |why: Refused| why.to_string();
+    if let types::Decision::Reply(r) = &outcome.decision {
+        super::message::Edit::status(r.status).map_err(refused)?;
+        for h in &r.headers {
+            super::message::header_pair(&h.name, &h.value).map_err(|why| format!("local reply: {why}"))?;
+        }
+    }
+    let mut edits = Vec::with_capacity(outcome.edits.len());
+    for e in outcome.edits {
+        let e = edit(e).map_err(refused)?;
+        if matches!(e, Edit::Body(_) | Edit::Trailer(..)) && !body_phase {
+            return Err("set-body and set-trailer are only allowed in body phases".into());
+        }
+        msg.fits(&e)?;
+        edits.push(e);
+    }
+    let mut later = Vec::with_capacity(outcome.response_edits.len());
+    if !outcome.response_edits.is_empty() && !request_side {
+        return Err("response-edits are only allowed from request phases".into());
+    }
+    for e in outcome.response_edits {
+        match edit(e).map_err(refused)? {
+            Edit::Authority(_, v) => later.push(Edit::SetHeader(http::header::HOST, v)),
+            e @ (Edit::SetHeader(..)
+            | Edit::AppendHeader(..)
+            | Edit::RemoveHeader(_)
+            | Edit::RenameHeader(..)
+            | Edit::Status(_)) => later.push(e),
+            other => return Err(format!("response-edits may only change headers and status, not {other:?}")),
+        }
+    }
+    let wants = match (outcome.read_body, phase) {
+        (None, _) => None,
+        (Some(mode), Phase::RequestHeaders | Phase::ResponseHeaders) => {
+            let body = if phase == Phase::RequestHeaders { Phase::RequestBody } else { Phase::ResponseBody };
+            if !reg.has(body) {
+                return Err(format!("read-body asks for the {body:?} phase, which init did not register"));
+            }
+            Some(match mode {
+                types::BodyMode::Buffer => BodyMode::Buffer,
+                types::BodyMode::Stream => BodyMode::Stream,
+            })
+        }
+        (Some(_), _) => return Err("read-body is only allowed from headers phases".into()),
+    };
+    for e in edits {
+        msg.apply(e);
+    }
+    if wants.is_some() {
+        msg.wants = wants;
+    }
+    msg.response_edits.extend(later);
+    Ok(match outcome.decision {
+        types::Decision::Continue => Decision::Continue,
+        types::Decision::Wait => Decision::Wait,
+        types::Decision::Reply(r) => Decision::Reply(Reply {
+            status: r.status,
+            headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            body: r.body,
+        }),
+    })
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: types::Level, message: String) -> Res<()> {
+        let level = match level {
+            types::Level::Trace => tracing::Level::TRACE,
+            types::Level::Debug => tracing::Level::DEBUG,
+            types::Level::Info => tracing::Level::INFO,
+            types::Level::Warn => tracing::Level::WARN,
+            types::Level::Error => tracing::Level::ERROR,
+        };
+        HostState::log(self, level, &message)
+    }
+
+    fn counter_add(&mut self, name: String, value: u64) -> Res<()> {
+        HostState::counter_add(self, &name, value)
+    }
+
+    fn histogram_observe(&mut self, name: String, value: f64) -> Res<()> {
+        HostState::histogram_observe(self, &name, value)
+    }
+
+    fn now_ms(&mut self) -> Res<u64> {
+        HostState::now_ms(self)
+    }
+
+    fn monotonic_ns(&mut self) -> Res<u64> {
+        HostState::monotonic_ns(self)
+    }
+
+    fn kv_get(&mut self, key: String) -> Res<Option<(Vec<u8>, u64)>> {
+        HostState::kv_get(self, &key)
+    }
+
+    fn kv_set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Res<()> {
+        HostState::kv_set(self, &key, value, ttl_ms)
+    }
+
+    fn kv_compare_and_swap(&mut self, key: String, expected: Option<u64>, value: Vec<u8>, ttl_ms: u64) -> Res<bool> {
+        HostState::kv_compare_and_swap(self, &key, expected, value, ttl_ms)
+    }
+
+    fn kv_increment(&mut self, key: String, delta: i64, ttl_ms: u64) -> Res<i64> {
+        HostState::kv_increment(self, &key, delta, ttl_ms)
+    }
+
+    fn http_call(&mut self, cluster: String, request: types::CallRequest) -> Res<Result<u64, String>> {
+        let request = CallRequest {
+            method: request.method,
+            path: request.path,
+            headers: request.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            body: request.body,
+            timeout_ms: request.timeout_ms,
+        };
+        HostState::http_call(self, &cluster, request)
+    }
+}

@@ -1,0 +1,131 @@
+//! A hostile `wasp:filter@0.2.0` filter, built with wit-bindgen directly
+//! (no SDK checks in the way): for `/v/<vector>` paths its request phase
+//! returns an outcome with a harmless edit (`x-marker: 1`) followed by an
+//! invalid one, which wasp must refuse whole (`invalid_output`, no edit
+//! applied). `/ok` returns valid edits and response edits; `/seen` answers
+//! with what the call received (only the registered `x-probe` header and
+//! `path` fact). It registers only the request headers phase: the other
+//! phases panic, so calling one would show as a trap.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "http-filter" });
+
+use exports::wasp::filter::handler::Guest;
+use wasp::filter::types::{
+    BodyMode, CallResponse, Decision, Edit, Facts, Header, HeaderSet, LocalReply, Outcome, Phases, Registration,
+    Rename, Request, Response,
+};
+
+struct Raw;
+
+fn h(name: &str, value: &str) -> Header {
+    Header { name: name.into(), value: value.as_bytes().to_vec() }
+}
+
+fn outcome(edits: Vec<Edit>, response_edits: Vec<Edit>) -> Outcome {
+    Outcome { decision: Decision::Continue, edits, read_body: None, response_edits }
+}
+
+impl Guest for Raw {
+    fn init(_config: String) -> Result<Registration, String> {
+        Ok(Registration {
+            phases: Phases::REQUEST_HEADERS,
+            facts: Facts::PATH,
+            request_headers: HeaderSet::Names(vec!["x-probe".into()]),
+            response_headers: HeaderSet::None,
+        })
+    }
+
+    fn on_request_headers(request: Request) -> Outcome {
+        let path = request.path.clone().unwrap_or_default();
+        let marker = Edit::SetHeader(h("x-marker", "1"));
+        let bad = |edit: Edit| outcome(vec![Edit::SetHeader(h("x-marker", "1")), edit], vec![]);
+        match path.as_str() {
+            "/ok" => outcome(
+                vec![
+                    Edit::SetHeader(h("x-raw", "1")),
+                    Edit::AppendHeader(h("x-raw-list", "a")),
+                    Edit::AppendHeader(h("x-raw-list", "b")),
+                    Edit::RenameHeader(Rename { from: "x-probe".into(), to: "x-probed".into() }),
+                    Edit::SetPath("/rewritten?q=1".into()),
+                    Edit::SetMethod("PUT".into()),
+                    Edit::SetAuthority("rewritten.example:8080".into()),
+                ],
+                vec![Edit::SetHeader(h("x-raw-response", "1")), Edit::RemoveHeader("x-upstream".into())],
+            ),
+            "/seen" => {
+                let headers: Vec<String> = request
+                    .headers
+                    .iter()
+                    .map(|h| format!("{}={}", h.name, String::from_utf8_lossy(&h.value)))
+                    .collect();
+                let body = format!(
+                    "headers={} method={:?} request_id={:?} peer={:?} route={:?}\n",
+                    headers.join(","),
+                    request.method,
+                    request.request_id,
+                    request.peer,
+                    request.route
+                );
+                Outcome {
+                    decision: Decision::Reply(LocalReply { status: 200, headers: vec![], body: body.into_bytes() }),
+                    edits: vec![],
+                    read_body: None,
+                    response_edits: vec![],
+                }
+            }
+            "/v/framing" => bad(Edit::SetHeader(h("content-length", "0"))),
+            "/v/transfer-encoding" => bad(Edit::AppendHeader(h("transfer-encoding", "chunked"))),
+            "/v/connection" => bad(Edit::RemoveHeader("connection".into())),
+            "/v/rename-to-framing" => {
+                bad(Edit::RenameHeader(Rename { from: "x-probe".into(), to: "content-length".into() }))
+            }
+            "/v/bad-name" => bad(Edit::SetHeader(h("bad name", "x"))),
+            "/v/bad-value" => bad(Edit::SetHeader(h("x-v", "a\r\nx-injected: 1"))),
+            "/v/host-crlf" => bad(Edit::SetHeader(h("host", "evil\r\nx-injected: 1"))),
+            "/v/authority" => bad(Edit::SetAuthority("a/b@c".into())),
+            "/v/path" => bad(Edit::SetPath("no-slash".into())),
+            "/v/path-crlf" => bad(Edit::SetPath("/a\r\nx-injected: 1".into())),
+            "/v/method" => bad(Edit::SetMethod("GE T".into())),
+            "/v/status-on-request" => bad(Edit::SetStatus(200)),
+            "/v/body-in-headers-phase" => bad(Edit::SetBody(b"smuggled".to_vec())),
+            "/v/trailer-in-headers-phase" => bad(Edit::SetTrailer(h("x-t", "1"))),
+            "/v/read-unregistered-body" => Outcome {
+                decision: Decision::Continue,
+                edits: vec![marker],
+                read_body: Some(BodyMode::Buffer),
+                response_edits: vec![],
+            },
+            "/v/response-edit-body" => outcome(vec![marker], vec![Edit::SetBody(b"x".to_vec())]),
+            "/v/response-edit-framing" => outcome(vec![marker], vec![Edit::SetHeader(h("content-length", "5"))]),
+            "/v/response-edit-status" => outcome(vec![marker], vec![Edit::SetStatus(42)]),
+            "/v/wait-without-call" => {
+                Outcome { decision: Decision::Wait, edits: vec![marker], read_body: None, response_edits: vec![] }
+            }
+            _ => outcome(vec![], vec![]),
+        }
+    }
+
+    fn on_request_body(_request: Request, _body: wasp::filter::types::Body) -> Outcome {
+        panic!("on-request-body was not registered")
+    }
+
+    fn on_response_headers(_response: Response) -> Outcome {
+        panic!("on-response-headers was not registered")
+    }
+
+    fn on_response_body(_response: Response, _body: wasp::filter::types::Body) -> Outcome {
+        panic!("on-response-body was not registered")
+    }
+
+    fn on_call_response(_request: Request, _id: u64, _response: Result<CallResponse, String>) -> Outcome {
+        panic!("no call was made")
+    }
+}
+
+impl exports::wasp::filter::connection::Guest for Raw {
+    fn on_connection(_info: wasp::filter::types::ConnectionInfo) -> wasp::filter::types::ConnectionDecision {
+        wasp::filter::types::ConnectionDecision::Allow
+    }
+}
+
+export!(Raw);
