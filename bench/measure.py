@@ -833,6 +833,25 @@ def tls_report(runs, mems, vgs, meta) -> list[str]:
     return L
 
 
+def ratio_table(scenarios, labels, peers, cpu_of, ins_of) -> list[str]:
+    """wasp ÷ each peer proxy, per scenario: median CPU µs/req and instructions/request (below 1: wasp is
+    cheaper). cpu_of / ins_of (scenario, target) give the values whose medians are compared."""
+    rows = []
+    for scn in scenarios:
+        for peer in peers:
+            cells = []
+            for of, spec in ((cpu_of, ".2f"), (ins_of, ",.0f")):
+                w = _med([v for v in of(scn, "wasp") if v is not None])
+                p = _med([v for v in of(scn, peer) if v is not None])
+                cells += [f"{w / p:.2f}×" if w and p else "—", f"{_fmt(w, spec)} / {_fmt(p, spec)}"]
+            rows.append(f"| {labels[scn]} | wasp ÷ {peer} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["", "wasp against the other proxies (medians; below 1× wasp is cheaper):", "",
+            "| scenario | ratio | CPU µs/req | (wasp / peer) | instr/req | (wasp / peer) |",
+            "|---|---|---:|---:|---:|---:|", *rows]
+
+
 def cmd_report(a) -> int:
     recs = [json.loads(line) for line in Path(a.results).read_text().splitlines() if line.strip()]
     meta: dict = {}
@@ -844,7 +863,8 @@ def cmd_report(a) -> int:
     runs = [r for r in all_runs if r["target"] not in FILTER_TARGETS and r["scenario"] not in TLS_SCENARIOS]
     mems = [r for r in recs if r["type"] == "mem"]
     vgs = [r for r in recs if r["type"] == "vg"]
-    targets = ["direct", "wasp", "nginx"]
+    targets = [t for t in ("direct", "wasp", "nginx", "pingora")
+               if t in ("direct", "wasp", "nginx") or any(r["target"] == t for r in runs + vgs)]
     scenarios = [s for s in ("h1", "h2c") if any(r["scenario"] == s for r in runs + vgs)]
     labels = {"h1": "HTTP/1.1", "h2c": "h2c"}
 
@@ -856,11 +876,11 @@ def cmd_report(a) -> int:
         return v[-1] if v else None
 
     L = []
-    L.append(f"# wasp benchmark: direct vs wasp vs nginx")
+    L.append("# wasp benchmark: " + " vs ".join(targets))
     L.append("")
     L.append(f"- Date: {meta.get('date', '?')}")
     L.append(f"- Machine: {meta.get('nproc', '?')} CPUs (nproc), {meta.get('cpu_model', '?')}, {meta.get('kernel', '?')}")
-    for k in ("wasp", "nginx", "wrk", "h2load", "valgrind"):
+    for k in ("wasp", "nginx", "pingora", "wrk", "h2load", "valgrind"):
         if k in meta:
             L.append(f"- {k}: {meta[k]}")
     L.append(f"- Parameters: {meta.get('params', '?')}")
@@ -910,12 +930,15 @@ def cmd_report(a) -> int:
                      f"| {p50_s} | {p99_s} | {_fmt(_mib(mem(mem_tgt, 'idle', 'rss_kb')))} MiB "
                      f"| {_fmt(_mib(rss_load))} MiB | {_fmt(_mib(mem(mem_tgt, 'end', 'hwm_kb')))} MiB "
                      f"| {_fmt(ins, ',.0f')} |")
+    L.extend(ratio_table(scenarios, labels, [t for t in targets if t not in ("direct", "wasp")],
+                         lambda scn, tgt: [r["cpu_us_per_req"] for r in sel(scn, tgt, "tput")],
+                         lambda scn, tgt: [v["ins_per_req"] for v in vgs if v["scenario"] == scn and v["target"] == tgt]))
     L.append("")
     L.append("Memory (MiB; nginx and the upstream: master + worker summed):")
     L.append("")
     L.append("| process | VmRSS idle | VmRSS max under load | VmRSS after load | VmHWM after load |")
     L.append("|---|---:|---:|---:|---:|")
-    for tgt, subj in (("upstream", "direct"), ("wasp", "wasp"), ("nginx", "nginx")):
+    for tgt, subj in [("upstream", "direct")] + [(t, t) for t in targets[1:]]:
         peak = max([r["rss_max_kb"] for r in runs if r["target"] == subj] or [None], key=lambda v: v or 0)
         L.append(f"| {tgt} | {_fmt(_mib(mem(tgt, 'idle', 'rss_kb')))} | {_fmt(_mib(peak))} "
                  f"| {_fmt(_mib(mem(tgt, 'end', 'rss_kb')))} | {_fmt(_mib(mem(tgt, 'end', 'hwm_kb')))} |")
@@ -925,7 +948,8 @@ def cmd_report(a) -> int:
         L.append(f"**Warning:** other processes used a median {other:.0f}% of a CPU during the runs; "
                  "CPU/request and req/s are disturbed. Rerun on a quiet machine.")
     L.append("")
-    L.append("Columns: *CPU µs/req* = utime+stime of the proxy process(es) (nginx: master + worker) "
+    L.append("Columns: *CPU µs/req* = utime+stime of the proxy process(es) (nginx: master + worker; wasp and "
+             "pingora: all threads of their one process) "
              "over the throughput run ÷ requests completed, median over repetitions (min–max); for *direct* "
              "it is the upstream's own cost. *upstream µs/req* = the shared upstream's CPU per request in the "
              "same run (subtract to compare; in the h2c rows the proxies talk HTTP/1.1 to it, direct talks h2c). "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: direct (load generator -> upstream), wasp (-> wasp ->
-# upstream) and nginx (-> nginx reverse proxy -> upstream), one run, one
-# shared upstream (nginx returning "ok"). See bench/README.md.
+# upstream), nginx (-> nginx reverse proxy -> upstream) and pingora (-> the
+# minimal Pingora proxy of bench/pingora/ -> upstream), one run, one shared
+# upstream (nginx returning "ok"). See bench/README.md.
 #
 #   bench/run.sh                                  # full run (~10 min)
 #   DURATION=3 REPS=1 VG_N=500 bench/run.sh       # quick check
@@ -23,10 +24,17 @@
 #   TLS_H2_CONNS=10 TLS_H2_STREAMS=10   TLS HTTP/2 load: h2load -c TLS_H2_CONNS -m TLS_H2_STREAMS
 #   TLS_HS_BATCH=100 full handshakes: fresh h2load processes of TLS_HS_BATCH connections, 1 request each
 #   TLS_RES_CONNS=50 resumed handshakes: wrk -t2 -c TLS_RES_CONNS -H 'Connection: close'
-#   SKIP_BUILD=1     don't run cargo build (use WASP_BIN and FILTER_DIR as they are)
+#   SKIP_PINGORA=1   no pingora target (otherwise it is built once from bench/pingora/; if that build
+#                    fails, e.g. no network for crates, the run goes on without it and says so)
+#   SKIP_BUILD=1     don't run cargo build (use WASP_BIN and FILTER_DIR as they are; the pingora
+#                    proxy is still built if its binary is missing)
 #   VG_FILTER_INSTANCES=24 VG_FILTER_CONNS=5  valgrind runs of the filter rows: wasp's filter_instances, h2load -c
-#   FILTER_DIR       built filters (default: filters/target/wasm32-wasip2/release of this repository)
-#   WASP_BIN         wasp binary (default: target/release/wasp of this repository)
+#   FILTER_DIR       built filters (default: filters/target/wasm32-wasip2/release of this repository;
+#                    when given, the filters are not built)
+#   WASP_BIN         wasp binary (default: target/release/wasp of this repository; when given, wasp
+#                    is not built)
+#   PINGORA_BIN      pingora proxy binary (default: bench/pingora/target/release/pingora-bench-proxy,
+#                    built by this script; when given, not built)
 #   RESULTS_DIR      where latest.md / latest.jsonl go (default: bench/results)
 #   QUIET_WAIT=30    before each measured run, wait up to this many seconds for the
 #                    machine to be idle (other processes < 15% of a CPU); 0 disables
@@ -49,6 +57,7 @@ SKIP_H2=${SKIP_H2:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SKIP_FILTERS=${SKIP_FILTERS:-0}
 SKIP_TLS=${SKIP_TLS:-0}
+SKIP_PINGORA=${SKIP_PINGORA:-0}
 TLS_H2_CONNS=${TLS_H2_CONNS:-10}
 TLS_H2_STREAMS=${TLS_H2_STREAMS:-10}
 TLS_HS_BATCH=${TLS_HS_BATCH:-100}
@@ -58,8 +67,12 @@ TLS_RES_CONNS=${TLS_RES_CONNS:-50}
 # core rows: every in-flight request of /chain/ holds three instances.
 VG_FILTER_INSTANCES=${VG_FILTER_INSTANCES:-24}
 VG_FILTER_CONNS=${VG_FILTER_CONNS:-5}
+# A binary (or filter folder) given in the environment is used as it is: cargo builds only the defaults.
+WASP_GIVEN=${WASP_BIN:+1} FILTERS_GIVEN=${FILTER_DIR:+1} PINGORA_GIVEN=${PINGORA_BIN:+1}
 WASP_BIN=${WASP_BIN:-$ROOT/target/release/wasp}
 FILTER_DIR=${FILTER_DIR:-$ROOT/filters/target/wasm32-wasip2/release}
+PINGORA_DIR=$HERE/pingora
+PINGORA_BIN=${PINGORA_BIN:-$PINGORA_DIR/target/release/pingora-bench-proxy}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 KEEP_TMP=${KEEP_TMP:-0}
 QUIET_WAIT=${QUIET_WAIT:-30}
@@ -69,6 +82,7 @@ SRV_CPU=1   # proxies and upstream
 # measure.py samples /proc during the runs: keep it on the load generator's CPU.
 MEASURE=(taskset -c $GEN_CPU python3 "$HERE/measure.py")
 case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin:/sbin ;; esac
+# The core targets; main appends pingora unless SKIP_PINGORA=1 or it could not be built.
 TARGETS=(direct wasp nginx)
 # Filter section: routes of one wasp process (by path prefix), all to the shared upstream.
 FTARGETS=(wasp-nf wasp-hr wasp-chain wasp-deny)
@@ -236,15 +250,18 @@ lat_cmd() {
     CMD+=(-c "$LAT_CONNS" --rps "$LAT_RPS" -D "$LAT_DURATION" --log-file "$3" "$(url "$2")")
 }
 
+# wasp and pingora serve HTTP/1.1 and h2c on one listener; nginx (proxy and upstream) on two.
 port_of() { # port_of SCENARIO TARGET
     if [[ $1 == h1 ]]; then
-        case $2 in direct) echo "$UP" ;; wasp) echo "$WPX" ;; nginx) echo "$PX" ;; esac
+        case $2 in direct) echo "$UP" ;; wasp) echo "$WPX" ;; nginx) echo "$PX" ;; pingora) echo "$GPX" ;; esac
     else
-        case $2 in direct) echo "$UP2" ;; wasp) echo "$WPX" ;; nginx) echo "$PX2" ;; esac
+        case $2 in direct) echo "$UP2" ;; wasp) echo "$WPX" ;; nginx) echo "$PX2" ;; pingora) echo "$GPX" ;; esac
     fi
 }
 
-pid_of() { case $1 in direct) echo "$UP_PID" ;; wasp) echo "$WASP_PID" ;; nginx) echo "$NGX_PID" ;; esac; }
+pid_of() {
+    case $1 in direct) echo "$UP_PID" ;; wasp) echo "$WASP_PID" ;; nginx) echo "$NGX_PID" ;; pingora) echo "$PGR_PID" ;; esac
+}
 
 measure_run() { # measure_run SCENARIO TARGET KIND REP
     local scn=$1 tgt=$2 kind=$3 rep=$4 port extra=()
@@ -266,6 +283,43 @@ warm_up() { # warm_up SCENARIO TARGET
     "${CMD[@]}" >"$TMP/raw/warmup-$1-$2.txt" 2>&1 || die "warm-up of $2 ($1) failed: $(cat "$TMP/raw/warmup-$1-$2.txt")"
 }
 
+# ------------------------------------------------------------------ pingora
+
+# build_pingora: build the Pingora proxy of bench/pingora/ (its own workspace and target folder) unless
+# SKIP_BUILD=1 finds a binary already; on failure, note it and set SKIP_PINGORA=1. No-op when
+# PINGORA_BIN was given.
+build_pingora() {
+    [[ -z $PINGORA_GIVEN ]] || return 0
+    [[ $SKIP_BUILD == 1 && -x $PINGORA_BIN ]] && return 0
+    if ! command -v cmake >/dev/null; then
+        # pingora-core always builds zlib-ng (flate2's zlib-ng feature) with cmake.
+        local sudo=()
+        [[ $(id -u) == 0 ]] || sudo=(sudo)
+        log "installing cmake (for the pingora proxy's zlib-ng)"
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y cmake \
+            || { "${sudo[@]}" apt-get update && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y cmake; } \
+            || echo "bench: could not install cmake; the pingora build will fail" >&2
+    fi
+    log "building the pingora proxy (cargo build --release --manifest-path bench/pingora/Cargo.toml)"
+    if ! cargo build --release --manifest-path "$PINGORA_DIR/Cargo.toml" --target-dir "$PINGORA_DIR/target"; then
+        note "the pingora proxy did not build (cargo build --release --manifest-path bench/pingora/Cargo.toml failed; no network for crates?): no pingora rows"
+        SKIP_PINGORA=1
+    fi
+}
+
+# pingora_log_notes NAME: note the lines of $TMP/NAME.err other than the start-up line and valgrind's
+# (the proxy logs warnings and errors only). One kind is expected and counted apart: when h2load stops,
+# it resets the h2c streams still in flight; Pingora's default fail_to_proxy answers each with a 400 on
+# the reset stream and logs that it could not.
+pingora_log_notes() {
+    local n e skip='^(pingora listening on |==[0-9]+==|--[0-9]+--)'
+    local reset='failed to send error response to downstream: .*while writing h2 response'
+    e=$(grep -cE "$reset" "$TMP/$1.err" || true)
+    n=$(grep -vE "$skip" "$TMP/$1.err" | grep -cvE "$reset" || true)
+    ((e == 0)) || note "$1: $e h2c streams reset by h2load when it stopped (logged by Pingora as 'failed to send error response to downstream'; expected)"
+    ((n == 0)) || note "$1 logged $n lines, first: $(grep -vE "$skip" "$TMP/$1.err" | grep -m1 -vE "$reset")"
+}
+
 # ------------------------------------------------------------------ valgrind
 
 # vg_run TARGET SCENARIO N OUTFILE: start TARGET under cachegrind, warm up, send N requests, SIGTERM.
@@ -279,6 +333,10 @@ vg_run() {
         spawn "vg-wasp-$scn-$n" env WASP_LOG_FORMAT=json "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vg.yaml"
         "${MEASURE[@]}" wait-log "$TMP/vg-wasp-$scn-$n.err" "wasp started" 60 --pid "$LAST_PID" \
             || die "wasp under valgrind did not start: $(tail -20 "$TMP/vg-wasp-$scn-$n.err")"
+    elif [[ $tgt == pingora ]]; then
+        port=$VGPX
+        spawn "vg-pingora-$scn-$n" "${vg[@]}" "$PINGORA_BIN" "127.0.0.1:$VGPX" "127.0.0.1:$UP"
+        "${MEASURE[@]}" wait-port "$port" 60 || die "pingora under valgrind did not start: $(tail -20 "$TMP/vg-pingora-$scn-$n.err")"
     else
         port=$([[ $scn == h1 ]] && echo "$VPX" || echo "$VPX2")
         spawn "vg-nginx-$scn-$n" "${vg[@]}" nginx -e "$TMP/vgpx/startup-error.log" -c "$TMP/vgpx/nginx.conf" -p "$TMP/vgpx/"
@@ -293,6 +351,7 @@ vg_run() {
     stop "$pid" 120
     rc=$STOP_RC
     [[ $rc == 0 ]] || note "$tgt under valgrind ($scn, N=$n) exited with status $rc after SIGTERM"
+    [[ $tgt != pingora ]] || pingora_log_notes "vg-pingora-$scn-$n"
     [[ -s $out ]] || die "no cachegrind output $out"
 }
 
@@ -685,15 +744,25 @@ main() {
 
     ensure_tools
     if [[ $SKIP_BUILD != 1 ]]; then
-        log "building wasp (cargo build --release -p wasp)"
-        (cd "$ROOT" && cargo build --release -p wasp) || die "cargo build failed"
-        if [[ $SKIP_FILTERS != 1 ]]; then
+        if [[ -z $WASP_GIVEN ]]; then
+            log "building wasp (cargo build --release -p wasp)"
+            (cd "$ROOT" && cargo build --release -p wasp) || die "cargo build failed"
+        fi
+        if [[ $SKIP_FILTERS != 1 && -z $FILTERS_GIVEN ]]; then
             log "building the filters (cargo build --manifest-path filters/Cargo.toml --target wasm32-wasip2 --release)"
             (cd "$ROOT" && cargo build --manifest-path filters/Cargo.toml --target wasm32-wasip2 --release) \
                 || die "cargo build of the filters failed"
         fi
     fi
+    [[ $SKIP_PINGORA == 1 ]] || build_pingora
     [[ -x $WASP_BIN ]] || die "no wasp binary at $WASP_BIN"
+    if [[ $SKIP_PINGORA != 1 && ! -x $PINGORA_BIN ]]; then
+        note "no pingora proxy binary at $PINGORA_BIN: no pingora rows"
+        SKIP_PINGORA=1
+    fi
+    [[ $SKIP_PINGORA == 1 ]] || TARGETS+=(pingora)
+    # Instructions/request: every target but direct.
+    local vg_targets=("${TARGETS[@]:1}")
     [[ $(nproc) -ge 2 ]] || note "only $(nproc) CPU: load generator and servers share it; numbers are not comparable"
 
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/wasp-bench.XXXXXX")
@@ -704,6 +773,14 @@ main() {
     WASP_SRC=$WASP_BIN
     cp "$WASP_BIN" "$TMP/wasp"
     WASP_BIN=$TMP/wasp
+    local pingora_built="" pingora_ver=""
+    if [[ $SKIP_PINGORA != 1 ]]; then
+        pingora_built=$(date -r "$PINGORA_BIN" '+%Y-%m-%d %H:%M:%S')
+        pingora_ver=$(grep -A1 '^name = "pingora-proxy"' "$PINGORA_DIR/Cargo.lock" | sed -n 's/^version = "\(.*\)"/\1/p')
+        PINGORA_SRC=$PINGORA_BIN
+        cp "$PINGORA_BIN" "$TMP/pingora"
+        PINGORA_BIN=$TMP/pingora
+    fi
     RESULTS=$TMP/results.jsonl
     local filter_modules="" m
     if [[ $SKIP_FILTERS != 1 ]]; then
@@ -732,13 +809,14 @@ main() {
     [[ $SKIP_H2 == 1 ]] || scenarios+=(h2c)
 
     local ports
-    read -r -a ports < <("${MEASURE[@]}" ports 28)
+    read -r -a ports < <("${MEASURE[@]}" ports 30)
     UP=${ports[0]} UP2=${ports[1]} PX=${ports[2]} PX2=${ports[3]} WPX=${ports[4]} WADM=${ports[5]}
     VPX=${ports[6]} VPX2=${ports[7]} VWPX=${ports[8]} VWADM=${ports[9]}
     FWPX=${ports[10]} FWADM=${ports[11]}
     MEM_PORTS=("${ports[@]:12:8}")
     VFWPX=${ports[20]} VFWADM=${ports[21]}
     TWPX=${ports[22]} TWADM=${ports[23]} TPX=${ports[24]} VTWPX=${ports[25]} VTWADM=${ports[26]} VTPX=${ports[27]}
+    GPX=${ports[28]} VGPX=${ports[29]}
 
     # --- configs
     nginx_conf "$SHARED/nginx-upstream.conf" "$TMP/up/nginx.conf" "$TMP/up" "$UP" "" \
@@ -781,6 +859,7 @@ main() {
         "wrk=$(wrk -v 2>&1 | head -1 || true)" \
         "h2load=$(h2load --version 2>&1 | head -1)" \
         "valgrind=$( [[ $SKIP_VALGRIND == 1 ]] && echo skipped || valgrind --version)" \
+        "pingora=$( [[ $SKIP_PINGORA == 1 ]] && echo skipped || echo "pingora-proxy $pingora_ver (bench/pingora: threads 1, upstream keep-alive pool 1024, h2c on, no TLS, no access log), $PINGORA_SRC built $pingora_built")" \
         "params=DURATION=${DURATION}s REPS=$REPS WARMUP=${WARMUP}s QUIET_WAIT=${QUIET_WAIT}s LAT=${LAT_CONNS}x${LAT_RPS} req/s for ${LAT_DURATION}s VG_N=$VG_N scenarios=${scenarios[*]}$( [[ $SKIP_FILTERS == 1 ]] && echo ' SKIP_FILTERS=1')$( [[ $SKIP_TLS == 1 ]] && echo ' SKIP_TLS=1')"
     if [[ $SKIP_TLS != 1 ]]; then
         "${MEASURE[@]}" meta --out "$RESULTS" \
@@ -799,7 +878,7 @@ main() {
     fi
 
     # --- servers
-    log "starting upstream, wasp and nginx (ports: upstream $UP/h2c $UP2, wasp $WPX, nginx $PX/h2c $PX2)"
+    log "starting upstream and ${TARGETS[*]:1} (ports: upstream $UP/h2c $UP2, wasp $WPX, nginx $PX/h2c $PX2$( [[ $SKIP_PINGORA == 1 ]] || echo ", pingora $GPX"))"
     spawn upstream taskset -c $SRV_CPU nginx -e "$TMP/up/startup-error.log" -c "$TMP/up/nginx.conf" -p "$TMP/up/"
     UP_PID=$LAST_PID
     "${MEASURE[@]}" wait-port "$UP" && "${MEASURE[@]}" wait-port "$UP2" || die "upstream did not start: $(cat "$TMP/upstream.err")"
@@ -812,14 +891,24 @@ main() {
     NGX_PID=$LAST_PID
     "${MEASURE[@]}" wait-port "$PX" && "${MEASURE[@]}" wait-port "$PX2" || die "nginx proxy did not start: $(cat "$TMP/nginx.err")"
 
-    "${MEASURE[@]}" affinity --expect $SRV_CPU "$UP_PID" "$WASP_PID" "$NGX_PID" || note "some server threads are not pinned to CPU $SRV_CPU"
+    local t
+    PGR_PID=""
+    if [[ $SKIP_PINGORA != 1 ]]; then
+        spawn pingora taskset -c $SRV_CPU "$PINGORA_BIN" "127.0.0.1:$GPX" "127.0.0.1:$UP"
+        PGR_PID=$LAST_PID
+        "${MEASURE[@]}" wait-port "$GPX" || die "pingora proxy did not start: $(cat "$TMP/pingora.err")"
+    fi
+
+    "${MEASURE[@]}" affinity --expect $SRV_CPU "$UP_PID" "$WASP_PID" "$NGX_PID" ${PGR_PID:+"$PGR_PID"} \
+        || note "some server threads are not pinned to CPU $SRV_CPU"
 
     sleep 1
     "${MEASURE[@]}" mem --target upstream --when idle --pids "$UP_PID" --out "$RESULTS"
-    "${MEASURE[@]}" mem --target wasp --when idle --pids "$WASP_PID" --out "$RESULTS"
-    "${MEASURE[@]}" mem --target nginx --when idle --pids "$NGX_PID" --out "$RESULTS"
+    for t in "${TARGETS[@]:1}"; do
+        "${MEASURE[@]}" mem --target "$t" --when idle --pids "$(pid_of "$t")" --out "$RESULTS"
+    done
 
-    local t scn rep i
+    local scn rep i nt=${#TARGETS[@]}
     for t in "${TARGETS[@]}"; do
         "${MEASURE[@]}" check "$(url "$(port_of h1 "$t")")" || die "HTTP/1.1 check of $t failed"
         [[ $SKIP_H2 == 1 ]] || check_h2c "$(port_of h2c "$t")"
@@ -831,26 +920,32 @@ main() {
         for t in "${TARGETS[@]}"; do warm_up "$scn" "$t"; done
         log "$scn: throughput, $REPS x ${DURATION}s per target, interleaved"
         for ((rep = 0; rep < REPS; rep++)); do
-            for ((i = 0; i < 3; i++)); do
-                measure_run "$scn" "${TARGETS[(i + rep) % 3]}" tput "$rep"
+            for ((i = 0; i < nt; i++)); do
+                measure_run "$scn" "${TARGETS[(i + rep) % nt]}" tput "$rep"
             done
         done
         log "$scn: latency at $((LAT_CONNS * LAT_RPS)) req/s, $REPS x ${LAT_DURATION}s per target, interleaved"
         for ((rep = 0; rep < REPS; rep++)); do
-            for ((i = 0; i < 3; i++)); do
-                measure_run "$scn" "${TARGETS[(i + rep) % 3]}" lat "$rep"
+            for ((i = 0; i < nt; i++)); do
+                measure_run "$scn" "${TARGETS[(i + rep) % nt]}" lat "$rep"
             done
         done
     done
 
     "${MEASURE[@]}" mem --target upstream --when end --pids "$UP_PID" --out "$RESULTS"
-    "${MEASURE[@]}" mem --target wasp --when end --pids "$WASP_PID" --out "$RESULTS"
-    "${MEASURE[@]}" mem --target nginx --when end --pids "$NGX_PID" --out "$RESULTS"
+    for t in "${TARGETS[@]:1}"; do
+        "${MEASURE[@]}" mem --target "$t" --when end --pids "$(pid_of "$t")" --out "$RESULTS"
+    done
 
     # --- stop the proxies; wasp must drain and exit 0 on SIGTERM
     stop "$WASP_PID" 30
     [[ $STOP_RC == 0 ]] || note "wasp exited with status $STOP_RC after SIGTERM (expected 0)"
     stop "$NGX_PID" 30
+    if [[ -n $PGR_PID ]]; then
+        stop "$PGR_PID" 30
+        [[ $STOP_RC == 0 ]] || note "pingora exited with status $STOP_RC after SIGTERM (expected 0)"
+        pingora_log_notes pingora
+    fi
     local n
     n=$(grep -cE '"level":"(WARN|ERROR)"' "$TMP/wasp.err" || true)
     ((n == 0)) || note "wasp logged $n WARN/ERROR lines, first: $(grep -m1 -E '"level":"(WARN|ERROR)"' "$TMP/wasp.err")"
@@ -872,7 +967,7 @@ main() {
     if [[ $SKIP_VALGRIND != 1 ]]; then
         log "valgrind (cachegrind): instructions/request from N=$VG_N and 5N=$((5 * VG_N)) requests"
         for scn in "${scenarios[@]}"; do
-            for t in wasp nginx; do
+            for t in "${vg_targets[@]}"; do
                 vg_run "$t" "$scn" "$VG_N" "$TMP/cg-$t-$scn-small.out"
                 vg_run "$t" "$scn" "$((5 * VG_N))" "$TMP/cg-$t-$scn-large.out"
                 "${MEASURE[@]}" vg --target "$t" --scenario "$scn" --n "$VG_N" \
