@@ -2,7 +2,7 @@
 //! a phase what the filter registered for ([`crate::Registration`]): the
 //! facts and headers arrive with the call, and changes are collected here
 //! and handed back with the phase's decision, for wasp to check and apply.
-//! Reads see the filter's own changes.
+//! Reads of registered headers see the filter's own changes.
 
 use crate::bindings::wasp::filter::types as wit;
 
@@ -154,7 +154,7 @@ fn apply(headers: &mut Vec<wit::Header>, edit: &wit::Edit) {
 }
 
 macro_rules! header_methods {
-    ($headers:ident) => {
+    ($headers:ident, $view:tt) => {
         /// The first value of header `name` (case-insensitive), as bytes.
         /// Only headers the filter registered for are seen.
         pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
@@ -212,7 +212,10 @@ macro_rules! header_methods {
         }
 
         fn edit(&mut self, edit: wit::Edit) {
-            apply(&mut self.inner.msg.$headers, &edit);
+            // A filter that registered no headers cannot read them: no view to keep.
+            if crate::registration::views().$view {
+                apply(&mut self.inner.msg.$headers, &edit);
+            }
             self.inner.changes.edits.push(edit);
         }
 
@@ -365,7 +368,7 @@ impl Request<'_> {
         Ok(())
     }
 
-    header_methods!(headers);
+    header_methods!(headers, 0);
 }
 
 impl Response<'_> {
@@ -384,5 +387,5 @@ impl Response<'_> {
         Ok(())
     }
 
-    header_methods!(headers);
+    header_methods!(headers, 1);
 }

@@ -14,6 +14,18 @@ pub use wit::Phases;
 /// `REQUEST_ID`, `PEER`, `ROUTE`, `PEER_IDENTITY` (combine with `|`).
 pub use wit::Facts;
 
+std::thread_local! {
+    /// Whether the filter registered any request / response headers: if it
+    /// did not, it cannot read headers, and its edits are not mirrored into
+    /// a local view (saving two copies per edit).
+    static VIEWS: std::cell::Cell<(bool, bool)> = const { std::cell::Cell::new((true, true)) };
+}
+
+/// Whether the filter reads request headers (`.0`) and response headers (`.1`).
+pub(crate) fn views() -> (bool, bool) {
+    VIEWS.with(std::cell::Cell::get)
+}
+
 /// Which headers a phase receives.
 #[derive(Debug, Clone)]
 enum Headers {
@@ -98,6 +110,9 @@ impl Registration {
 
     #[doc(hidden)]
     pub fn into_wit(self) -> wit::Registration {
+        VIEWS.with(|v| {
+            v.set((!matches!(self.request_headers, Headers::None), !matches!(self.response_headers, Headers::None)))
+        });
         let set = |h: Headers| match h {
             Headers::None => wit::HeaderSet::None,
             Headers::Names(n) => wit::HeaderSet::Names(n),

@@ -184,6 +184,16 @@ async fn a_filter_config_change_is_a_new_version_and_a_rejected_one_keeps_the_ol
     assert!(m.contains("wasp_config_generation 2\n"), "{m}");
     let log = proxy.access_log();
     assert_eq!(log.last().expect("access log")["filters"]["hr"], 2, "the access log names the generation");
+
+    // The engine's memory slots are sized at start from the largest limits.memory (32 MiB by
+    // default): raising it past that needs a restart, and the reload says so.
+    let bigger = rewrite(&upstream, "four")
+        .replace("    config: { response:", "    limits: { memory: 64MiB }\n    config: { response:");
+    rename_over(&path, bigger.as_bytes());
+    wait_for_metric(&proxy, "wasp_config_reloads_total{result=\"error\"} 2").await;
+    let line = proxy.wait_stderr("restart wasp to raise it");
+    assert!(line.contains("filters[0].limits.memory") && line.contains("64 MiB is more than the 32 MiB"), "{line}");
+    assert_eq!(version().await.as_deref(), Some("two"), "the serving version stays");
 }
 
 #[tokio::test]

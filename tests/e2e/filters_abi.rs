@@ -79,6 +79,8 @@ async fn a_header_rewrite_built_for_0_1_still_rewrites_requests_and_responses() 
     assert!(h.get("x-secret").is_none() && h.get("x-legacy").is_none(), "{h}");
     let m = metrics(&proxy).await;
     assert!(m.contains("wasp_filter_duration_seconds_count{filter=\"f\",phase=\"response_headers\"} 1"), "{m}");
+    let status = get(&client::h1(), &proxy.admin_url("/filters")).await.json()[0].clone();
+    assert_eq!(status["abi"], "0.1.0", "/filters says which ABI serves it: {status}");
 }
 
 #[tokio::test]

@@ -53,6 +53,8 @@ pub struct Status {
     module: String,
     sha256: String,
     generation: u64,
+    /// The `wasp:filter` version the serving component was built for.
+    abi: &'static str,
     /// When the serving version was loaded (RFC 3339).
     loaded_at: String,
     /// Why the last reload failed, until one succeeds.
@@ -113,8 +115,12 @@ impl Registry {
             Some(r) => r.clone(),
             None => runtime
                 .insert(
-                    Runtime::new(config.filter_instances, config.filter_cache.as_deref())
-                        .map_err(|message| vec![ConfigError { path: "filters".into(), message }])?,
+                    Runtime::new(
+                        config.filter_instances,
+                        config.filters.iter().map(|f| f.memory).max().unwrap_or_default(),
+                        config.filter_cache.as_deref(),
+                    )
+                    .map_err(|message| vec![ConfigError { path: "filters".into(), message }])?,
                 )
                 .clone(),
         };
@@ -127,6 +133,16 @@ impl Registry {
             .map(|f| (lock(&f.status).sha256.clone(), f.current().component().clone()))
             .collect();
         for (i, cfg) in config.filters.iter().enumerate() {
+            if cfg.memory > ctx.runtime.max_memory {
+                let message = format!(
+                    "{} MiB is more than the {} MiB per instance this process reserved at start (the largest \
+                     limits.memory of the config it started with); restart wasp to raise it",
+                    cfg.memory.div_ceil(1 << 20),
+                    ctx.runtime.max_memory >> 20
+                );
+                errors.push(ConfigError { path: format!("filters[{i}].limits.memory"), message });
+                continue;
+            }
             let before = previous.and_then(|r| r.get(&cfg.name));
             if let (Some(r), Some(f)) = (previous, &before)
                 && f.config == *cfg
@@ -149,6 +165,7 @@ impl Registry {
                         module: cfg.module.display().to_string(),
                         sha256,
                         generation,
+                        abi: f.wit_version(),
                         loaded_at: crate::access_log::timestamp(),
                         last_error: None,
                         failed_sha256: None,
@@ -283,8 +300,10 @@ impl Registry {
             });
         match loaded {
             Ok(loaded) => {
+                let abi = loaded.wit_version();
                 f.current.store(Arc::new(loaded));
                 let mut st = lock(&f.status);
+                st.abi = abi;
                 (st.sha256, st.generation, st.loaded_at) = (sha, generation, crate::access_log::timestamp());
                 (st.last_error, st.failed_sha256) = (None, None);
                 metrics.filter_reloads.with_label_values(&[name, "ok"]).inc();

@@ -1,5 +1,7 @@
-//! The wasmtime engine all filters share: component model, pooling
-//! allocator, epoch interruption driven by a 1 ms ticker thread that runs
+//! The wasmtime engine all filters share: component model, a pooling
+//! allocator sized from the config (`filter_instances` instances, each
+//! memory slot reserving the largest `limits.memory` of the config it
+//! started with, not wasm's 4 GiB), epoch interruption driven by a 1 ms ticker thread that runs
 //! only while guest code does (an idle proxy does not wake up), and a
 //! bounded wasm stack, and wasmtime's on-disk cache of compiled code (keyed
 //! by the module's content and the engine's settings), so a restart with
@@ -29,20 +31,33 @@ pub struct Runtime {
     pub engine: Engine,
     /// Host imports for the `http-filter` world.
     pub linker: Linker<HostState>,
+    /// The largest linear memory an instance can have in this engine: a
+    /// filter's `limits.memory` may not be larger (raising it needs a restart).
+    pub max_memory: usize,
 }
+
+/// Wasm page size: memory limits are rounded up to it.
+const PAGE: usize = 64 << 10;
 
 impl Runtime {
     /// Builds the engine with room for `instances` filter instances at once,
-    /// caching compiled code in `cache` (a folder that cannot be used is
-    /// logged, and filters are then compiled on every start), and starts its
-    /// epoch ticker.
-    pub fn new(instances: u32, cache: Option<&Path>) -> Result<Self, String> {
+    /// each with at most `max_memory` bytes of linear memory (rounded up to
+    /// a page), caching compiled code in `cache` (a folder that cannot be
+    /// used is logged, and filters are then compiled on every start), and
+    /// starts its epoch ticker.
+    ///
+    /// The pool reserves address space (never memory) for its slots up
+    /// front: sized from the config it is `instances × 2 × max_memory`
+    /// (1,024 × 32 MiB = 32 GiB with the defaults) where wasmtime's defaults
+    /// for any filter would reserve 4 GiB per slot.
+    pub fn new(instances: u32, max_memory: usize, cache: Option<&Path>) -> Result<Self, String> {
+        let max_memory = max_memory.clamp(PAGE, MAX_MEMORY).div_ceil(PAGE) * PAGE;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(instances)
             .total_core_instances(instances * 4)
             .total_memories(instances * 2)
             .total_tables(instances * 4)
-            .max_memory_size(MAX_MEMORY)
+            .max_memory_size(max_memory)
             .max_memories_per_component(4)
             .max_tables_per_component(16);
         let mut config = Config::new();
@@ -50,8 +65,8 @@ impl Runtime {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .max_wasm_stack(MAX_STACK)
-            .memory_reservation(MAX_MEMORY as u64)
-            .memory_guard_size(64 << 10)
+            .memory_reservation(max_memory as u64)
+            .memory_guard_size(PAGE as u64)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if let Some(dir) = cache {
             match Cache::new(CacheConfig::new().with_directory(dir).clone()) {
@@ -85,7 +100,7 @@ impl Runtime {
             })
             .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
         TICKERS.lock().unwrap_or_else(|p| p.into_inner()).push(thread.thread().clone());
-        Ok(Runtime { engine, linker })
+        Ok(Runtime { engine, linker, max_memory })
     }
 }
 
