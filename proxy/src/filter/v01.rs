@@ -16,7 +16,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::wasp::filter::{connection, handler};
-use wasp::filter::{host, types};
+use self::wasp::filter::{host, types};
 
 type Res<T> = wasmtime::Result<T>;
 

@@ -18,8 +18,8 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::wasp::filter::{connection, handler};
-use wasp::filter::host;
-pub use wasp::filter::types;
+use self::wasp::filter::host;
+pub use self::wasp::filter::types;
 
 type Res<T> = wasmtime::Result<T>;
 
