@@ -4,9 +4,10 @@
 //! [`local_reply`] is the one place a [`Kind`] becomes a response.
 
 use crate::access_log::timestamp;
-use crate::conn::{ConnState, HttpListener};
+use crate::conn_state::ConnState;
 use crate::error::Kind;
 use crate::filter::body::{Aborted, Filtered};
+use crate::handler::HttpListener;
 use crate::metrics::Answered;
 use crate::route::Route;
 use crate::stall::Slot;
