@@ -50,7 +50,9 @@ pub async fn send(
                 Some(sender) => sender,
                 None => {
                     wait.start();
-                    h2_sender(slot, &endpoint.address, dialer).await?
+                    // Boxed: dialing is rare, and its state would otherwise
+                    // make every request's future larger.
+                    Box::pin(h2_sender(slot, &endpoint.address, dialer)).await?
                 }
             };
             wait.until(|cx| sender.poll_ready(cx)).await.map_err(ProxyError::from_hyper)?;
