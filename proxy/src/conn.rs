@@ -46,7 +46,9 @@ pub async fn serve(
         let (listener, state) = (listener.clone(), state.clone());
         service_fn(move |req| {
             let current = state.accepted_by.http().unwrap_or_else(|| listener.clone());
-            crate::forward::handle(req, current, state.clone())
+            // Boxed: hyper spawns a task per HTTP/2 stream and moves its
+            // future there, and a small future is cheap to move.
+            Box::pin(crate::forward::handle(req, current, state.clone()))
         })
     };
     let conn = listener.builder.serve_connection_with_upgrades(io, svc);
