@@ -260,7 +260,12 @@ impl Cluster {
             };
             attempts.endpoint = Some(endpoint.clone());
             attempts.count += 1;
-            let last_chance = retry >= max_retries;
+            // The headers are copied only when this attempt may be followed
+            // by another: the policy has retries left, and one of its
+            // triggers can apply to this request.
+            let last_chance = retry >= max_retries
+                || !policy
+                    .is_some_and(|p| p.on_connect_failure || (idempotent && (p.on_reset || !p.on_status.is_empty())));
             let headers = if last_chance { std::mem::take(&mut head.headers) } else { head.headers.clone() };
             let Some(attempt_body) = body.replay() else {
                 return Err(ProxyError::new(Kind::UpstreamReset));
