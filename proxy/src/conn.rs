@@ -6,6 +6,7 @@
 //! proxy drains.
 
 use crate::conn_state::{ConnState, Ends};
+use crate::gated::Gated;
 use crate::h2_guard::{ControlFrames, Guard};
 use crate::handler::{HttpListener, Serving, Slot};
 use crate::io::{Progress, Watched};
@@ -54,8 +55,12 @@ pub async fn serve(
     let conn = listener.builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let (idle, stall) = (listener.limits.idle_timeout, listener.limits.write_timeout);
-    let check = tokio::time::sleep(idle.min(stall));
-    tokio::pin!(check);
+    // The signals beside the connection are gated: polled when they fire,
+    // not on each of the connection's wake-ups.
+    let check = Gated::new(tokio::time::sleep(idle.min(stall)));
+    let draining = Gated::new(drain.cancelled());
+    let abuse = Gated::new(state.abusive.notified());
+    tokio::pin!(check, draining, abuse);
     let (mut closing, mut abusive) = (false, false);
     loop {
         tokio::select! {
@@ -68,11 +73,11 @@ pub async fn serve(
                 }
                 return;
             }
-            () = drain.cancelled(), if !closing => {
+            () = draining.as_mut(), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = state.abusive.notified(), if !abusive => {
+            () = abuse.as_mut(), if !abusive => {
                 // Counted, and logged at debug only: an attacker that reconnects
                 // would otherwise turn each ended connection into a log line.
                 let (counter, why) = match state.abuse_was_resets.load(Ordering::Relaxed) {
@@ -83,9 +88,9 @@ pub async fn serve(
                 tracing::debug!(%peer, "HTTP/2 client {why}; ending the connection");
                 conn.as_mut().graceful_shutdown();
                 (closing, abusive) = (true, true);
-                check.as_mut().reset(tokio::time::Instant::now() + ABUSE_GRACE);
+                check.as_mut().inner_mut().reset(tokio::time::Instant::now() + ABUSE_GRACE);
             }
-            () = &mut check => {
+            () = check.as_mut() => {
                 if abusive {
                     return;
                 }
@@ -110,7 +115,7 @@ pub async fn serve(
                     Some(d) => next = next.min(idle - d),
                     None => next = next.min(idle),
                 }
-                check.as_mut().reset(tokio::time::Instant::now() + next);
+                check.as_mut().inner_mut().reset(tokio::time::Instant::now() + next);
             }
         }
     }

@@ -8,6 +8,7 @@
 use crate::access_log::AccessLog;
 use crate::config::{HttpSettings, Limits};
 use crate::edge::Edge;
+use crate::gated::Gated;
 use crate::metrics::{ConnectionEnds, GaugeGuard, RouteMetrics};
 use crate::route::Router;
 use crate::tcp::TcpProxy;
@@ -167,9 +168,11 @@ impl Serving {
     pub fn hold(&self, work: impl Future<Output = ()> + Send + 'static) -> impl Future<Output = ()> + Send + 'static {
         let kill = self.kill.clone();
         self.connections.track_future(async move {
+            // Gated: polled when the kill fires, not on each of the connection's wake-ups.
+            let killed = Gated::new(kill.cancelled());
             tokio::select! {
                 () = work => {}
-                () = kill.cancelled() => {}
+                () = killed => {}
             }
         })
     }

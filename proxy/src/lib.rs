@@ -54,6 +54,7 @@ pub mod edge;
 pub mod error;
 pub mod filter;
 pub mod forward;
+pub mod gated;
 pub mod h2_guard;
 pub mod handler;
 pub mod headers;
