@@ -5,10 +5,11 @@
 //! response body) → client, with WebSocket and other HTTP/1.1 upgrades
 //! tunnelled once the upstream agrees (101).
 
-use crate::conn::{ConnState, HttpListener};
+use crate::conn_state::ConnState;
 use crate::error::{Kind, ProxyError};
 use crate::filter::body::{BufferError, Filtered, buffer, set_length};
 use crate::filter::{BodyMode, Facts, Run, Side, Verdict};
+use crate::handler::HttpListener;
 use crate::headers::{add_forwarding, is_upgrade, strip_hop_by_hop, strip_upgrade};
 use crate::identity;
 use crate::io::{Progress, Watched};

@@ -40,18 +40,18 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, and those the `Connection` header names.
 /// With `upgrade`, keeps `Upgrade` and leaves `Connection: upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none of them: one scan over the names, no lookups.
-    if !headers.keys().any(is_hop_by_hop) {
+    // Most messages carry none of them, or only `Connection: keep-alive`:
+    // one scan over the names notes which are present, no lookups, no allocation.
+    let present = headers.keys().fold(0u8, |mask, name| mask | hop_by_hop_bit(name));
+    if present == 0 {
         return;
     }
     let plain = headers
         .get_all(CONNECTION)
         .iter()
         .all(|v| v.as_bytes().eq_ignore_ascii_case(b"keep-alive") || v.as_bytes().eq_ignore_ascii_case(b"close"));
-    let named: Vec<HeaderName> = if plain {
-        Vec::new()
-    } else {
-        headers
+    if !plain {
+        let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -59,20 +59,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             .map(str::trim)
             .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect()
-    };
-    for name in named {
-        let keep = is_end_to_end_core(&name) || (upgrade && name == UPGRADE);
-        if !keep {
-            headers.remove(&name);
+            .collect();
+        for name in named {
+            let keep = is_end_to_end_core(&name) || (upgrade && name == UPGRADE);
+            if !keep {
+                headers.remove(&name);
+            }
         }
     }
-    let present: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
-    for name in present {
-        let keep = (name == TE && headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")))
-            || (upgrade && name == UPGRADE);
+    for (i, name) in hop_by_hop_names().into_iter().enumerate() {
+        if present & (1 << i) == 0 {
+            continue;
+        }
+        let keep = (*name == TE && headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")))
+            || (upgrade && *name == UPGRADE);
         if !keep {
-            headers.remove(&name);
+            headers.remove(name);
         }
     }
     if upgrade {
@@ -82,12 +84,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 
 /// The hop-by-hop fields of RFC 9110 §7.6.1 (and `proxy-connection`).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == CONNECTION
-        || name == TE
-        || name == TRANSFER_ENCODING
-        || name == UPGRADE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+    hop_by_hop_bit(name) != 0
+}
+
+/// The hop-by-hop fields, in the order of [`hop_by_hop_bit`]'s bits.
+fn hop_by_hop_names() -> [&'static HeaderName; 6] {
+    static NAMES: [HeaderName; 4] = [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE];
+    [&NAMES[0], &NAMES[1], &NAMES[2], &NAMES[3], &KEEP_ALIVE, &PROXY_CONNECTION]
+}
+
+/// `1 << i` if `name` is the `i`-th of [`hop_by_hop_names`], else 0.
+fn hop_by_hop_bit(name: &HeaderName) -> u8 {
+    if *name == CONNECTION {
+        1
+    } else if *name == TE {
+        1 << 1
+    } else if *name == TRANSFER_ENCODING {
+        1 << 2
+    } else if *name == UPGRADE {
+        1 << 3
+    } else if *name == KEEP_ALIVE {
+        1 << 4
+    } else if *name == PROXY_CONNECTION {
+        1 << 5
+    } else {
+        0
+    }
 }
 
 /// Headers a client cannot make hop-by-hop by naming them in `Connection`.
@@ -191,16 +213,16 @@ fn is_sane_request_id(id: &HeaderValue) -> bool {
 /// cryptographic: ids correlate logs, they are not secrets.
 pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = (fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-    let mut out = [0u8; 36];
-    let mut nibble = 32;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *slot = b'-';
-        } else {
-            nibble -= 1;
-            *slot = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
-        }
+    // Where each of the 16 bytes' two hex digits go in 8-4-4-4-12.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    // Version 4 (bits 76..80 of the 128) and variant 0b10 (bits 62..64).
+    let hi = (fastrand::u64(..) & !(0xf << 12)) | (0x4 << 12);
+    let lo = (fastrand::u64(..) & !(0x3 << 62)) | (0x2 << 62);
+    let bytes = ((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes();
+    let mut out = [b'-'; 36];
+    for (byte, at) in bytes.into_iter().zip(AT) {
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xf)];
     }
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
@@ -261,6 +283,22 @@ mod tests {
         assert_ne!(new_request_id(), new_request_id());
         assert_eq!(h.get("x-request-id"), Some(&id));
         assert_eq!(h.get("x-forwarded-for").expect("xff"), "::1");
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4_text() {
+        for _ in 0..200 {
+            let id = new_request_id();
+            let text = id.to_str().expect("ascii");
+            for (i, c) in text.char_indices() {
+                match i {
+                    8 | 13 | 18 | 23 => assert_eq!(c, '-', "{text}"),
+                    _ => assert!(c.is_ascii_hexdigit() && !c.is_ascii_uppercase(), "{text}"),
+                }
+            }
+            assert_eq!((text.len(), &text[14..15]), (36, "4"), "{text}");
+            assert!("89ab".contains(&text[19..20]), "{text}");
+        }
     }
 
     #[test]

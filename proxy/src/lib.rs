@@ -26,6 +26,13 @@
 //!    [`error::ProxyError`] in one place, and records the exchange in
 //!    [`metrics`] and the [`access_log`] when the body ends.
 //!
+//! Each stage imports the stages after it, never the one before:
+//! `listener → conn → forward → respond`. What several of them share lives
+//! in leaf modules that import none of them: [`edge`] (TLS handshake and
+//! connection filters before serving), [`handler`] (what a listener serves
+//! with, and the handle its connections keep on it) and [`conn_state`]
+//! (what the request path knows about its connection).
+//!
 //! [`config`] is the operator contract (validated as a whole), [`live`]
 //! builds it into the serving clusters, filters, routes and listeners and
 //! swaps in a new one when [`watch`] sees the file change, [`server`] starts
@@ -41,11 +48,15 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod conn_state;
 pub mod demo;
+pub mod edge;
 pub mod error;
 pub mod filter;
 pub mod forward;
+pub mod gated;
 pub mod h2_guard;
+pub mod handler;
 pub mod headers;
 pub mod identity;
 pub mod inject;

@@ -5,92 +5,18 @@
 //! its connections (in-flight requests finish), and closes the ones still
 //! open when the drain timeout passes.
 
-use crate::conn::{self, HttpListener};
-use crate::filter::{ConnectionFacts, ConnectionFilters};
+use crate::conn;
+use crate::conn_state::Ends;
+use crate::handler::{Handler, HttpListener, Serving};
 use crate::metrics::GaugeGuard;
 use crate::original_dst;
-use crate::tcp::TcpProxy;
-use crate::tls::{ServerTls, Session, Stream};
-use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntGauge};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// What a listener does with a connection.
-#[derive(Clone)]
-pub enum Handler {
-    /// HTTP/1.1 + HTTP/2.
-    Http(Arc<HttpListener>),
-    /// Raw TCP.
-    Tcp(Arc<TcpProxy>),
-}
-
-/// What a listener does with a connection before serving it: the TLS
-/// handshake (if it terminates TLS), then its connection filters.
-#[derive(Clone, Default)]
-pub struct Edge {
-    /// TLS termination.
-    pub tls: Option<Arc<ServerTls>>,
-    /// Filters asked whether to serve the connection.
-    pub connection_filters: Option<Arc<ConnectionFilters>>,
-    /// Connections arrive redirected (`wasp iptables`): recover where they were headed.
-    pub original_destination: bool,
-}
-
-impl Edge {
-    /// The connection ready to serve, with what its handshake settled; `None`
-    /// when the handshake failed (counted) or a filter refused it.
-    pub async fn admit(&self, tcp: TcpStream, peer: SocketAddr) -> Option<(Stream, Option<Session>)> {
-        let (stream, session) = match &self.tls {
-            None => (Stream::Plain(tcp), None),
-            Some(tls) => match tls.accept(tcp).await {
-                Ok((s, session)) => (Stream::Server(Box::new(s)), Some(session)),
-                Err(reason) => {
-                    tracing::debug!(%peer, reason, "TLS handshake failed");
-                    return None;
-                }
-            },
-        };
-        self.allows(peer, &stream, session.as_ref()).await.then_some((stream, session))
-    }
-
-    /// Whether every connection filter allows `stream` from `peer` with what
-    /// its TLS handshake (if any) settled. Its local address is read only
-    /// for filters (a system call per connection otherwise saved).
-    pub async fn allows(&self, peer: SocketAddr, stream: &Stream, session: Option<&Session>) -> bool {
-        let Some(filters) = &self.connection_filters else { return true };
-        let Ok(local) = stream.local_addr() else { return false };
-        let facts = ConnectionFacts {
-            peer,
-            local,
-            sni: session.and_then(|s| s.sni.clone()),
-            alpn: session.and_then(|s| s.alpn.clone()),
-            identity: session.and_then(|s| s.identity().cloned()),
-        };
-        match filters.decide(&facts).await {
-            Ok(()) => true,
-            Err(filter) => {
-                tracing::debug!(peer = %facts.peer, %filter, "connection refused by a filter");
-                false
-            }
-        }
-    }
-}
-
-impl Handler {
-    fn edge(&self) -> &Edge {
-        match self {
-            Handler::Http(l) => &l.edge,
-            Handler::Tcp(t) => &t.edge,
-        }
-    }
-}
 
 /// Connections the kernel may queue for a listener before wasp accepts them
 /// (capped by `net.core.somaxconn`): clients beyond `max_connections` wait
@@ -105,24 +31,16 @@ pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// A connection's place under its listener's `max_connections` (and in
-/// `wasp_active_connections`), held until every holder is gone: the
-/// connection, and the tunnel an upgraded connection becomes.
-pub type Slot = Arc<(OwnedSemaphorePermit, GaugeGuard)>;
-
 /// A listener's live state, shared by its accept loop and its connections.
 pub struct Listener {
     /// Name for logs.
     pub name: Arc<str>,
-    handler: ArcSwap<Handler>,
+    /// Its handler and connections, which the connections keep a handle on.
+    serving: Arc<Serving>,
     permits: Arc<Semaphore>,
     max_connections: Mutex<usize>,
     /// Fires when the listener is removed or the proxy drains.
     stop: CancellationToken,
-    /// Fires when a removed listener's drain timeout passes: its connections close.
-    kill: CancellationToken,
-    /// This listener's connections.
-    connections: TaskTracker,
     /// `wasp_active_connections{listener}`
     active: IntGauge,
     /// `wasp_connections_total{listener}`
@@ -142,12 +60,10 @@ impl Listener {
     ) -> Arc<Self> {
         Arc::new(Listener {
             name: name.into(),
-            handler: ArcSwap::from_pointee(handler),
+            serving: Arc::new(Serving::new(handler)),
             permits: Arc::new(Semaphore::new(max_connections)),
             max_connections: Mutex::new(max_connections),
             stop: drain.child_token(),
-            kill: CancellationToken::new(),
-            connections: TaskTracker::new(),
             active: metrics.active_connections.with_label_values(&[name]),
             accepted: metrics.connections.with_label_values(&[name]),
             loops: metrics.redirect_loops.with_label_values(&[name]),
@@ -157,7 +73,7 @@ impl Listener {
     /// Serves new connections, and new requests on established HTTP
     /// connections, with `handler`; allows `max_connections` at once.
     pub fn update(&self, handler: Handler, max_connections: usize) {
-        self.handler.store(Arc::new(handler));
+        self.serving.store(handler);
         let mut max = self.max_connections.lock().unwrap_or_else(|p| p.into_inner());
         if max_connections > *max {
             self.permits.add_permits(max_connections - *max);
@@ -179,10 +95,7 @@ impl Listener {
 
     /// The HTTP handler serving now, if the listener is still HTTP.
     pub fn http(&self) -> Option<Arc<HttpListener>> {
-        match &**self.handler.load() {
-            Handler::Http(l) => Some(l.clone()),
-            Handler::Tcp(_) => None,
-        }
+        self.serving.http()
     }
 
     /// Stops accepting and drains this listener's connections (the process is stopping).
@@ -194,25 +107,10 @@ impl Listener {
     /// those still open after `deadline` (the listener was removed).
     pub async fn remove(&self, deadline: Duration) {
         self.stop();
-        self.connections.close();
-        if tokio::time::timeout(deadline, self.connections.wait()).await.is_err() {
-            tracing::warn!(listener = %self.name, remaining = self.connections.len(),
+        if let Some(remaining) = self.serving.drain(deadline).await {
+            tracing::warn!(listener = %self.name, remaining,
                 "removed listener: drain timeout passed; closing its remaining connections");
-            self.kill.cancel();
         }
-    }
-
-    /// `work` as one of this listener's connections (a connection, or the
-    /// tunnel an upgraded one became): waited for by its drain, and cut off
-    /// when a removed listener's drain timeout passes.
-    pub fn hold(&self, work: impl Future<Output = ()> + Send + 'static) -> impl Future<Output = ()> + Send + 'static {
-        let kill = self.kill.clone();
-        self.connections.track_future(async move {
-            tokio::select! {
-                () = work => {}
-                () = kill.cancelled() => {}
-            }
-        })
     }
 
     /// Accepts on `socket` until the listener stops; connections run on `tracker`.
@@ -236,7 +134,7 @@ impl Listener {
             };
             let _ = stream.set_nodelay(true);
             self.accepted.inc();
-            let handler = self.handler.load();
+            let handler = self.serving.handler();
             let destination = match handler.edge().original_destination {
                 false => None,
                 // wasp's own upstream connection, redirected back to it: wasp
@@ -253,18 +151,18 @@ impl Listener {
             let drain = self.stop.clone();
             match &**handler {
                 Handler::Http(l) => {
-                    let (l, listener) = (l.clone(), self.clone());
+                    let (l, serving) = (l.clone(), self.serving.clone());
                     let slot = Arc::new((permit, active));
-                    tracker.spawn(self.hold(async move {
+                    tracker.spawn(self.serving.hold(async move {
                         if let Some((io, session)) = l.edge.admit(stream, peer).await {
-                            let ends = conn::Ends { peer, destination };
-                            conn::serve(io, ends, session, l, listener, drain, slot).await;
+                            let ends = Ends { peer, destination };
+                            conn::serve(io, ends, session, l, serving, drain, slot).await;
                         }
                     }))
                 }
                 Handler::Tcp(t) => {
                     let t = t.clone();
-                    tracker.spawn(self.hold(async move {
+                    tracker.spawn(self.serving.hold(async move {
                         t.serve(stream, peer, destination).await;
                         drop((permit, active));
                     }))

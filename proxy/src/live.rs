@@ -11,11 +11,11 @@
 
 use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigError, ConfigErrors, ListenerConfig, ListenerKind};
-use crate::conn::HttpListener;
+use crate::edge::Edge;
 use crate::filter::registry::sha256_hex;
 use crate::filter::{Chain, ConnectionFilters, Registry, Runtime};
-use crate::listener::Edge;
-use crate::listener::{Handler, Listener};
+use crate::handler::{Handler, HttpListener};
+use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::route::{Route, Router};
 use crate::tcp::{TcpProxy, TcpRoutes};

@@ -4,9 +4,10 @@
 //! [`local_reply`] is the one place a [`Kind`] becomes a response.
 
 use crate::access_log::timestamp;
-use crate::conn::{ConnState, HttpListener};
+use crate::conn_state::ConnState;
 use crate::error::Kind;
 use crate::filter::body::{Aborted, Filtered};
+use crate::handler::HttpListener;
 use crate::metrics::Answered;
 use crate::route::Route;
 use crate::stall::Slot;
@@ -27,8 +28,8 @@ pub struct Exchange {
     start: Instant,
     listener: Arc<HttpListener>,
     conn: Arc<ConnState>,
-    method: Method,
-    uri: Uri,
+    /// The request line for the access log (`None` while the log is off).
+    line: Option<(Method, Uri)>,
     version: Version,
     /// The matched route.
     pub route: Option<Arc<Route>>,
@@ -60,12 +61,12 @@ impl Exchange {
     /// Starts recording a request that just arrived on `conn`.
     pub fn begin<B>(req: &http::Request<B>, listener: Arc<HttpListener>, conn: Arc<ConnState>) -> Box<Self> {
         conn.request_started();
+        let line = listener.access_log.enabled().then(|| (req.method().clone(), req.uri().clone()));
         Box::new(Exchange {
             start: Instant::now(),
             listener,
             conn,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
+            line,
             version: req.version(),
             route: None,
             request_id: None,
@@ -107,8 +108,8 @@ impl Exchange {
             cluster: self.route.as_ref().map(|r| &*r.cluster.name),
             upstream: self.attempts.endpoint.as_ref().map(|e| &*e.address),
             attempts: self.attempts.count,
-            method: self.method.as_str(),
-            path: self.uri.path_and_query().map_or("/", |p| p.as_str()),
+            method: self.line.as_ref().map_or("", |(m, _)| m.as_str()),
+            path: self.line.as_ref().and_then(|(_, u)| u.path_and_query()).map_or("/", |p| p.as_str()),
             protocol: version_name(self.version),
             status: self.status,
             duration_ms: (seconds * 1e6).round() / 1e3,

@@ -10,7 +10,7 @@
 
 use crate::access_log::{AccessLog, timestamp};
 use crate::config::server_name_matches;
-use crate::listener::Edge;
+use crate::edge::Edge;
 use crate::tls::{Stream, sni};
 use crate::upstream::Cluster;
 use prometheus::{IntCounter, IntCounterVec};

@@ -4,7 +4,7 @@
 
 use super::Dialer;
 use super::body::RequestBody;
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, Transport};
 use super::pool::UpstreamBody;
 use super::wait::Wait;
 use crate::error::{Kind, ProxyError};
@@ -12,7 +12,7 @@ use hyper::client::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::Histogram;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Flow-control windows of an upstream HTTP/2 connection. Every client of
@@ -25,15 +25,6 @@ use std::time::Duration;
 const STREAM_WINDOW: u32 = 256 * 1024;
 const CONNECTION_WINDOW: u32 = 128 * STREAM_WINDOW;
 
-/// How a cluster talks to its endpoints.
-#[derive(Clone, Copy)]
-pub enum Client {
-    /// HTTP/1.1 with keep-alive pools.
-    Http1,
-    /// HTTP/2, one connection per endpoint.
-    Http2,
-}
-
 /// An endpoint's HTTP/2 connection, shared by all requests to it.
 #[derive(Default)]
 pub struct H2Slot {
@@ -41,47 +32,50 @@ pub struct H2Slot {
     dialing: tokio::sync::Mutex<()>,
 }
 
-impl Client {
-    /// Sends `req` (URI already absolute, pointing at the right authority)
-    /// to `endpoint`; `queued` is set while it waits for a connection, and
-    /// `waits` gets how long it waited.
-    pub async fn send(
-        self,
-        dialer: &Dialer,
-        endpoint: &Endpoint,
-        req: Request<RequestBody>,
-        waits: &Histogram,
-        queued: &mut bool,
-    ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let mut wait = Wait::new(waits);
-        match self {
-            Client::Http1 => endpoint.h1.send(&endpoint.address, dialer, req, &mut wait, queued).await,
-            Client::Http2 => {
-                let mut sender = match live(&endpoint.h2) {
-                    Some(sender) => sender,
-                    None => {
-                        wait.start();
-                        h2_sender(endpoint, dialer).await?
-                    }
-                };
-                wait.until(|cx| sender.poll_ready(cx)).await.map_err(ProxyError::from_hyper)?;
-                wait.end();
-                let resp = sender.send_request(req).await.map_err(ProxyError::from_hyper)?;
-                Ok(resp.map(UpstreamBody::unpooled))
-            }
+/// Sends `req` (URI already absolute, pointing at the right authority)
+/// to `endpoint` over its transport; `queued` is set while it waits for a
+/// connection, and `waits` gets how long it waited.
+pub async fn send(
+    dialer: &Dialer,
+    endpoint: &Endpoint,
+    req: Request<RequestBody>,
+    waits: &Histogram,
+    queued: &mut bool,
+) -> Result<Response<UpstreamBody>, ProxyError> {
+    let mut wait = Wait::new(waits);
+    match &endpoint.transport {
+        Transport::Http1(pool) => pool.send(&endpoint.address, dialer, req, &mut wait, queued).await,
+        Transport::Http2(slot) => {
+            let mut sender = match live(slot) {
+                Some(sender) => sender,
+                None => {
+                    wait.start();
+                    // Boxed: dialing is rare, and its state would otherwise
+                    // make every request's future larger.
+                    Box::pin(h2_sender(slot, &endpoint.address, dialer)).await?
+                }
+            };
+            wait.until(|cx| sender.poll_ready(cx)).await.map_err(ProxyError::from_hyper)?;
+            wait.end();
+            let resp = sender.send_request(req).await.map_err(ProxyError::from_hyper)?;
+            Ok(resp.map(UpstreamBody::unpooled))
         }
     }
 }
 
-async fn h2_sender(endpoint: &Endpoint, dialer: &Dialer) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
-    if let Some(s) = live(&endpoint.h2) {
+async fn h2_sender(
+    slot: &H2Slot,
+    address: &Arc<str>,
+    dialer: &Dialer,
+) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+    if let Some(s) = live(slot) {
         return Ok(s);
     }
-    let _dialing = endpoint.h2.dialing.lock().await;
-    if let Some(s) = live(&endpoint.h2) {
+    let _dialing = slot.dialing.lock().await;
+    if let Some(s) = live(slot) {
         return Ok(s);
     }
-    let (stream, own) = dialer.connect(&endpoint.address).await?;
+    let (stream, own) = dialer.connect(address).await?;
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(STREAM_WINDOW)
@@ -91,14 +85,14 @@ async fn h2_sender(endpoint: &Endpoint, dialer: &Dialer) -> Result<http2::SendRe
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ProxyError::with(Kind::ConnectFailure, e))?;
-    let address = endpoint.address.clone();
+    let address = address.clone();
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(endpoint = %address, error = %e, "upstream HTTP/2 connection ended");
         }
         drop(own);
     });
-    *endpoint.h2.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+    *slot.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
     Ok(sender)
 }
 

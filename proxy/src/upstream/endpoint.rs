@@ -1,7 +1,11 @@
-//! One upstream endpoint: its address, breaker, in-flight count and (for
-//! HTTP/2 clusters) its shared multiplexed connection.
+//! One upstream endpoint: its address, breaker, in-flight count and the one
+//! transport its cluster speaks: a keep-alive pool of HTTP/1.1 connections,
+//! or a shared multiplexed HTTP/2 connection.
 
 use super::breaker::Breaker;
+use super::client::H2Slot;
+use super::pool::H1Pool;
+use crate::config::model::UpstreamProtocol;
 use http::uri::Authority;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,24 +19,32 @@ pub struct Endpoint {
     /// Circuit breaker.
     pub breaker: Breaker,
     in_flight: AtomicUsize,
-    /// Idle HTTP/1.1 connections, when the cluster speaks HTTP/1.1.
-    pub h1: Arc<super::pool::H1Pool>,
-    /// HTTP/2 connection, when the cluster speaks HTTP/2.
-    pub h2: super::client::H2Slot,
+    /// How requests reach it.
+    pub transport: Transport,
+}
+
+/// The connections of an endpoint, in the protocol its cluster speaks.
+pub enum Transport {
+    /// Idle HTTP/1.1 connections, and the cap on open ones.
+    Http1(Arc<H1Pool>),
+    /// The HTTP/2 connection every request shares.
+    Http2(H2Slot),
 }
 
 impl Endpoint {
-    /// A new endpoint with at most `max_connections` HTTP/1.1 connections
-    /// open; `address` must already be validated.
-    pub fn new(address: &str, breaker: Breaker, max_connections: usize) -> Self {
+    /// A new endpoint speaking `protocol`, with at most `max_connections`
+    /// HTTP/1.1 connections open; `address` must already be validated.
+    pub fn new(address: &str, breaker: Breaker, protocol: UpstreamProtocol, max_connections: usize) -> Self {
         let authority = address.parse().unwrap_or_else(|_| Authority::from_static("invalid.endpoint"));
         Endpoint {
             address: address.into(),
             authority,
             breaker,
             in_flight: AtomicUsize::new(0),
-            h1: Arc::new(super::pool::H1Pool::new(max_connections)),
-            h2: Default::default(),
+            transport: match protocol {
+                UpstreamProtocol::Http1 => Transport::Http1(Arc::new(H1Pool::new(max_connections))),
+                UpstreamProtocol::Http2 => Transport::Http2(H2Slot::default()),
+            },
         }
     }
 

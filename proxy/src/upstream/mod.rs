@@ -23,7 +23,6 @@ use crate::original_dst::{self, OwnDial};
 use crate::tls::{ClientTls, Stream};
 use balancer::Balancer;
 use breaker::Breaker;
-use client::Client;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use passthrough::Passthrough;
@@ -45,7 +44,6 @@ pub struct Cluster {
     pub dialer: Dialer,
     protocol: UpstreamProtocol,
     balancer: Balancer,
-    client: Client,
     pending: AtomicUsize,
     max_pending: usize,
     /// `wasp_upstream_errors_total{cluster,kind}` in [`UPSTREAM_ERRORS`] order.
@@ -116,14 +114,10 @@ impl Cluster {
                 let gauge = metrics.breaker_state.with_label_values(&[&cfg.name, address]);
                 let breaker =
                     Breaker::new(cfg.breaker.consecutive_failures, cfg.breaker.open_for, gauge, opened.clone());
-                Arc::new(Endpoint::new(address, breaker, cfg.max_connections_per_endpoint))
+                Arc::new(Endpoint::new(address, breaker, cfg.protocol, cfg.max_connections_per_endpoint))
             })
             .collect();
         let dialer = Dialer { connect_timeout: cfg.connect_timeout, tls };
-        let client = match cfg.protocol {
-            UpstreamProtocol::Http1 => Client::Http1,
-            UpstreamProtocol::Http2 => Client::Http2,
-        };
         Cluster {
             name: cfg.name.as_str().into(),
             endpoints,
@@ -131,13 +125,13 @@ impl Cluster {
             dialer,
             protocol: cfg.protocol,
             balancer: Balancer::new(cfg.lb),
-            client,
             pending: AtomicUsize::new(0),
             max_pending: cfg.breaker.max_pending,
             errors: UPSTREAM_ERRORS.map(|(_, kind)| metrics.upstream_errors.with_label_values(&[&cfg.name, kind])),
             retries: metrics.retries.with_label_values(&[&cfg.name]),
-            passthrough: (cfg.name == ORIGINAL_DESTINATION)
-                .then(|| Passthrough::new(cfg.breaker.clone(), cfg.max_connections_per_endpoint, opened.clone())),
+            passthrough: (cfg.name == ORIGINAL_DESTINATION).then(|| {
+                Passthrough::new(cfg.breaker.clone(), cfg.protocol, cfg.max_connections_per_endpoint, opened.clone())
+            }),
             wait: metrics.upstream_wait.with_label_values(&[&cfg.name]),
         }
     }
@@ -266,14 +260,19 @@ impl Cluster {
             };
             attempts.endpoint = Some(endpoint.clone());
             attempts.count += 1;
-            let last_chance = retry >= max_retries;
+            // The headers are copied only when this attempt may be followed
+            // by another: the policy has retries left, and one of its
+            // triggers can apply to this request.
+            let last_chance = retry >= max_retries
+                || !policy
+                    .is_some_and(|p| p.on_connect_failure || (idempotent && (p.on_reset || !p.on_status.is_empty())));
             let headers = if last_chance { std::mem::take(&mut head.headers) } else { head.headers.clone() };
             let Some(attempt_body) = body.replay() else {
                 return Err(ProxyError::new(Kind::UpstreamReset));
             };
             let req = self.build(&head, headers, attempt_body, endpoint);
             let in_flight = endpoint.start();
-            let outcome = match self.client.send(&self.dialer, endpoint, req, &self.wait, &mut attempts.queued).await {
+            let outcome = match client::send(&self.dialer, endpoint, req, &self.wait, &mut attempts.queued).await {
                 Err(e) if body.client_failed() => Err(ProxyError::with(Kind::ClientBody, e)),
                 outcome => outcome,
             };

@@ -6,6 +6,7 @@
 use super::breaker::Breaker;
 use super::endpoint::Endpoint;
 use crate::config::BreakerConfig;
+use crate::config::model::UpstreamProtocol;
 use crate::error::{Kind, ProxyError};
 use crate::original_dst;
 use prometheus::IntCounter;
@@ -20,6 +21,7 @@ const MAX_DESTINATIONS: usize = 1024;
 /// Endpoints made from original destinations.
 pub struct Passthrough {
     breaker: BreakerConfig,
+    protocol: UpstreamProtocol,
     /// `wasp_circuit_breaker_opened_total{cluster}`
     opened: IntCounter,
     max_connections: usize,
@@ -27,9 +29,9 @@ pub struct Passthrough {
 }
 
 impl Passthrough {
-    /// Endpoints with these breaker settings and connection cap.
-    pub fn new(breaker: BreakerConfig, max_connections: usize, opened: IntCounter) -> Self {
-        Passthrough { breaker, opened, max_connections, endpoints: Mutex::default() }
+    /// Endpoints speaking `protocol`, with these breaker settings and connection cap.
+    pub fn new(breaker: BreakerConfig, protocol: UpstreamProtocol, max_connections: usize, opened: IntCounter) -> Self {
+        Passthrough { breaker, protocol, opened, max_connections, endpoints: Mutex::default() }
     }
 
     /// The endpoint for `destination`; a loop error when it is wasp itself.
@@ -50,7 +52,7 @@ impl Passthrough {
         let unexported = prometheus::IntGauge::new("unexported", "-").expect("valid metric");
         let breaker =
             Breaker::new(self.breaker.consecutive_failures, self.breaker.open_for, unexported, self.opened.clone());
-        let endpoint = Arc::new(Endpoint::new(&dst.to_string(), breaker, self.max_connections));
+        let endpoint = Arc::new(Endpoint::new(&dst.to_string(), breaker, self.protocol, self.max_connections));
         if endpoints.len() < MAX_DESTINATIONS {
             endpoints.insert(dst, endpoint.clone());
         }

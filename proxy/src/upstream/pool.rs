@@ -177,7 +177,9 @@ impl H1Pool {
                 Slot::Conn(sender) => (sender, true),
                 Slot::Open(permit) => {
                     wait.start();
-                    (connect(address, dialer, permit).await?, false)
+                    // Boxed: dialing (TCP, TLS, handshake) is rare, and its
+                    // state would otherwise make every request's future larger.
+                    (Box::pin(connect(address, dialer, permit)).await?, false)
                 }
             };
             if wait.until(|cx| sender.poll_ready(cx)).await.is_err() {

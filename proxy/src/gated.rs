@@ -1,0 +1,124 @@
+//! A future that is polled only after its own waker fired. A connection's
+//! task waits on its connection and, beside it, on signals that almost never
+//! fire (drain, abuse, its idle/stall check): polled together in a
+//! `select!`, every wake-up of the connection (a few per request) would poll
+//! each signal again. [`Gated`] gives its future a waker of its own and
+//! skips the poll unless that waker was woken since the last one.
+
+use futures_util::task::AtomicWaker;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+pin_project_lite::pin_project! {
+    /// `F`, polled only when it asked to be (and on its first poll).
+    pub struct Gated<F> {
+        #[pin]
+        inner: F,
+        flag: Arc<Flag>,
+        waker: Waker,
+    }
+}
+
+/// Set when the inner future's waker fires; wakes the task polling [`Gated`].
+struct Flag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F> Gated<F> {
+    /// `inner`, to be polled on the first poll and then when it wakes.
+    pub fn new(inner: F) -> Self {
+        let flag = Arc::new(Flag { woken: AtomicBool::new(true), task: AtomicWaker::new() });
+        Gated { inner, waker: Waker::from(flag.clone()), flag }
+    }
+
+    /// The inner future, which must be polled on the next poll (e.g. after a
+    /// timer's deadline changed).
+    pub fn inner_mut(self: Pin<&mut Self>) -> Pin<&mut F> {
+        let this = self.project();
+        this.flag.woken.store(true, Ordering::Release);
+        this.inner
+    }
+}
+
+impl<F: Future> Future for Gated<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        this.flag.task.register(cx.waker());
+        if !this.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.inner.poll(&mut Context::from_waker(this.waker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its polls; ready once `ready` is set and it was woken.
+    struct Probe {
+        polls: Arc<AtomicUsize>,
+        ready: Arc<AtomicBool>,
+        waker: Arc<std::sync::Mutex<Option<Waker>>>,
+    }
+
+    impl Future for Probe {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls.fetch_add(1, Ordering::Relaxed);
+            if self.ready.load(Ordering::Relaxed) {
+                return Poll::Ready(());
+            }
+            *self.waker.lock().expect("lock") = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn the_inner_future_is_polled_first_and_then_only_when_it_woke() {
+        let (polls, ready) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let inner_waker = Arc::new(std::sync::Mutex::new(None));
+        let probe = Probe { polls: polls.clone(), ready: ready.clone(), waker: inner_waker.clone() };
+        let mut gated = std::pin::pin!(Gated::new(probe));
+        let task = Waker::noop();
+        let mut cx = Context::from_waker(task);
+        for _ in 0..5 {
+            assert!(gated.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(polls.load(Ordering::Relaxed), 1, "polled once, then only on its own wake-ups");
+        ready.store(true, Ordering::Relaxed);
+        assert!(gated.as_mut().poll(&mut cx).is_pending(), "not woken yet");
+        inner_waker.lock().expect("lock").take().expect("registered").wake();
+        assert!(gated.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_gated_notification_still_arrives() {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let gated = Gated::new(notify.notified());
+        let n = notify.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            n.notify_waiters();
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), gated).await.expect("notified");
+    }
+}
