@@ -62,9 +62,10 @@ TLS_H2_CONNS=${TLS_H2_CONNS:-10}
 TLS_H2_STREAMS=${TLS_H2_STREAMS:-10}
 TLS_HS_BATCH=${TLS_HS_BATCH:-100}
 TLS_RES_CONNS=${TLS_RES_CONNS:-50}
-# valgrind runs of the filter rows: the engine's pool must be small enough for valgrind's address space
-# (each instance slot reserves 2 × 1 GiB; 32 slots do not fit, 24 do), so fewer connections than the
-# core rows: every in-flight request of /chain/ holds three instances.
+# valgrind runs of the filter rows: the engine's pool must fit valgrind's address space (each instance
+# reserves 2 memory slots of the config's largest limits.memory, 32 MiB here; before the pool was sized
+# from the config, 1 GiB each and only 24 instances fit); the filter rows load with fewer connections
+# than the core rows.
 VG_FILTER_INSTANCES=${VG_FILTER_INSTANCES:-24}
 VG_FILTER_CONNS=${VG_FILTER_CONNS:-5}
 # A binary (or filter folder) given in the environment is used as it is: cargo builds only the defaults.
