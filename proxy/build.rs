@@ -34,7 +34,9 @@ fn main() {
         }
         _ => {
             println!(
-                "cargo:warning=the demo filter was not built (run `rustup target add wasm32-wasip2`); the demo runs without it"
+                "cargo:warning=the demo filter was not built; the demo runs without it. Is the target installed \
+                 (`rustup target add wasm32-wasip2`)? To see the build's own error: cargo build --release \
+                 --target wasm32-wasip2 --manifest-path filters/Cargo.toml -p header-rewrite"
             );
             std::fs::write(&out, b"").expect("write placeholder");
         }
