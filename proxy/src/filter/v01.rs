@@ -15,8 +15,8 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use exports::wasp::filter::{connection, handler};
 use self::wasp::filter::{host, types};
+pub use exports::wasp::filter::{connection, handler};
 
 type Res<T> = wasmtime::Result<T>;
 

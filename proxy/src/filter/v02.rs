@@ -17,9 +17,9 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use exports::wasp::filter::{connection, handler};
 use self::wasp::filter::host;
 pub use self::wasp::filter::types;
+pub use exports::wasp::filter::{connection, handler};
 
 type Res<T> = wasmtime::Result<T>;
 
