@@ -404,3 +404,81 @@ pub enum Decision {
     /// Send the calls the phase prepared, then call `on-call-response`.
     Wait,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> Facts {
+        Facts {
+            request_id: HeaderValue::from_static("rid"),
+            peer: "127.0.0.1:1".parse().expect("addr"),
+            route: "r".into(),
+            identity: None,
+        }
+    }
+
+    fn request(uri: &str, headers: &[(&str, &str)]) -> MessageState {
+        let mut b = http::Request::builder().uri(uri);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        MessageState::head(Head::Request(b.body(()).expect("request").into_parts().0), &facts())
+    }
+
+    fn edit(msg: &mut MessageState, e: Result<Edit, Refused>) -> Result<(), String> {
+        let e = e.map_err(|r| r.to_string())?;
+        msg.fits(&e)?;
+        msg.apply(e);
+        Ok(())
+    }
+
+    #[test]
+    fn a_rename_moves_every_value_in_order_after_the_existing_ones() {
+        let mut m = request("/", &[("x-a", "1"), ("x-a", "2"), ("x-b", "0")]);
+        edit(&mut m, Edit::rename_header("x-a", "x-b")).expect("rename");
+        let h = m.headers().expect("headers");
+        assert!(h.get("x-a").is_none());
+        let values: Vec<_> = h.get_all("x-b").iter().map(|v| v.to_str().expect("text")).collect();
+        assert_eq!(values, ["0", "1", "2"]);
+    }
+
+    #[test]
+    fn the_host_moves_with_the_uri_authority_and_a_connect_request_has_no_path() {
+        let mut m = request("http://old.example/p?q", &[("host", "old.example")]);
+        edit(&mut m, Edit::set_header("host", b"new.example:8080")).expect("host");
+        let Head::Request(p) = &m.head else { panic!("a request") };
+        assert_eq!(p.uri.to_string(), "http://new.example:8080/p?q");
+        assert_eq!(p.headers["host"], "new.example:8080");
+        assert!(edit(&mut m, Edit::set_header("host", b"a/b")).is_err(), "not an authority");
+
+        let mut connect = request("old.example:443", &[]);
+        let refused = edit(&mut connect, Edit::path("/x")).expect_err("no path on CONNECT");
+        assert!(refused.contains("authority-form"), "{refused}");
+    }
+
+    #[test]
+    fn framing_and_hop_by_hop_fields_are_refused_by_every_header_edit() {
+        for name in ["content-length", "transfer-encoding", "connection", "te", "upgrade", "trailer", "keep-alive"] {
+            assert!(matches!(Edit::set_header(name, b"1"), Err(Refused::Framing(_))), "{name}");
+            assert!(matches!(Edit::append_header(name, b"1"), Err(Refused::Framing(_))), "{name}");
+            assert!(matches!(Edit::remove_header(name), Err(Refused::Framing(_))), "{name}");
+            assert!(matches!(Edit::rename_header("x-a", name), Err(Refused::Framing(_))), "{name}");
+            assert!(matches!(Edit::trailer(name, b"1"), Err(Refused::Framing(_))), "{name}");
+        }
+        assert!(matches!(Edit::set_header("x-v", b"a\r\nb: c"), Err(Refused::Invalid(_))));
+        assert!(matches!(Edit::status(42), Err(Refused::Invalid(_))));
+    }
+
+    #[test]
+    fn edits_that_do_not_fit_the_message_are_refused() {
+        let mut sent = MessageState::head(Head::Sent, &facts());
+        assert!(edit(&mut sent, Edit::set_header("x-a", b"1")).is_err(), "headers already sent");
+        assert!(edit(&mut sent, Edit::trailer("x-t", b"1")).is_err(), "not the end of the body");
+        sent.body.end = true;
+        edit(&mut sent, Edit::trailer("x-t", b"1")).expect("a trailer at the end");
+        let mut req = request("/", &[("host", "h")]);
+        assert!(edit(&mut req, Edit::status(200)).is_err(), "a request has no status");
+        assert!(edit(&mut req, Edit::append_header("host", b"h2")).is_err(), "one host");
+    }
+}
