@@ -13,7 +13,8 @@
 //! Response edits a request phase returned are applied where that filter's
 //! response phase runs.
 
-use super::loaded::{Failure, Lease, LoadedFilter, Phase};
+use super::lease::{Lease, Phase};
+use super::loaded::{Failure, LoadedFilter};
 use super::message::{BodyMode, Chunk, Decision, Edit, Facts, Head, MessageState, Reply, header_map};
 use super::registry::Versioned;
 use crate::config::model::FailurePolicy;

@@ -22,6 +22,7 @@ pub mod clock;
 pub mod connection;
 pub mod host;
 pub mod kv;
+pub mod lease;
 pub mod loaded;
 pub mod message;
 pub mod registry;

@@ -7,7 +7,7 @@
 
 use super::call::{Answer, CallRequest};
 use super::host::HostState;
-use super::loaded::Phase;
+use super::lease::Phase;
 use super::message::{BodyMode, Chunk, Decision, Edit, Head, MessageState, Refused, Reply};
 use http::HeaderName;
 
