@@ -183,6 +183,98 @@ impl HostState {
     }
 }
 
+/// Binds one version's `wasp:filter/host` imports to the implementations
+/// above, and defines `answer`, a call's answer in that version's types.
+/// `$types` and `$host` are the version's generated `types` and `host`
+/// modules (in scope where it is used): the two versions' interfaces are
+/// the same, only their generated types differ.
+macro_rules! bind_host_imports {
+    ($types:ident, $host:ident) => {
+        /// The answer to a call, as this version passes it.
+        pub fn answer(answer: &$crate::filter::call::Answer) -> Result<$types::CallResponse, String> {
+            match answer {
+                Ok(r) => Ok($types::CallResponse {
+                    status: r.status,
+                    headers: r
+                        .headers
+                        .iter()
+                        .map(|(n, v)| $types::Header { name: n.clone(), value: v.clone() })
+                        .collect(),
+                    body: r.body.clone(),
+                }),
+                Err(e) => Err(e.clone()),
+            }
+        }
+
+        impl $host::Host for $crate::filter::host::HostState {
+            fn log(&mut self, level: $types::Level, message: String) -> wasmtime::Result<()> {
+                let level = match level {
+                    $types::Level::Trace => tracing::Level::TRACE,
+                    $types::Level::Debug => tracing::Level::DEBUG,
+                    $types::Level::Info => tracing::Level::INFO,
+                    $types::Level::Warn => tracing::Level::WARN,
+                    $types::Level::Error => tracing::Level::ERROR,
+                };
+                Self::log(self, level, &message)
+            }
+
+            fn counter_add(&mut self, name: String, value: u64) -> wasmtime::Result<()> {
+                Self::counter_add(self, &name, value)
+            }
+
+            fn histogram_observe(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
+                Self::histogram_observe(self, &name, value)
+            }
+
+            fn now_ms(&mut self) -> wasmtime::Result<u64> {
+                Self::now_ms(self)
+            }
+
+            fn monotonic_ns(&mut self) -> wasmtime::Result<u64> {
+                Self::monotonic_ns(self)
+            }
+
+            fn kv_get(&mut self, key: String) -> wasmtime::Result<Option<(Vec<u8>, u64)>> {
+                Self::kv_get(self, &key)
+            }
+
+            fn kv_set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> wasmtime::Result<()> {
+                Self::kv_set(self, &key, value, ttl_ms)
+            }
+
+            fn kv_compare_and_swap(
+                &mut self,
+                key: String,
+                expected: Option<u64>,
+                value: Vec<u8>,
+                ttl_ms: u64,
+            ) -> wasmtime::Result<bool> {
+                Self::kv_compare_and_swap(self, &key, expected, value, ttl_ms)
+            }
+
+            fn kv_increment(&mut self, key: String, delta: i64, ttl_ms: u64) -> wasmtime::Result<i64> {
+                Self::kv_increment(self, &key, delta, ttl_ms)
+            }
+
+            fn http_call(
+                &mut self,
+                cluster: String,
+                request: $types::CallRequest,
+            ) -> wasmtime::Result<Result<u64, String>> {
+                let request = $crate::filter::call::CallRequest {
+                    method: request.method,
+                    path: request.path,
+                    headers: request.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+                    body: request.body,
+                    timeout_ms: request.timeout_ms,
+                };
+                Self::http_call(self, &cluster, request)
+            }
+        }
+    };
+}
+pub(super) use bind_host_imports;
+
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;

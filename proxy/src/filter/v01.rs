@@ -3,7 +3,6 @@
 //! and every read or change is a call back into wasp. Every import may trap
 //! (a guest handing back a stale resource, say) rather than panic the proxy.
 
-use super::call::{Answer, CallRequest};
 use super::host::HostState;
 use super::message::{BodyMode, Decision, Edit, Head, MessageState, Refused, Reply};
 use wasmtime::component::Resource;
@@ -31,18 +30,6 @@ impl From<types::Decision> for Decision {
                 body: r.body,
             }),
         }
-    }
-}
-
-/// The answer to a call, as 0.1 passes it.
-pub fn answer(answer: &Answer) -> Result<types::CallResponse, String> {
-    match answer {
-        Ok(r) => Ok(types::CallResponse {
-            status: r.status,
-            headers: r.headers.iter().map(|(n, v)| types::Header { name: n.clone(), value: v.clone() }).collect(),
-            body: r.body.clone(),
-        }),
-        Err(e) => Err(e.clone()),
     }
 }
 
@@ -218,58 +205,4 @@ impl types::HostMessage for HostState {
     }
 }
 
-impl host::Host for HostState {
-    fn log(&mut self, level: types::Level, message: String) -> Res<()> {
-        let level = match level {
-            types::Level::Trace => tracing::Level::TRACE,
-            types::Level::Debug => tracing::Level::DEBUG,
-            types::Level::Info => tracing::Level::INFO,
-            types::Level::Warn => tracing::Level::WARN,
-            types::Level::Error => tracing::Level::ERROR,
-        };
-        HostState::log(self, level, &message)
-    }
-
-    fn counter_add(&mut self, name: String, value: u64) -> Res<()> {
-        HostState::counter_add(self, &name, value)
-    }
-
-    fn histogram_observe(&mut self, name: String, value: f64) -> Res<()> {
-        HostState::histogram_observe(self, &name, value)
-    }
-
-    fn now_ms(&mut self) -> Res<u64> {
-        HostState::now_ms(self)
-    }
-
-    fn monotonic_ns(&mut self) -> Res<u64> {
-        HostState::monotonic_ns(self)
-    }
-
-    fn kv_get(&mut self, key: String) -> Res<Option<(Vec<u8>, u64)>> {
-        HostState::kv_get(self, &key)
-    }
-
-    fn kv_set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Res<()> {
-        HostState::kv_set(self, &key, value, ttl_ms)
-    }
-
-    fn kv_compare_and_swap(&mut self, key: String, expected: Option<u64>, value: Vec<u8>, ttl_ms: u64) -> Res<bool> {
-        HostState::kv_compare_and_swap(self, &key, expected, value, ttl_ms)
-    }
-
-    fn kv_increment(&mut self, key: String, delta: i64, ttl_ms: u64) -> Res<i64> {
-        HostState::kv_increment(self, &key, delta, ttl_ms)
-    }
-
-    fn http_call(&mut self, cluster: String, request: types::CallRequest) -> Res<Result<u64, String>> {
-        let request = CallRequest {
-            method: request.method,
-            path: request.path,
-            headers: request.headers.into_iter().map(|h| (h.name, h.value)).collect(),
-            body: request.body,
-            timeout_ms: request.timeout_ms,
-        };
-        HostState::http_call(self, &cluster, request)
-    }
-}
+super::host::bind_host_imports!(types, host);

@@ -5,7 +5,6 @@
 //! outcome the filter's `invalid_output`). Phases it did not register are
 //! never called.
 
-use super::call::{Answer, CallRequest};
 use super::host::HostState;
 use super::lease::Phase;
 use super::message::{BodyMode, Chunk, Decision, Edit, Head, MessageState, Refused, Reply};
@@ -20,8 +19,6 @@ wasmtime::component::bindgen!({
 use self::wasp::filter::host;
 pub use self::wasp::filter::types;
 pub use exports::wasp::filter::{connection, handler};
-
-type Res<T> = wasmtime::Result<T>;
 
 /// Which headers a phase gets.
 #[derive(Debug, Clone)]
@@ -145,18 +142,6 @@ pub fn body(chunk: &Chunk) -> types::Body {
     }
 }
 
-/// The answer to a call, as 0.2 passes it.
-pub fn answer(answer: &Answer) -> Result<types::CallResponse, String> {
-    match answer {
-        Ok(r) => Ok(types::CallResponse {
-            status: r.status,
-            headers: r.headers.iter().map(|(n, v)| types::Header { name: n.clone(), value: v.clone() }).collect(),
-            body: r.body.clone(),
-        }),
-        Err(e) => Err(e.clone()),
-    }
-}
-
 fn edit(e: types::Edit) -> Result<Edit, Refused> {
     use types::Edit as E;
     match e {
@@ -260,58 +245,4 @@ pub fn settle(
 
 impl types::Host for HostState {}
 
-impl host::Host for HostState {
-    fn log(&mut self, level: types::Level, message: String) -> Res<()> {
-        let level = match level {
-            types::Level::Trace => tracing::Level::TRACE,
-            types::Level::Debug => tracing::Level::DEBUG,
-            types::Level::Info => tracing::Level::INFO,
-            types::Level::Warn => tracing::Level::WARN,
-            types::Level::Error => tracing::Level::ERROR,
-        };
-        HostState::log(self, level, &message)
-    }
-
-    fn counter_add(&mut self, name: String, value: u64) -> Res<()> {
-        HostState::counter_add(self, &name, value)
-    }
-
-    fn histogram_observe(&mut self, name: String, value: f64) -> Res<()> {
-        HostState::histogram_observe(self, &name, value)
-    }
-
-    fn now_ms(&mut self) -> Res<u64> {
-        HostState::now_ms(self)
-    }
-
-    fn monotonic_ns(&mut self) -> Res<u64> {
-        HostState::monotonic_ns(self)
-    }
-
-    fn kv_get(&mut self, key: String) -> Res<Option<(Vec<u8>, u64)>> {
-        HostState::kv_get(self, &key)
-    }
-
-    fn kv_set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Res<()> {
-        HostState::kv_set(self, &key, value, ttl_ms)
-    }
-
-    fn kv_compare_and_swap(&mut self, key: String, expected: Option<u64>, value: Vec<u8>, ttl_ms: u64) -> Res<bool> {
-        HostState::kv_compare_and_swap(self, &key, expected, value, ttl_ms)
-    }
-
-    fn kv_increment(&mut self, key: String, delta: i64, ttl_ms: u64) -> Res<i64> {
-        HostState::kv_increment(self, &key, delta, ttl_ms)
-    }
-
-    fn http_call(&mut self, cluster: String, request: types::CallRequest) -> Res<Result<u64, String>> {
-        let request = CallRequest {
-            method: request.method,
-            path: request.path,
-            headers: request.headers.into_iter().map(|h| (h.name, h.value)).collect(),
-            body: request.body,
-            timeout_ms: request.timeout_ms,
-        };
-        HostState::http_call(self, &cluster, request)
-    }
-}
+super::host::bind_host_imports!(types, host);
