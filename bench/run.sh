@@ -28,7 +28,7 @@
 #                    fails, e.g. no network for crates, the run goes on without it and says so)
 #   SKIP_BUILD=1     don't run cargo build (use WASP_BIN and FILTER_DIR as they are; the pingora
 #                    proxy is still built if its binary is missing)
-#   VG_FILTER_INSTANCES=24 VG_FILTER_CONNS=5  valgrind runs of the filter rows: wasp's filter_instances, h2load -c
+#   VG_FILTER_INSTANCES=6 VG_FILTER_CONNS=5   valgrind runs of the filter rows: wasp's filter_instances, h2load -c
 #   FILTER_DIR       built filters (default: filters/target/wasm32-wasip2/release of this repository;
 #                    when given, the filters are not built)
 #   WASP_BIN         wasp binary (default: target/release/wasp of this repository; when given, wasp
@@ -66,7 +66,7 @@ TLS_RES_CONNS=${TLS_RES_CONNS:-50}
 # reserves 2 memory slots of the config's largest limits.memory, 32 MiB here; before the pool was sized
 # from the config, 1 GiB each and only 24 instances fit); the filter rows load with fewer connections
 # than the core rows.
-VG_FILTER_INSTANCES=${VG_FILTER_INSTANCES:-24}
+VG_FILTER_INSTANCES=${VG_FILTER_INSTANCES:-6}
 VG_FILTER_CONNS=${VG_FILTER_CONNS:-5}
 # A binary (or filter folder) given in the environment is used as it is: cargo builds only the defaults.
 WASP_GIVEN=${WASP_BIN:+1} FILTERS_GIVEN=${FILTER_DIR:+1} PINGORA_GIVEN=${PINGORA_BIN:+1}
@@ -531,8 +531,9 @@ mem_section() {
 }
 
 # vg_filter_run TARGET N OUTFILE: like vg_run, for a filter row: the filter process's config with a small
-# filter_instances (valgrind cannot map the default pool's reservation), warm up, N requests to the
-# row's route (with its Authorization header), SIGTERM.
+# filter_instances (valgrind cannot map more than about 48 GiB: 6 instances' 4 GiB memory slots fit;
+# with more, wasp falls back to bounds-checked slots and would measure slower guest code than it runs),
+# warm up, N requests to the row's route (with its Authorization header), SIGTERM.
 vg_filter_run() {
     local tgt=$1 n=$2 out=$3 pid o rc want=2xx u
     [[ $tgt == wasp-deny ]] && want=4xx
@@ -542,6 +543,8 @@ vg_filter_run() {
     pid=$LAST_PID
     "${MEASURE[@]}" wait-log "$TMP/vg-$tgt-$n.err" "wasp started" 300 --pid "$pid" \
         || die "wasp (filters) under valgrind did not start: $(tail -20 "$TMP/vg-$tgt-$n.err")"
+    ! grep -q "cannot reserve 4 GiB" "$TMP/vg-$tgt-$n.err" \
+        || die "wasp under valgrind fell back to bounds-checked filter memory; lower VG_FILTER_INSTANCES"
     o=$(taskset -c $GEN_CPU h2load --h1 -H "$(fauth "$tgt")" -n "$VG_WARMUP" -c "$VG_FILTER_CONNS" "$u" 2>&1)
     grep -qE "status codes: .*\b$VG_WARMUP $want" <<<"$o" || die "valgrind warm-up against $tgt failed:"$'\n'"$o"
     o=$(taskset -c $GEN_CPU h2load --h1 -H "$(fauth "$tgt")" -n "$n" -c "$VG_FILTER_CONNS" "$u" 2>&1)
@@ -804,7 +807,7 @@ main() {
             if [[ $SKIP_VALGRIND == 1 ]]; then note "filter rows: no instructions/request ($perf_msg, SKIP_VALGRIND=1)"; fi
         fi
         [[ $SKIP_VALGRIND == 1 ]] \
-            || perf_msg="cachegrind like the core rows ((I(5N) − I(N)) / 4N), but with filter_instances: $VG_FILTER_INSTANCES (the default pool's reservation does not fit valgrind) and h2load -c $VG_FILTER_CONNS instead of -c 10; perf: $perf_msg"
+            || perf_msg="cachegrind like the core rows ((I(5N) − I(N)) / 4N), but with filter_instances: $VG_FILTER_INSTANCES (the default pool's reservation does not fit valgrind; 6 keeps the 4 GiB slots wasp runs with) and h2load -c $VG_FILTER_CONNS instead of -c 10; perf: $perf_msg"
     fi
     local scenarios=(h1)
     [[ $SKIP_H2 == 1 ]] || scenarios+=(h2c)

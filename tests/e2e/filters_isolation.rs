@@ -8,7 +8,7 @@ use crate::support::metrics;
 use crate::support::{TestProxy, Upstream, refused};
 use std::time::{Duration, Instant};
 
-fn config(upstream: std::net::SocketAddr) -> String {
+fn config(upstream: std::net::SocketAddr, instances: u32) -> String {
     let route = |name: &str, filter: &str| {
         format!("      - {{ name: {name}, match: {{ prefix: /{name} }}, cluster: app, filters: [{filter}] }}\n")
     };
@@ -22,7 +22,7 @@ fn config(upstream: std::net::SocketAddr) -> String {
         )
     };
     format!(
-        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - name: ingress\n    address: 127.0.0.1:0\n    routes:\n{}{}{}{}{}{}      - {{ name: ok, match: {{ prefix: / }}, cluster: app }}\n\
+        "admin: {{ address: 127.0.0.1:0 }}\nfilter_instances: {instances}\nlisteners:\n  - name: ingress\n    address: 127.0.0.1:0\n    routes:\n{}{}{}{}{}{}      - {{ name: ok, match: {{ prefix: / }}, cluster: app }}\n\
          clusters:\n  - {{ name: app, endpoints: [\"{upstream}\"] }}\nfilters:\n{}{}{}{}{}{}",
         route("spin", "spin"),
         route("grow", "grow"),
@@ -41,8 +41,24 @@ fn config(upstream: std::net::SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_filters_get_their_policy_while_other_routes_keep_serving() {
+    let proxy = misbehaving_filters_are_contained(&[]).await;
+    assert!(proxy.stderr_lines().iter().all(|l| !l.contains("cannot reserve")), "4 GiB slots were reserved");
+}
+
+/// Under an address-space limit the pool cannot reserve 4 GiB per memory
+/// slot: it falls back to slots sized from the config, where the guest code
+/// checks its bounds, and every vector is still contained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_filters_are_contained_with_bounds_checked_slots() {
+    let proxy = misbehaving_filters_are_contained(&["prlimit", "--as=34359738368", "--"]).await;
+    proxy.wait_stderr("cannot reserve 4 GiB per filter memory");
+}
+
+/// Runs wasp (through `prefix`) with a filter per misbehaviour and checks
+/// each gets its policy while a steady stream on another route is served.
+async fn misbehaving_filters_are_contained(prefix: &[&str]) -> crate::support::Running {
     let upstream = Upstream::start("app").await;
-    let proxy = TestProxy::new(config(upstream.addr)).start();
+    let proxy = TestProxy::new(config(upstream.addr, 64)).through(prefix).start();
     let ok_url = proxy.url("ingress", "/healthy");
     let steady = tokio::spawn(async move {
         let c = client::h1();
@@ -59,6 +75,7 @@ async fn misbehaving_filters_get_their_policy_while_other_routes_keep_serving() 
         ("/grow", "grow", "memory"),
         ("/recurse", "recurse", "stack_overflow"),
         ("/trap/boom", "trap", "trap"),
+        ("/trap/oob", "trap", "trap"),
         ("/bad", "bad", "invalid_output"),
         ("/bad/header", "bad", "invalid_output"),
     ];
@@ -72,6 +89,9 @@ async fn misbehaving_filters_get_their_policy_while_other_routes_keep_serving() 
         }
         let open = get(&c, &proxy.url("ingress", "/open/boom")).await;
         assert_eq!(open.status, 200, "fail-open skips the failing filter");
+        let open = get(&c, &proxy.url("ingress", "/open/oob")).await;
+        assert_eq!(open.status, 200, "fail-open skips the filter that read out of bounds");
+        assert!(open.json()["headers"].get("x-leaked").is_none(), "the upstream got no edit from it: {:?}", open.body);
         assert_eq!(
             get(&c, &proxy.url("ingress", "/trap/fine")).await.status,
             200,
@@ -88,10 +108,12 @@ async fn misbehaving_filters_get_their_policy_while_other_routes_keep_serving() 
         let count: f64 = m.lines().find_map(|l| l.strip_prefix(&line)?.trim().parse().ok()).unwrap_or(0.0);
         assert!(count >= 2.0, "{line} = {count}\n{m}");
     }
-    assert!(m.contains("wasp_filter_errors_total{filter=\"trap-open\",reason=\"trap\"} 2"), "{m}");
+    assert!(m.contains("wasp_filter_errors_total{filter=\"trap\",reason=\"trap\"} 4"), "boom and oob, twice: {m}");
+    assert!(m.contains("wasp_filter_errors_total{filter=\"trap-open\",reason=\"trap\"} 4"), "{m}");
     let log = proxy.access_log();
     let failed: Vec<_> = log.iter().filter(|l| l["status"] == 500).collect();
     assert!(failed.iter().all(|l| l["reason"] == "wasp_filter_failed" && l["filter"].is_string()), "{failed:?}");
+    proxy
 }
 
 fn one_filter(module: &str) -> String {
