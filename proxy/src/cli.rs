@@ -53,6 +53,21 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         config_map: Option<String>,
     },
+    /// Compile the filter module on stdin into a compiled-code cache (run
+    /// by wasp itself, so that the compiler's memory is not the proxy's).
+    #[command(hide = true)]
+    CompileFilter {
+        #[arg(long)]
+        cache: PathBuf,
+        #[arg(long)]
+        instances: u32,
+        #[arg(long)]
+        max_memory: usize,
+        #[arg(long)]
+        reservation: u64,
+        #[arg(long)]
+        guard: u64,
+    },
     /// GET an admin URL; exit 0 if it answers 2xx (a health check without curl).
     Probe {
         /// An `http://host:port/path` URL.
@@ -81,6 +96,11 @@ pub fn main() -> ExitCode {
             return inject(file, crate::inject::Options { image, config_map });
         }
         Some(Command::Probe { url, timeout }) => return probe(&url, timeout),
+        Some(Command::CompileFilter { cache, instances, max_memory, reservation, guard }) => {
+            let slots = crate::filter::runtime::Slots { reservation, guard };
+            let settings = crate::filter::compile::Settings { cache, instances, max_memory, slots };
+            return crate::filter::compile::child_main(&settings);
+        }
         _ => {}
     }
     init_logging();
@@ -134,7 +154,9 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Inject { .. } | Command::Probe { .. }) => unreachable!("handled before logging starts"),
+        Some(Command::Inject { .. } | Command::Probe { .. } | Command::CompileFilter { .. }) => {
+            unreachable!("handled before logging starts")
+        }
     }
 }
 

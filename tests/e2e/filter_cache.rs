@@ -64,6 +64,9 @@ async fn a_restart_with_unchanged_filters_does_not_compile_them_again() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let compiled = artifacts(cache.path());
+    let in_proxy =
+        |p: &Running| p.stderr_lines().into_iter().filter(|l| l.contains("in the proxy")).collect::<Vec<_>>();
+    assert_eq!(in_proxy(&first), Vec::<String>::new(), "compiled by the child process, loaded from the cache");
     drop(first);
 
     let second = proxy(&upstream, &cache.path().display().to_string());

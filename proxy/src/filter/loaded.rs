@@ -200,8 +200,8 @@ impl LoadedFilter {
         let component = match compiled.get(sha256) {
             Some(c) => c.clone(),
             None => {
-                let c = Component::from_binary(&runtime.engine, bytes)
-                    .map_err(|e| format!("{path} is not a valid WebAssembly component: {}", root_cause(&e)))?;
+                let c = super::compile::component(runtime, bytes)
+                    .map_err(|e| format!("{path} is not a valid WebAssembly component: {e}"))?;
                 compiled.insert(sha256.to_string(), c.clone());
                 c
             }

@@ -2,7 +2,8 @@
 //! the `wasp-sdk` crate) that inspect and change requests and responses.
 //!
 //! [`runtime`] holds the one wasmtime engine (pooling allocator, epoch
-//! interruption); [`loaded`] compiles each filter once, checks its WIT
+//! interruption); [`compile`] compiles a module in a child process into
+//! the compiled-code cache; [`loaded`] compiles each filter once, checks its WIT
 //! version, pre-links it and keeps a pool of initialised instances with
 //! memory and time limits ([`clock`] times each call); [`registry`] holds
 //! each filter's serving version and swaps in a new one when its module
@@ -19,6 +20,7 @@ pub mod body;
 pub mod call;
 pub mod chain;
 pub mod clock;
+pub mod compile;
 pub mod connection;
 pub mod host;
 pub mod kv;

@@ -9,13 +9,14 @@
 //! unchanged filters does not compile them again. Created once per process,
 //! when a config first has filters.
 
+use super::compile::Settings;
 use super::host::HostState;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Cache, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Epoch tick: the granularity of filter time limits.
 pub const TICK: Duration = Duration::from_millis(1);
@@ -35,6 +36,10 @@ pub struct Runtime {
     /// The largest linear memory an instance can have in this engine: a
     /// filter's `limits.memory` may not be larger (raising it needs a restart).
     pub max_memory: usize,
+    /// The compiled-code cache, if any.
+    pub cache: Option<Cache>,
+    /// How a child process compiles into that cache (see `compile`).
+    pub compile: Option<Settings>,
 }
 
 /// Wasm page size: memory limits are rounded up to it.
@@ -65,10 +70,10 @@ impl Runtime {
     /// config, `max_memory` plus a page, and the guest code checks bounds.
     pub fn new(instances: u32, max_memory: usize, cache: Option<&Path>) -> Result<Self, String> {
         let max_memory = max_memory.clamp(PAGE, MAX_MEMORY).div_ceil(PAGE) * PAGE;
-        let cache = cache.and_then(|dir| match Cache::new(CacheConfig::new().with_directory(dir).clone()) {
+        let cache = cache.and_then(|dir| match super::compile::cache(dir) {
             Ok(cache) => {
                 tracing::debug!(folder = %dir.display(), "compiled filters are cached");
-                Some(cache)
+                Some((dir.to_path_buf(), cache))
             }
             Err(e) => {
                 tracing::warn!(folder = %dir.display(), error = %format!("{e:#}"),
@@ -78,15 +83,17 @@ impl Runtime {
         });
         let full = Slots { reservation: FULL_RESERVATION, guard: FULL_GUARD };
         let sized = Slots { reservation: max_memory as u64, guard: PAGE as u64 };
-        let engine = match u64::from(instances) * 2 * (full.reservation + full.guard) <= MAX_ADDRESS_SPACE {
-            true => Engine::new(&config(instances, max_memory, full, cache.clone())).or_else(|e| {
+        let engine_cache = cache.as_ref().map(|(_, c)| c.clone());
+        let (engine, slots) = match u64::from(instances) * 2 * (full.reservation + full.guard) <= MAX_ADDRESS_SPACE {
+            true => Engine::new(&config(instances, max_memory, full, engine_cache.clone())).map(|e| (e, full)).or_else(|e| {
                 tracing::info!(error = %format!("{e:#}"),
                     "cannot reserve 4 GiB per filter memory; sizing memory slots from the config (guest code checks bounds)");
-                Engine::new(&config(instances, max_memory, sized, cache))
+                Engine::new(&config(instances, max_memory, sized, engine_cache.clone())).map(|e| (e, sized))
             }),
-            false => Engine::new(&config(instances, max_memory, sized, cache)),
+            false => Engine::new(&config(instances, max_memory, sized, engine_cache.clone())).map(|e| (e, sized)),
         }
         .map_err(|e| format!("cannot start the filter engine: {e:#}"))?;
+        let compile = cache.as_ref().map(|(dir, _)| Settings { cache: dir.clone(), instances, max_memory, slots });
         let mut linker = Linker::new(&engine);
         // Both ABIs' imports: components built for 0.1 and for 0.2 link against the same linker.
         super::v02::HttpFilter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
@@ -108,20 +115,22 @@ impl Runtime {
             })
             .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
         TICKERS.lock().unwrap_or_else(|p| p.into_inner()).push(thread.thread().clone());
-        Ok(Runtime { engine, linker, max_memory })
+        Ok(Runtime { engine, linker, max_memory, cache: engine_cache, compile })
     }
 }
 
 /// The address space of one linear memory slot in the pool.
-#[derive(Clone, Copy)]
-struct Slots {
-    reservation: u64,
-    guard: u64,
+#[derive(Clone, Copy, Debug)]
+pub struct Slots {
+    /// Bytes reserved for the memory.
+    pub reservation: u64,
+    /// Bytes of guard region after it.
+    pub guard: u64,
 }
 
 /// The engine's settings: a pool of `instances` instances whose memories
 /// may grow to `max_memory` in slots of `slots`.
-fn config(instances: u32, max_memory: usize, slots: Slots, cache: Option<Cache>) -> Config {
+pub fn config(instances: u32, max_memory: usize, slots: Slots, cache: Option<Cache>) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         .total_core_instances(instances * 4)
