@@ -416,10 +416,12 @@ def cmd_repeat(a) -> int:
 def cmd_mem(a) -> int:
     pids = family(a.pids)
     rec = {"type": "mem", "target": a.target, "when": a.when, "pids": pids,
-           "rss_kb": status_kb(pids, "VmRSS"), "hwm_kb": status_kb(pids, "VmHWM")}
+           "rss_kb": status_kb(pids, "VmRSS"), "hwm_kb": status_kb(pids, "VmHWM"),
+           "anon_kb": status_kb(pids, "RssAnon")}
     with open(a.out, "a") as f:
         f.write(json.dumps(rec) + "\n")
     print(f"  memory {a.target:7} {a.when:5} VmRSS {rec['rss_kb'] / 1024:.1f} MiB  VmHWM {rec['hwm_kb'] / 1024:.1f} MiB"
+          f"  RssAnon {rec['anon_kb'] / 1024:.1f} MiB"
           f"  (pids {pids})", flush=True)
     return 0
 
@@ -649,7 +651,7 @@ def filters_report(runs, mems, vgs, startups, meta) -> list[str]:
 
     # memory
     def memv(t, when, key="rss_kb"):
-        v = [m[key] for m in fm if m["target"] == t and m["when"] == when]
+        v = [m.get(key) for m in fm if m["target"] == t and m["when"] == when]
         return v[-1] if v else None
 
     if fm:
@@ -657,11 +659,13 @@ def filters_report(runs, mems, vgs, startups, meta) -> list[str]:
         L.append("RSS with filters loaded: a separate wasp process per line (same settings, one route per "
                  f"filter), VmRSS 1 s after start (idle) and after {meta.get('mem_warmup', 'a warm-up')} "
                  "through the first filter's route. *per filter* = (VmRSS − no filter's) ÷ filters loaded, "
-                 "in MB (10⁶ bytes; the target is ≤ 2 MB per loaded filter).")
+                 "in MB (10⁶ bytes; the target is ≤ 2 MB per loaded filter). *anon* is RssAnon, the process's "
+                 "private memory; the rest of VmRSS is file pages, mostly wasp's own code (shared by every "
+                 "process running the binary, and dropped by the kernel under memory pressure).")
         L.append("")
-        L.append("| process | filters loaded | start-up | VmRSS idle | per filter (idle) | VmRSS after warm-up "
-                 "| per filter (warm) | VmHWM |")
-        L.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        L.append("| process | filters loaded | start-up | VmRSS idle | anon idle | per filter (idle) "
+                 "| VmRSS after warm-up | anon after warm-up | per filter (warm) | VmHWM |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         base_idle, base_warm = memv("wasp-mem-nf", "idle"), memv("wasp-mem-nf", "warm")
         nfilters = {"wasp-mem-nf": 0, "wasp-mem-f1": 1, "wasp-mem-f10": 10, "wasp-mem-f10same": 10}
         for t in MEM_TARGETS:
@@ -675,8 +679,10 @@ def filters_report(runs, mems, vgs, startups, meta) -> list[str]:
             summary[t] = (per_i, per_w)
             L.append(f"| {t.removeprefix('wasp-mem-')} | {meta.get('mem_desc_' + t, str(n))} "
                      f"| {_fmt(st[-1] if st else None, '.0f')}{' ms' if st else ''} "
-                     f"| {_fmt(_mib(idle))} MiB | {_fmt(per_i, '.2f')}{' MB' if per_i is not None else ''} "
-                     f"| {_fmt(_mib(warm))} MiB | {_fmt(per_w, '.2f')}{' MB' if per_w is not None else ''} "
+                     f"| {_fmt(_mib(idle))} MiB | {_fmt(_mib(memv(t, 'idle', 'anon_kb')))} MiB "
+                     f"| {_fmt(per_i, '.2f')}{' MB' if per_i is not None else ''} "
+                     f"| {_fmt(_mib(warm))} MiB | {_fmt(_mib(memv(t, 'warm', 'anon_kb')))} MiB "
+                     f"| {_fmt(per_w, '.2f')}{' MB' if per_w is not None else ''} "
                      f"| {_fmt(_mib(memv(t, 'warm', 'hwm_kb')))} MiB |")
         f1, f10 = memv("wasp-mem-f1", "idle"), memv("wasp-mem-f10", "idle")
         if f1 and f10:

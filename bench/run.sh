@@ -192,13 +192,14 @@ nginx_conf() {
 }
 
 # wasp_head PORT ADMINPORT: the start of every benchmark wasp config, up to its one listener's `routes:`
-# (the compiled-filter cache off: start-up times include compiling; bench/startup.py measures the cache).
+# (a fresh, empty compiled-filter cache per process, as a first start with the default `auto`: start-up
+# includes compiling, in a child process; bench/startup.py measures a warm cache).
 wasp_head() {
     cat <<EOF
 admin: { address: 127.0.0.1:$2 }
 access_log: "off"
 workers: 1
-filter_cache: "off"
+filter_cache: "$TMP/fcache-$1-$RANDOM"
 listeners:
   - name: ingress
     address: 127.0.0.1:$1
@@ -591,7 +592,7 @@ wasp_tls_conf() {
 admin: { address: 127.0.0.1:$3 }
 access_log: "off"
 workers: 1
-filter_cache: "off"
+filter_cache: "$TMP/fcache-$2-$RANDOM"
 listeners:
   - name: tls
     address: 127.0.0.1:$2

@@ -204,6 +204,14 @@ impl Run {
     pub fn on_response(&self, parts: &mut http::response::Parts) -> Verdict {
         let mut state = self.lock();
         for slot in state.slots.iter_mut().rev() {
+            let phase = slot.lease.is_some() && slot.filter.has(Phase::ResponseHeaders);
+            if !phase && slot.response_edits.is_empty() {
+                // Nothing to run or apply: the head is not moved in and out.
+                if slot.response_body.is_none() {
+                    slot.lease = None;
+                }
+                continue;
+            }
             let mut msg = MessageState::head(Head::Response(take_response(parts)), &self.facts);
             for edit in slot.response_edits.drain(..) {
                 if msg.fits(&edit).is_ok() {
