@@ -526,6 +526,7 @@ fn keep_restart_only(new: &mut Config, serving: &Config) {
     keep!(access_log);
     keep!(filter_instances);
     keep!(filter_cache);
+    keep!(filter_compile_timeout);
     if !kept.is_empty() {
         tracing::warn!(fields = ?kept, "these settings take effect at restart; the serving values stay until then");
     }

@@ -82,3 +82,32 @@ async fn filter_cache_off_is_reported() {
     let proxy = proxy(&upstream, "off");
     assert_eq!(started(&proxy)["filter_cache"], serde_json::Value::Null);
 }
+
+/// A module that takes longer than `filter_compile_timeout` to compile is
+/// refused with that reason: the compile process is stopped, the proxy does
+/// not start on a filter it could not load.
+#[tokio::test]
+async fn a_compile_over_the_timeout_is_stopped_and_refused() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        r#"admin: {{ address: 127.0.0.1:0 }}
+filter_cache: {}
+filter_compile_timeout: 1ms
+listeners:
+  - {{ name: ingress, address: 127.0.0.1:0, routes: [{{ name: r, cluster: app, filters: [hr] }}] }}
+clusters:
+  - {{ name: app, endpoints: ["127.0.0.1:1"] }}
+filters:
+  - {{ name: hr, module: {} }}
+"#,
+        cache.path().display(),
+        wasm("header-rewrite").display()
+    );
+    for stderr in crate::support::refused(&yaml) {
+        assert!(
+            stderr.contains("header_rewrite.wasm: compiling it took longer than filter_compile_timeout (1ms); stopped"),
+            "{stderr}"
+        );
+    }
+    assert!(artifacts(cache.path()).is_empty(), "the stopped compile cached nothing: {:?}", artifacts(cache.path()));
+}

@@ -32,6 +32,10 @@ pub struct RawConfig {
     /// folder.
     #[serde(default = "default_filter_cache")]
     pub filter_cache: String,
+    /// How long compiling one filter module may take before it is stopped
+    /// (it runs in a child process when there is a cache).
+    #[serde(default = "default_filter_compile_timeout")]
+    pub filter_compile_timeout: String,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: String,
@@ -473,6 +477,9 @@ fn default_filter_instances() -> u32 {
 }
 fn default_filter_cache() -> String {
     "auto".into()
+}
+fn default_filter_compile_timeout() -> String {
+    "60s".into()
 }
 fn default_drain_timeout() -> String {
     "20s".into()

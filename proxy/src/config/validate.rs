@@ -28,6 +28,8 @@ pub struct Config {
     pub filter_instances: u32,
     /// Folder of the compiled-filter cache (`None`: off).
     pub filter_cache: Option<PathBuf>,
+    /// The longest a filter module may take to compile (in a child process).
+    pub filter_compile_timeout: Duration,
     /// Listeners, in file order.
     pub listeners: Vec<ListenerConfig>,
     /// Clusters, in file order.
@@ -379,6 +381,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
         c.error("filter_instances", "must be between 1 and 10000");
     }
     let filter_cache = filter_cache(&mut c, &raw.filter_cache, base);
+    let filter_compile_timeout = c.duration("filter_compile_timeout".into(), &raw.filter_compile_timeout);
     if raw.listeners.is_empty() {
         c.error("listeners", "at least one listener is required");
     }
@@ -411,6 +414,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, errors: Vec<ConfigError>) ->
             drain_timeout,
             filter_instances,
             filter_cache,
+            filter_compile_timeout,
             listeners,
             clusters,
             filters,

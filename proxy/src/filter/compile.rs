@@ -2,7 +2,7 @@
 //! to compile a component, and glibc keeps most of it in the process after
 //! the compile ends (about 12 MiB of RSS for one small filter, which neither
 //! `malloc_trim` nor fewer arenas gave back). So when compiled code has a
-//! cache folder, wasp runs itself (`/proc/self/exe compile-filter`) with the
+//! cache folder, wasp runs itself (`wasp compile-filter`, the running binary) with the
 //! same engine settings to compile the module into that cache, and then
 //! loads it from there as a restart would: the proxy's heap never holds the
 //! compiler's. A compiler crash or an out-of-memory kill takes down the
@@ -16,6 +16,7 @@ use super::runtime::{Runtime, Slots, config};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 use wasmtime::component::Component;
 use wasmtime::{Cache, CacheConfig, Engine};
 
@@ -34,29 +35,51 @@ pub struct Settings {
     pub slots: Slots,
 }
 
+/// Compiling in a child process: its engine, and how long it may take.
+#[derive(Clone, Debug)]
+pub struct Compile {
+    /// The child's engine settings.
+    pub settings: Settings,
+    /// `filter_compile_timeout`: the child is killed after it.
+    pub timeout: Duration,
+}
+
+/// Why a module was not loaded.
+#[derive(Debug)]
+pub enum NotCompiled {
+    /// It is not a valid component: the compiler's message.
+    Invalid(String),
+    /// Compiling it was stopped (time limit) or killed (by a signal).
+    Stopped(String),
+}
+
 /// What became of a compile in the child.
 enum Child {
     /// The module is compiled into the cache.
     Cached,
-    /// The module does not compile: the child's message.
-    Refused(String),
+    /// The module was not compiled.
+    Refused(NotCompiled),
     /// The child could not run; compile here instead.
     Unavailable(String),
 }
 
 /// Compiles `bytes` (in a child process when `runtime` has a cache folder)
-/// and loads the component. The error is the root cause, in one line.
-pub fn component(runtime: &Runtime, bytes: &[u8]) -> Result<Component, String> {
+/// and loads the component. The error's message is one line.
+pub fn component(runtime: &Runtime, bytes: &[u8]) -> Result<Component, NotCompiled> {
     let misses = runtime.cache.as_ref().map(Cache::cache_misses);
-    let child = runtime.compile.as_ref().map(|settings| in_child(settings, bytes));
+    let child = runtime.compile.as_ref().map(|compile| in_child(compile, bytes));
+    let child = match child {
+        Some(Child::Refused(why)) => return Err(why),
+        other => other,
+    };
     match &child {
-        Some(Child::Refused(message)) => return Err(message.clone()),
         Some(Child::Unavailable(why)) => {
             tracing::warn!(error = %why, "cannot compile the filter in a child process; compiling it in the proxy")
         }
-        Some(Child::Cached) | None => {}
+        Some(Child::Cached | Child::Refused(_)) | None => {}
     }
-    let component = Component::from_binary(&runtime.engine, bytes).map_err(|e| super::loaded::root_cause(&e))?;
+    let component = Component::from_binary(&runtime.engine, bytes)
+        .map_err(|e| NotCompiled::Invalid(super::loaded::root_cause(&e)))?;
     let compiled_here = runtime.cache.as_ref().map(Cache::cache_misses) != misses;
     if matches!(child, Some(Child::Cached)) && compiled_here {
         tracing::warn!("the filter compiled in a child process was not found in the cache; compiled it in the proxy");
@@ -64,9 +87,13 @@ pub fn component(runtime: &Runtime, bytes: &[u8]) -> Result<Component, String> {
     Ok(component)
 }
 
-/// Runs `/proc/self/exe compile-filter …` with `bytes` on its stdin.
-fn in_child(settings: &Settings, bytes: &[u8]) -> Child {
-    let spawned = Command::new("/proc/self/exe")
+/// Runs `/proc/self/exe compile-filter …` with `bytes` on its stdin, and
+/// kills it if it takes longer than `compile.timeout`.
+fn in_child(compile: &Compile, bytes: &[u8]) -> Child {
+    let settings = &compile.settings;
+    // The running binary's path (under valgrind, the program's, not valgrind's).
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let spawned = Command::new(&exe)
         .arg("compile-filter")
         .arg("--cache")
         .arg(&settings.cache)
@@ -80,40 +107,65 @@ fn in_child(settings: &Settings, bytes: &[u8]) -> Child {
         .spawn();
     let mut child = match spawned {
         Ok(child) => child,
-        Err(e) => return Child::Unavailable(format!("cannot start /proc/self/exe: {e}")),
+        Err(e) => return Child::Unavailable(format!("cannot start {}: {e}", exe.display())),
     };
     // The child reads all of stdin before it writes anything, so writing first cannot deadlock.
     // A write error means the child exited early; its status and stderr say why.
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(bytes);
     }
-    let mut stderr = String::new();
-    if let Some(pipe) = child.stderr.take() {
-        let _ = pipe.take(64 << 10).read_to_string(&mut stderr);
-    }
-    let status = match child.wait() {
-        Ok(status) => status,
-        Err(e) => return Child::Unavailable(format!("cannot wait for the compile process: {e}")),
+    let reader = child.stderr.take().map(|pipe| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.take(64 << 10).read_to_string(&mut text);
+            text
+        })
+    });
+    let deadline = Instant::now() + compile.timeout;
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Child::Refused(NotCompiled::Stopped(format!(
+                    "compiling it took longer than filter_compile_timeout ({}); stopped",
+                    humantime::format_duration(compile.timeout)
+                )));
+            }
+            Ok(None) => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Child::Unavailable(format!("cannot wait for the compile process: {e}")),
+        }
     };
+    let stderr = reader.and_then(|r| r.join().ok()).unwrap_or_default();
     let stderr = stderr.trim();
     match status.code() {
         Some(0) => Child::Cached,
-        Some(1) if !stderr.is_empty() => Child::Refused(stderr.to_string()),
+        Some(REFUSED) => Child::Refused(NotCompiled::Invalid(stderr.to_string())),
         Some(code) => Child::Unavailable(format!("the compile process exited with status {code}: {stderr}")),
         None => {
             use std::os::unix::process::ExitStatusExt;
             let signal = status.signal().unwrap_or_default();
-            Child::Refused(format!(
+            Child::Refused(NotCompiled::Stopped(format!(
                 "compiling it was killed by signal {signal}{}",
                 if signal == 9 { " (out of memory?)" } else { "" }
-            ))
+            )))
         }
     }
 }
 
+/// The child's exit status for a module that does not compile (`EX_DATAERR`);
+/// any other failure means the child could not do its job, and the proxy
+/// compiles the module itself.
+const REFUSED: i32 = 65;
+
 /// The child: compiles the module on stdin into `settings.cache` with an
-/// engine built like the proxy's. Exit 0 when it is cached, 1 with the root
-/// cause on stderr when it does not compile, 2 when the engine cannot start.
+/// engine built like the proxy's. Exit 0 when it is cached, [`REFUSED`] with
+/// the root cause on stderr when it does not compile, 2 when it cannot work.
 pub fn child_main(settings: &Settings) -> ExitCode {
     let mut bytes = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
@@ -131,7 +183,7 @@ pub fn child_main(settings: &Settings) -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", super::loaded::root_cause(&e));
-            ExitCode::FAILURE
+            ExitCode::from(REFUSED as u8)
         }
     }
 }

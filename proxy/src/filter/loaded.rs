@@ -20,6 +20,7 @@
 //! is optional, looked up once per version, so components built before it
 //! existed still load as HTTP filters.
 
+use super::compile::NotCompiled;
 use super::host::{FilterShared, HostState};
 use super::kv::Kv;
 use super::lease::{Lease, Phase};
@@ -200,8 +201,10 @@ impl LoadedFilter {
         let component = match compiled.get(sha256) {
             Some(c) => c.clone(),
             None => {
-                let c = super::compile::component(runtime, bytes)
-                    .map_err(|e| format!("{path} is not a valid WebAssembly component: {e}"))?;
+                let c = super::compile::component(runtime, bytes).map_err(|e| match e {
+                    NotCompiled::Invalid(why) => format!("{path} is not a valid WebAssembly component: {why}"),
+                    NotCompiled::Stopped(why) => format!("{path}: {why}"),
+                })?;
                 compiled.insert(sha256.to_string(), c.clone());
                 c
             }

@@ -119,6 +119,7 @@ impl Registry {
                         config.filter_instances,
                         config.filters.iter().map(|f| f.memory).max().unwrap_or_default(),
                         config.filter_cache.as_deref(),
+                        config.filter_compile_timeout,
                     )
                     .map_err(|message| vec![ConfigError { path: "filters".into(), message }])?,
                 )

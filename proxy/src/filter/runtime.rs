@@ -9,7 +9,7 @@
 //! unchanged filters does not compile them again. Created once per process,
 //! when a config first has filters.
 
-use super::compile::Settings;
+use super::compile::{Compile, Settings};
 use super::host::HostState;
 use std::path::Path;
 use std::sync::Mutex;
@@ -39,7 +39,7 @@ pub struct Runtime {
     /// The compiled-code cache, if any.
     pub cache: Option<Cache>,
     /// How a child process compiles into that cache (see `compile`).
-    pub compile: Option<Settings>,
+    pub compile: Option<Compile>,
 }
 
 /// Wasm page size: memory limits are rounded up to it.
@@ -68,7 +68,12 @@ impl Runtime {
     /// `filter_instances`) and the process may reserve it. Otherwise (more
     /// instances, or a `ulimit -v`, or valgrind) each slot is sized from the
     /// config, `max_memory` plus a page, and the guest code checks bounds.
-    pub fn new(instances: u32, max_memory: usize, cache: Option<&Path>) -> Result<Self, String> {
+    pub fn new(
+        instances: u32,
+        max_memory: usize,
+        cache: Option<&Path>,
+        compile_timeout: Duration,
+    ) -> Result<Self, String> {
         let max_memory = max_memory.clamp(PAGE, MAX_MEMORY).div_ceil(PAGE) * PAGE;
         let cache = cache.and_then(|dir| match super::compile::cache(dir) {
             Ok(cache) => {
@@ -93,7 +98,10 @@ impl Runtime {
             false => Engine::new(&config(instances, max_memory, sized, engine_cache.clone())).map(|e| (e, sized)),
         }
         .map_err(|e| format!("cannot start the filter engine: {e:#}"))?;
-        let compile = cache.as_ref().map(|(dir, _)| Settings { cache: dir.clone(), instances, max_memory, slots });
+        let compile = cache.as_ref().map(|(dir, _)| Compile {
+            settings: Settings { cache: dir.clone(), instances, max_memory, slots },
+            timeout: compile_timeout,
+        });
         let mut linker = Linker::new(&engine);
         // Both ABIs' imports: components built for 0.1 and for 0.2 link against the same linker.
         super::v02::HttpFilter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
