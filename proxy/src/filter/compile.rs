@@ -67,28 +67,26 @@ enum Child {
 /// and loads the component. The error's message is one line.
 pub fn component(runtime: &Runtime, bytes: &[u8]) -> Result<Component, NotCompiled> {
     let misses = runtime.cache.as_ref().map(Cache::cache_misses);
-    let child = runtime.compile.as_ref().map(|compile| in_child(compile, bytes));
-    let child = match child {
+    let cached = match runtime.compile.as_ref().map(|compile| in_child(compile, bytes)) {
+        Some(Child::Cached) => true,
         Some(Child::Refused(why)) => return Err(why),
-        other => other,
-    };
-    match &child {
         Some(Child::Unavailable(why)) => {
-            tracing::warn!(error = %why, "cannot compile the filter in a child process; compiling it in the proxy")
+            tracing::warn!(error = %why, "cannot compile the filter in a child process; compiling it in the proxy");
+            false
         }
-        Some(Child::Cached | Child::Refused(_)) | None => {}
-    }
+        None => false,
+    };
     let component = Component::from_binary(&runtime.engine, bytes)
         .map_err(|e| NotCompiled::Invalid(super::loaded::root_cause(&e)))?;
     let compiled_here = runtime.cache.as_ref().map(Cache::cache_misses) != misses;
-    if matches!(child, Some(Child::Cached)) && compiled_here {
+    if cached && compiled_here {
         tracing::warn!("the filter compiled in a child process was not found in the cache; compiled it in the proxy");
     }
     Ok(component)
 }
 
-/// Runs `/proc/self/exe compile-filter …` with `bytes` on its stdin, and
-/// kills it if it takes longer than `compile.timeout`.
+/// Runs `wasp compile-filter …` (this binary) with `bytes` on its stdin,
+/// and kills it if it takes longer than `compile.timeout`.
 fn in_child(compile: &Compile, bytes: &[u8]) -> Child {
     let settings = &compile.settings;
     // The running binary's path (under valgrind, the program's, not valgrind's).
@@ -109,16 +107,19 @@ fn in_child(compile: &Compile, bytes: &[u8]) -> Child {
         Ok(child) => child,
         Err(e) => return Child::Unavailable(format!("cannot start {}: {e}", exe.display())),
     };
-    // The child reads all of stdin before it writes anything, so writing first cannot deadlock.
-    // A write error means the child exited early; its status and stderr say why.
+    // Fed and drained by threads, so a child that stops reading or writes a lot
+    // cannot block this one past the time limit. A write error means the child
+    // exited early; its status and stderr say why.
     if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(bytes);
+        let bytes = bytes.to_vec();
+        std::thread::spawn(move || stdin.write_all(&bytes));
     }
-    let reader = child.stderr.take().map(|pipe| {
+    let reader = child.stderr.take().map(|mut pipe| {
         std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.take(64 << 10).read_to_string(&mut text);
-            text
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            text.truncate(4096);
+            String::from_utf8_lossy(&text).into_owned()
         })
     });
     let deadline = Instant::now() + compile.timeout;
