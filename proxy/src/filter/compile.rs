@@ -35,13 +35,16 @@ pub struct Settings {
     pub slots: Slots,
 }
 
-/// Compiling in a child process: its engine, and how long it may take.
+/// Compiling in a child process: its engine, how long it may take, and the
+/// proxy's handle on the cache it compiles into.
 #[derive(Clone, Debug)]
 pub struct Compile {
     /// The child's engine settings.
     pub settings: Settings,
     /// `filter_compile_timeout`: the child is killed after it.
     pub timeout: Duration,
+    /// The proxy engine's cache (its hit and miss counters).
+    pub cache: Cache,
 }
 
 /// Why a module was not loaded.
@@ -66,20 +69,21 @@ enum Child {
 /// Compiles `bytes` (in a child process when `runtime` has a cache folder)
 /// and loads the component. The error's message is one line.
 pub fn component(runtime: &Runtime, bytes: &[u8]) -> Result<Component, NotCompiled> {
-    let misses = runtime.cache.as_ref().map(Cache::cache_misses);
-    let cached = match runtime.compile.as_ref().map(|compile| in_child(compile, bytes)) {
-        Some(Child::Cached) => true,
-        Some(Child::Refused(why)) => return Err(why),
-        Some(Child::Unavailable(why)) => {
+    let here = || {
+        Component::from_binary(&runtime.engine, bytes).map_err(|e| NotCompiled::Invalid(super::loaded::root_cause(&e)))
+    };
+    let Some(compile) = &runtime.compile else { return here() };
+    let misses = compile.cache.cache_misses();
+    let cached = match in_child(compile, bytes) {
+        Child::Cached => true,
+        Child::Refused(why) => return Err(why),
+        Child::Unavailable(why) => {
             tracing::warn!(error = %why, "cannot compile the filter in a child process; compiling it in the proxy");
             false
         }
-        None => false,
     };
-    let component = Component::from_binary(&runtime.engine, bytes)
-        .map_err(|e| NotCompiled::Invalid(super::loaded::root_cause(&e)))?;
-    let compiled_here = runtime.cache.as_ref().map(Cache::cache_misses) != misses;
-    if cached && compiled_here {
+    let component = here()?;
+    if cached && compile.cache.cache_misses() != misses {
         tracing::warn!("the filter compiled in a child process was not found in the cache; compiled it in the proxy");
     }
     Ok(component)

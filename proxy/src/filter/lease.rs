@@ -79,13 +79,10 @@ impl Lease {
         msg: MessageState,
         answer: Option<(u64, &Answer)>,
     ) -> (MessageState, Result<Decision, Failure>) {
-        let Some(inst) = self.instance.as_mut() else {
-            return (msg, Err(Failure::Unavailable));
-        };
-        inst.store.data_mut().calls.clear();
-        match inst.exports {
-            Exports::V01(..) => self.run_v01(phase, msg, answer),
-            Exports::V02(..) => self.run_v02(phase, msg, answer),
+        // Without an instance, run_v02's guard answers `Unavailable`.
+        match self.instance.as_ref().map(|i| &i.exports) {
+            Some(Exports::V01(..)) => self.run_v01(phase, msg, answer),
+            _ => self.run_v02(phase, msg, answer),
         }
     }
 
@@ -101,6 +98,7 @@ impl Lease {
         let result = self.guarded(phase as usize, |inst| {
             let Instance { store, exports } = inst;
             let Exports::V02(handler, _, reg) = &*exports else { wasmtime::bail!("not a 0.2 instance") };
+            store.data_mut().calls.clear();
             let outcome = match (phase, answer) {
                 (Phase::RequestHeaders, _) => handler.call_on_request_headers(&mut *store, &v02::request(m, reg)),
                 (Phase::RequestBody, _) => {
@@ -151,6 +149,7 @@ impl Lease {
         let Some(inst) = self.instance.as_mut() else {
             return (msg, Err(Failure::Unavailable));
         };
+        inst.store.data_mut().calls.clear();
         let lent = match inst.store.data_mut().table.push(msg) {
             Ok(r) => r,
             Err(_) => unreachable_table(),

@@ -36,9 +36,8 @@ pub struct Runtime {
     /// The largest linear memory an instance can have in this engine: a
     /// filter's `limits.memory` may not be larger (raising it needs a restart).
     pub max_memory: usize,
-    /// The compiled-code cache, if any.
-    pub cache: Option<Cache>,
-    /// How a child process compiles into that cache (see `compile`).
+    /// With a compiled-code cache: the cache, and how a child process
+    /// compiles into it (see `compile`).
     pub compile: Option<Compile>,
 }
 
@@ -88,19 +87,24 @@ impl Runtime {
         });
         let full = Slots { reservation: FULL_RESERVATION, guard: FULL_GUARD };
         let sized = Slots { reservation: max_memory as u64, guard: PAGE as u64 };
-        let engine_cache = cache.as_ref().map(|(_, c)| c.clone());
-        let (engine, slots) = match u64::from(instances) * 2 * (full.reservation + full.guard) <= MAX_ADDRESS_SPACE {
-            true => Engine::new(&config(instances, max_memory, full, engine_cache.clone())).map(|e| (e, full)).or_else(|e| {
+        let engine = |slots| {
+            Engine::new(&config(instances, max_memory, slots, cache.as_ref().map(|(_, c)| c.clone())))
+                .map(|e| (e, slots))
+        };
+        let (engine, slots) = if u64::from(instances) * 2 * (full.reservation + full.guard) <= MAX_ADDRESS_SPACE {
+            engine(full).or_else(|e| {
                 tracing::info!(error = %format!("{e:#}"),
                     "cannot reserve 4 GiB per filter memory; sizing memory slots from the config (guest code checks bounds)");
-                Engine::new(&config(instances, max_memory, sized, engine_cache.clone())).map(|e| (e, sized))
-            }),
-            false => Engine::new(&config(instances, max_memory, sized, engine_cache.clone())).map(|e| (e, sized)),
+                engine(sized)
+            })
+        } else {
+            engine(sized)
         }
         .map_err(|e| format!("cannot start the filter engine: {e:#}"))?;
-        let compile = cache.as_ref().map(|(dir, _)| Compile {
-            settings: Settings { cache: dir.clone(), instances, max_memory, slots },
+        let compile = cache.map(|(dir, cache)| Compile {
+            settings: Settings { cache: dir, instances, max_memory, slots },
             timeout: compile_timeout,
+            cache,
         });
         let mut linker = Linker::new(&engine);
         // Both ABIs' imports: components built for 0.1 and for 0.2 link against the same linker.
@@ -123,7 +127,7 @@ impl Runtime {
             })
             .map_err(|e| format!("cannot start the epoch ticker: {e}"))?;
         TICKERS.lock().unwrap_or_else(|p| p.into_inner()).push(thread.thread().clone());
-        Ok(Runtime { engine, linker, max_memory, cache: engine_cache, compile })
+        Ok(Runtime { engine, linker, max_memory, compile })
     }
 }
 
