@@ -16,7 +16,7 @@ use crate::io::{Progress, Watched};
 use crate::metrics::Answered;
 use crate::respond::{Exchange, Payload, ResponseBody, filter_reply, local_reply};
 use crate::upstream::body::{Shared as BodyShared, Source, Whole};
-use crate::upstream::{Held, RequestBody, RequestHead, UpstreamBody};
+use crate::upstream::{Held, RequestBody, RequestHead, Upgraded, UpstreamBody};
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::uri::PathAndQuery;
@@ -150,8 +150,9 @@ async fn proxy(
     };
     let switching = up.response.status() == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(up.response.headers_mut(), switching && upgrade);
-    if let (Some(client), true) = (client_upgrade, switching) {
-        let upstream = hyper::upgrade::on(&mut up.response);
+    if let (Some(client), true) = (client_upgrade, switching)
+        && let Some(upstream) = up.response.body_mut().take_upgraded()
+    {
         let tunnel = tunnel(client, upstream, listener.limits.tunnel_idle_timeout, listener.ends.tunnel_idle.clone());
         let slot = conn.slot.clone();
         listener.tracker.spawn(conn.accepted_by.hold(async move {
@@ -272,16 +273,16 @@ fn target_len<B>(req: &Request<B>) -> usize {
 /// connection, until either side closes or nothing moves for `idle`.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
+    mut u: Upgraded,
     idle: std::time::Duration,
     idled: prometheus::IntCounter,
 ) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
+    let client = match client.await {
+        Ok(client) => client,
         Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
     };
     let progress = Progress::new();
-    let (mut c, mut u) = (Watched::new(TokioIo::new(client), progress.clone()), TokioIo::new(upstream));
+    let mut c = Watched::new(TokioIo::new(client), progress.clone());
     let quiet = async {
         loop {
             let d = progress.idle_for();

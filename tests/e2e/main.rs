@@ -35,4 +35,5 @@ mod routing;
 mod streaming;
 mod tcp;
 mod tls;
+mod upstream_h1;
 mod websocket;

@@ -1,18 +1,24 @@
 //! Upstream HTTP clients. HTTP/1.1 uses each endpoint's keep-alive pool
-//! ([`super::pool`]); HTTP/2 keeps one multiplexed connection per endpoint
-//! and re-dials when it closes. Both apply the cluster's connect timeout.
+//! ([`super::pool`]) of wasp's own connections ([`super::h1`]); HTTP/2
+//! keeps one multiplexed hyper connection per endpoint and re-dials when it
+//! closes. Both apply the cluster's connect timeout.
 
 use super::Dialer;
-use super::body::RequestBody;
+use super::body::{BoxError, RequestBody};
 use super::endpoint::{Endpoint, Transport};
-use super::pool::UpstreamBody;
+use super::h1::{H1Body, Upgraded};
 use super::wait::Wait;
 use crate::error::{Kind, ProxyError};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::Histogram;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Flow-control windows of an upstream HTTP/2 connection. Every client of
@@ -44,7 +50,10 @@ pub async fn send(
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let mut wait = Wait::new(waits);
     match &endpoint.transport {
-        Transport::Http1(pool) => pool.send(&endpoint.address, dialer, req, &mut wait, queued).await,
+        Transport::Http1(pool) => {
+            let resp = pool.send(&endpoint.address, dialer, req, &mut wait, queued).await?;
+            Ok(resp.map(UpstreamBody::Http1))
+        }
         Transport::Http2(slot) => {
             let mut sender = match live(slot) {
                 Some(sender) => sender,
@@ -58,7 +67,7 @@ pub async fn send(
             wait.until(|cx| sender.poll_ready(cx)).await.map_err(ProxyError::from_hyper)?;
             wait.end();
             let resp = sender.send_request(req).await.map_err(ProxyError::from_hyper)?;
-            Ok(resp.map(UpstreamBody::unpooled))
+            Ok(resp.map(UpstreamBody::Http2))
         }
     }
 }
@@ -99,4 +108,48 @@ async fn h2_sender(
 fn live(slot: &H2Slot) -> Option<http2::SendRequest<RequestBody>> {
     let guard = slot.sender.lock().unwrap_or_else(|p| p.into_inner());
     guard.as_ref().filter(|s| !s.is_closed()).cloned()
+}
+
+/// An upstream response body, as its transport reads it.
+pub enum UpstreamBody {
+    /// From an HTTP/1.1 connection of the endpoint's pool.
+    Http1(H1Body),
+    /// A stream of the endpoint's HTTP/2 connection.
+    Http2(Incoming),
+}
+
+impl UpstreamBody {
+    /// The upstream's side of a switched (101) HTTP/1.1 connection.
+    pub fn take_upgraded(&mut self) -> Option<Upgraded> {
+        match self {
+            UpstreamBody::Http1(b) => b.take_upgraded(),
+            UpstreamBody::Http2(_) => None,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Http1(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Http2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Http1(b) => b.is_end_stream(),
+            UpstreamBody::Http2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Http1(b) => b.size_hint(),
+            UpstreamBody::Http2(b) => b.size_hint(),
+        }
+    }
 }

@@ -7,13 +7,15 @@ pub mod body;
 mod breaker;
 mod client;
 mod endpoint;
+mod h1;
 mod passthrough;
 mod pool;
 mod wait;
 
 pub use body::RequestBody;
+pub use client::UpstreamBody;
 pub use endpoint::{Endpoint, InFlight};
-pub use pool::UpstreamBody;
+pub use h1::Upgraded;
 
 use crate::config::model::UpstreamProtocol;
 use crate::config::{ClusterConfig, ORIGINAL_DESTINATION, RetryConfig};

@@ -1,0 +1,451 @@
+//! The response side of an HTTP/1.1 exchange: the head, parsed strictly
+//! (httparse; 1xx interim responses skipped), and the body's framing
+//! decided once by RFC 9112 §6.3, then decoded from the read buffer.
+//!
+//! Anything ambiguous is refused as `UpstreamProtocol` (a 502) rather than
+//! guessed at: `Transfer-Encoding` together with `Content-Length`, a coding
+//! other than `chunked`, conflicting or malformed lengths, a malformed
+//! chunk. A response is never reused past bytes the upstream sent beyond
+//! its end: the connection is closed instead of read out of step.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+use std::mem::MaybeUninit;
+
+/// Largest response head (status line and fields) wasp reads.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most fields in a response head or trailer section.
+const MAX_FIELDS: usize = 128;
+/// Longest chunk-size line (size and extensions).
+const MAX_CHUNK_LINE: usize = 4096;
+/// Largest trailer section.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// A response the upstream sent that is not valid HTTP/1.1 (or not one wasp accepts).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid response from the upstream: {0}")]
+pub struct Invalid(pub String);
+
+fn invalid(what: impl Into<String>) -> Invalid {
+    Invalid(what.into())
+}
+
+/// A parsed response head.
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    /// How its body is framed.
+    pub body: Framing,
+    /// Whether the connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// How a response body is delimited.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// This many bytes are left.
+    Length(u64),
+    /// Chunked, at this point of the chunk grammar.
+    Chunked(Chunk),
+    /// Until the upstream closes the connection.
+    UntilClose,
+    /// The connection switched protocols (101): it is the upgraded stream now.
+    Upgraded,
+}
+
+/// Where a chunked decoder is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// Inside a chunk, with this many bytes left.
+    Data(u64),
+    /// After a chunk's data, at its CRLF.
+    DataEnd,
+    /// After the last chunk, at the trailer section.
+    Trailers,
+}
+
+/// What the read buffer holds of a response head.
+pub enum Parsed {
+    /// Not all of it yet.
+    Partial,
+    /// A whole head, taken from the buffer.
+    Head(Head),
+}
+
+/// Parses a response head from the front of `buf`, removing it (and any
+/// 1xx interim responses before it). `head_request`: the body is empty
+/// whatever the head says; `upgrade`: the request asked to switch protocols.
+pub fn head(buf: &mut BytesMut, head_request: bool, upgrade: bool) -> Result<Parsed, Invalid> {
+    loop {
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let mut resp = httparse::Response::new(&mut []);
+        let len =
+            match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut fields) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+                    return Err(invalid(format!("response head larger than {} KiB", MAX_HEAD / 1024)));
+                }
+                Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+                Err(e) => return Err(invalid(format!("malformed response head ({e})"))),
+            };
+        let code = resp.code.unwrap_or(0);
+        if (100..200).contains(&code) && code != 101 {
+            buf.advance(len); // an interim response (100 Continue, 103 Early Hints): the final one follows
+            continue;
+        }
+        let status = StatusCode::from_u16(code).map_err(|_| invalid(format!("status code {code}")))?;
+        let version = if resp.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
+        let base = buf.as_ptr() as usize;
+        let mut spans = Vec::with_capacity(resp.headers.len());
+        for field in resp.headers.iter() {
+            let name = HeaderName::from_bytes(field.name.as_bytes())
+                .map_err(|_| invalid(format!("field name {:?}", field.name)))?;
+            let start = field.value.as_ptr() as usize - base;
+            spans.push((name, start..start + field.value.len()));
+        }
+        let raw = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for (name, span) in spans {
+            let value = HeaderValue::from_maybe_shared(raw.slice(span))
+                .map_err(|_| invalid(format!("value of field {name}")))?;
+            headers.append(name, value);
+        }
+        let keep_alive = version == Version::HTTP_11 && !has_token(&headers, CONNECTION, "close");
+        let body = if status == StatusCode::SWITCHING_PROTOCOLS {
+            if !upgrade {
+                return Err(invalid("101 Switching Protocols to a request that asked for no upgrade"));
+            }
+            Framing::Upgraded
+        } else {
+            framing(&headers, head_request, status)?
+        };
+        let keep_alive = keep_alive && body != Framing::UntilClose && body != Framing::Upgraded;
+        return Ok(Parsed::Head(Head { status, version, headers, body, keep_alive }));
+    }
+}
+
+/// RFC 9112 §6.3, refusing what a stricter or looser reader could take differently.
+fn framing(headers: &HeaderMap, head_request: bool, status: StatusCode) -> Result<Framing, Invalid> {
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Length(0));
+    }
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter().peekable();
+    if codings.peek().is_some() {
+        if headers.contains_key(CONTENT_LENGTH) {
+            return Err(invalid("both transfer-encoding and content-length"));
+        }
+        let only_chunked = codings
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .enumerate()
+            .all(|(i, c)| i == 0 && c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if !only_chunked {
+            return Err(invalid("a transfer-encoding other than chunked"));
+        }
+        return Ok(Framing::Chunked(Chunk::Size));
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let n = parse_length(item.trim_ascii()).ok_or_else(|| invalid("malformed content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(invalid("conflicting content-lengths"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.map_or(Framing::UntilClose, Framing::Length))
+}
+
+/// A content-length: ASCII digits only, no sign, within u64.
+pub fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// What the next step of decoding found in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Body data.
+    Data(Bytes),
+    /// The trailer section, which ends the body.
+    Trailers(HeaderMap),
+    /// The body ended.
+    End,
+    /// More bytes are needed (`eof`: there will be none).
+    NeedMore,
+}
+
+impl Framing {
+    /// Whether nothing is left of the body.
+    pub fn ended(&self) -> bool {
+        matches!(self, Framing::Length(0))
+    }
+
+    /// Decodes the next piece of body from `buf`. `eof`: the upstream has
+    /// closed, so `buf` is all there will be.
+    pub fn step(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Step, Invalid> {
+        loop {
+            match self {
+                Framing::Length(0) => return Ok(Step::End),
+                Framing::Length(left) => {
+                    if buf.is_empty() {
+                        return if eof {
+                            Err(invalid(format!("closed with {left} body bytes unsent")))
+                        } else {
+                            Ok(Step::NeedMore)
+                        };
+                    }
+                    let n = (*left).min(buf.len() as u64) as usize;
+                    *left -= n as u64;
+                    return Ok(Step::Data(buf.split_to(n).freeze()));
+                }
+                Framing::UntilClose => {
+                    if !buf.is_empty() {
+                        return Ok(Step::Data(buf.split().freeze()));
+                    }
+                    if eof {
+                        *self = Framing::Length(0);
+                        return Ok(Step::End);
+                    }
+                    return Ok(Step::NeedMore);
+                }
+                Framing::Upgraded => return Ok(Step::End),
+                Framing::Chunked(chunk) => match chunk {
+                    Chunk::Size => {
+                        let Some(line) = line(buf, MAX_CHUNK_LINE, "chunk-size line")? else {
+                            return more(eof, "a chunk-size line");
+                        };
+                        let size = chunk_size(&line)?;
+                        *chunk = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
+                    }
+                    Chunk::Data(left) => {
+                        if buf.is_empty() {
+                            return more(eof, "chunk data");
+                        }
+                        let n = (*left).min(buf.len() as u64) as usize;
+                        *left -= n as u64;
+                        if *left == 0 {
+                            *chunk = Chunk::DataEnd;
+                        }
+                        return Ok(Step::Data(buf.split_to(n).freeze()));
+                    }
+                    Chunk::DataEnd => {
+                        if buf.len() < 2 {
+                            return more(eof, "the CRLF after chunk data");
+                        }
+                        if &buf[..2] != b"\r\n" {
+                            return Err(invalid("chunk data longer than its size"));
+                        }
+                        buf.advance(2);
+                        *chunk = Chunk::Size;
+                    }
+                    Chunk::Trailers => {
+                        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+                        let (len, trailers) = match httparse::parse_headers(buf, &mut fields) {
+                            Ok(httparse::Status::Complete((len, fields))) => {
+                                let mut trailers = HeaderMap::new();
+                                for f in fields.iter() {
+                                    let name = HeaderName::from_bytes(f.name.as_bytes());
+                                    let value = HeaderValue::from_bytes(f.value);
+                                    let (Ok(name), Ok(value)) = (name, value) else {
+                                        return Err(invalid("malformed trailer field"));
+                                    };
+                                    trailers.append(name, value);
+                                }
+                                (len, trailers)
+                            }
+                            Ok(httparse::Status::Partial) if buf.len() >= MAX_TRAILERS => {
+                                return Err(invalid("trailer section too large"));
+                            }
+                            Ok(httparse::Status::Partial) => return more(eof, "the trailer section"),
+                            Err(e) => return Err(invalid(format!("malformed trailer section ({e})"))),
+                        };
+                        buf.advance(len);
+                        *self = Framing::Length(0);
+                        return Ok(if trailers.is_empty() { Step::End } else { Step::Trailers(trailers) });
+                    }
+                },
+            }
+        }
+    }
+}
+
+fn more(eof: bool, what: &str) -> Result<Step, Invalid> {
+    if eof { Err(invalid(format!("closed in the middle of {what}"))) } else { Ok(Step::NeedMore) }
+}
+
+/// Takes one CRLF-terminated line (without the CRLF) from the front of `buf`.
+fn line(buf: &mut BytesMut, max: usize, what: &str) -> Result<Option<Bytes>, Invalid> {
+    match buf.iter().take(max).position(|&b| b == b'\n') {
+        Some(end) if end > 0 && buf[end - 1] == b'\r' => {
+            let line = buf.split_to(end + 1).freeze();
+            Ok(Some(line.slice(..end - 1)))
+        }
+        Some(_) => Err(invalid(format!("{what} not ended by CRLF"))),
+        None if buf.len() >= max => Err(invalid(format!("{what} longer than {max} bytes"))),
+        None => Ok(None),
+    }
+}
+
+/// RFC 9112 §7.1: `chunk-size [ chunk-ext ]`; extensions are ignored but
+/// may hold no control characters.
+fn chunk_size(line: &[u8]) -> Result<u64, Invalid> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(invalid("malformed chunk size"));
+    }
+    let rest = line[digits..].trim_ascii_start();
+    if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
+        return Err(invalid("malformed chunk extension"));
+    }
+    let hex = std::str::from_utf8(&line[..digits]).map_err(|_| invalid("malformed chunk size"))?;
+    u64::from_str_radix(hex, 16).map_err(|_| invalid("malformed chunk size"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(raw: &[u8], head_request: bool) -> Result<Head, Invalid> {
+        match head(&mut BytesMut::from(raw), head_request, false)? {
+            Parsed::Head(h) => Ok(h),
+            Parsed::Partial => Err(invalid("partial")),
+        }
+    }
+
+    /// Decodes a whole body from `raw` (the upstream then closes).
+    fn decode(mut framing: Framing, raw: &[u8]) -> Result<(Vec<u8>, Option<HeaderMap>), Invalid> {
+        let mut buf = BytesMut::new();
+        let (mut body, mut trailers) = (Vec::new(), None);
+        // Fed one byte at a time: every state must survive a split anywhere.
+        let mut rest = raw;
+        loop {
+            match framing.step(&mut buf, rest.is_empty())? {
+                Step::Data(d) => body.extend_from_slice(&d),
+                Step::Trailers(t) => trailers = Some(t),
+                Step::End => return Ok((body, trailers)),
+                Step::NeedMore => {
+                    buf.extend_from_slice(&rest[..1]);
+                    rest = &rest[1..];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_and_refuses_ambiguity() {
+        let f = |raw: &str| parsed(raw.as_bytes(), false).map(|h| (h.body, h.keep_alive));
+        assert_eq!(f("HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n").ok(), Some((Framing::Length(7), true)));
+        assert_eq!(f("HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\n\r\n").ok(), Some((Framing::Length(7), true)));
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n").ok(),
+            Some((Framing::Chunked(Chunk::Size), true))
+        );
+        assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n").ok(), Some((Framing::UntilClose, false)));
+        assert_eq!(f("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n").ok(), Some((Framing::Length(1), false)));
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nconnection: keep-alive, close\r\ncontent-length: 1\r\n\r\n").ok(),
+            Some((Framing::Length(1), false))
+        );
+        assert_eq!(f("HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n").ok(), Some((Framing::Length(0), true)));
+        assert_eq!(
+            f("HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n").ok(),
+            Some((Framing::Length(0), true))
+        );
+        let head = parsed(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", true).expect("HEAD");
+        assert_eq!(head.body, Framing::Length(0));
+        for bad in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 0x10\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 99 Odd\r\n\r\n",
+            "HTTP/2.0 200 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nx: a\r\n b\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nx : a\r\n\r\n",
+        ] {
+            assert!(f(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn interim_responses_are_skipped_and_partial_heads_wait() {
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: x\r\n\r\nHTTP/1.1 2"[..]);
+        assert!(matches!(head(&mut buf, false, false), Ok(Parsed::Partial)));
+        assert_eq!(&buf[..], b"HTTP/1.1 2", "the interim responses are consumed");
+        buf.extend_from_slice(b"01 Created\r\ncontent-length: 2\r\n\r\nokEXTRA");
+        let Ok(Parsed::Head(h)) = head(&mut buf, false, false) else { panic!("no head") };
+        assert_eq!((h.status, h.body), (StatusCode::CREATED, Framing::Length(2)));
+        assert_eq!(&buf[..], b"okEXTRA", "only the head is taken");
+        let mut big = BytesMut::from(format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(MAX_HEAD)).as_bytes());
+        assert!(head(&mut big, false, false).is_err());
+    }
+
+    #[test]
+    fn chunked_bodies_decode_byte_by_byte_with_trailers() {
+        let chunked = || Framing::Chunked(Chunk::Size);
+        let (body, trailers) =
+            decode(chunked(), b"5;a=b\r\nhello\r\n1 ; x\r\n \r\nA\r\n0123456789\r\n0\r\nx-sum: 1\r\n\r\n").expect("ok");
+        assert_eq!(body, b"hello 0123456789");
+        assert_eq!(trailers.expect("trailers")["x-sum"], "1");
+        assert_eq!(decode(chunked(), b"0\r\n\r\n").expect("empty").0, b"");
+        for bad in [
+            &b"zz\r\n"[..],
+            b"5\nhello\r\n0\r\n\r\n",
+            b"3\r\nhello\r\n0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"-1\r\n",
+            b"5\r\nhel",
+            b"5\r\nhello\r\n",
+            b"0\r\nx-sum: 1\r\n",
+            b"5;\x01\r\nhello\r\n0\r\n\r\n",
+            b"\r\n",
+        ] {
+            assert!(decode(chunked(), bad).is_err(), "{:?} was accepted", String::from_utf8_lossy(bad));
+        }
+        assert!(decode(chunked(), &[b'1'; MAX_CHUNK_LINE + 1]).is_err(), "an endless size line");
+    }
+
+    #[test]
+    fn lengths_end_exactly_and_close_delimited_bodies_at_eof() {
+        assert_eq!(decode(Framing::Length(5), b"hello").expect("ok").0, b"hello");
+        assert!(decode(Framing::Length(5), b"hell").is_err(), "a short body is an error, not an end");
+        let mut buf = BytesMut::from(&b"helloEXTRA"[..]);
+        let mut f = Framing::Length(5);
+        assert_eq!(f.step(&mut buf, false).expect("data"), Step::Data(Bytes::from_static(b"hello")));
+        assert_eq!(f.step(&mut buf, false).expect("end"), Step::End);
+        assert_eq!(&buf[..], b"EXTRA", "bytes past the end are left (and the connection not reused)");
+        assert_eq!(decode(Framing::UntilClose, b"all of it").expect("ok").0, b"all of it");
+    }
+
+    #[test]
+    fn content_length_is_plain_digits_within_u64() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"18446744073"), Some(18_446_744_073));
+        assert_eq!(parse_length(b"9999999999999999999"), Some(9_999_999_999_999_999_999));
+        for bad in [&b""[..], b"+1", b"-1", b"1 ", b"1e3", b"18446744073709551616", b"\xd9\xa1"] {
+            assert_eq!(parse_length(bad), None, "{bad:?}");
+        }
+    }
+}

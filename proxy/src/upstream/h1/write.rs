@@ -1,0 +1,232 @@
+//! The request side of an HTTP/1.1 exchange: the head, then the body in the
+//! framing wasp chooses (RFC 9112 §6), written as the body arrives.
+//!
+//! wasp always decides the framing itself from what it will send: a
+//! `Content-Length` the request carries (the body must then match it
+//! exactly), else the body's known length, else `chunked`. A body that is
+//! empty from the start gets no framing header at all. Any
+//! `Transfer-Encoding` left in the headers is dropped first: the body wasp
+//! holds is already decoded.
+
+use super::super::body::RequestBody;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue};
+use http_body::Body;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::AsyncWrite;
+
+/// Body bytes queued before wasp stops reading the client's body and
+/// waits for the upstream to take what is queued.
+const QUEUE_LIMIT: usize = 64 * 1024;
+
+/// Why writing the request stopped.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The request body failed (the client's framing or connection, or a filter).
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    /// The upstream connection failed.
+    Io(io::Error),
+}
+
+/// How the body is framed on the wire.
+enum Framing {
+    /// `Content-Length`: this many bytes are still to come.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A request being written: bytes queued for the connection and the body
+/// still to read.
+pub struct Writer {
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    body: Option<RequestBody>,
+    framing: Framing,
+    flushed: bool,
+}
+
+impl Writer {
+    /// Encodes the head of `parts` (origin-form target, headers as given)
+    /// and prepares to send `body` after it.
+    pub fn new(parts: &mut Parts, body: RequestBody) -> Result<Self, WriteError> {
+        // One pass over the fields sizes the head and finds the framing
+        // fields, so that most requests need no lookup by name.
+        let (mut coded, mut declared, mut size) = (false, false, 0);
+        for (name, value) in &parts.headers {
+            coded |= name == TRANSFER_ENCODING;
+            declared |= name == CONTENT_LENGTH;
+            size += name.as_str().len() + value.len() + 4;
+        }
+        if coded {
+            parts.headers.remove(TRANSFER_ENCODING);
+        }
+        let length = if declared { declared_length(&parts.headers)? } else { None };
+        let (framing, body) = match length {
+            Some(n) => (Framing::Length(n), Some(body)),
+            None if body.is_end_stream() => (Framing::Length(0), None),
+            None => match body.size_hint().exact() {
+                Some(n) => {
+                    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+                    (Framing::Length(n), Some(body))
+                }
+                None => {
+                    parts.headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+                    (Framing::Chunked, Some(body))
+                }
+            },
+        };
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // Room for the request line, the fields and a framing field added above.
+        let mut head = BytesMut::with_capacity(64 + target.len() + size);
+        head.put_slice(parts.method.as_str().as_bytes());
+        head.put_u8(b' ');
+        head.put_slice(target.as_bytes());
+        head.put_slice(b" HTTP/1.1\r\n");
+        put_fields(&mut head, &parts.headers);
+        head.put_slice(b"\r\n");
+        let head = head.freeze();
+        let queued = head.len();
+        Ok(Writer { queue: VecDeque::from([head]), queued, body, framing, flushed: false })
+    }
+
+    /// Whether the whole request has been written and flushed.
+    pub fn done(&self) -> bool {
+        self.body.is_none() && self.queue.is_empty() && self.flushed
+    }
+
+    /// Moves the request along as far as it can without waiting: reads
+    /// what the body has ready (up to [`QUEUE_LIMIT`] ahead), then writes.
+    /// `Ready(Ok)` only once everything is written; errors are final.
+    pub fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut W,
+    ) -> Poll<Result<(), WriteError>> {
+        loop {
+            while self.queued < QUEUE_LIMIT
+                && let Some(body) = self.body.as_mut()
+            {
+                match Pin::new(body).poll_frame(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(WriteError::Body(e))),
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => self.data(data)?,
+                        Err(frame) => {
+                            let trailers = frame.into_trailers().ok();
+                            self.end(trailers.as_ref())?;
+                        }
+                    },
+                    Poll::Ready(None) => self.end(None)?,
+                }
+            }
+            if self.queue.is_empty() {
+                if self.body.is_some() {
+                    return Poll::Pending;
+                }
+                if !self.flushed {
+                    std::task::ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(WriteError::Io)?;
+                    self.flushed = true;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut slices = [IoSlice::new(&[]); 16];
+            let n = self.queue.iter().zip(slices.iter_mut()).map(|(b, s)| *s = IoSlice::new(b)).count();
+            let written = std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]));
+            match written {
+                Ok(0) => return Poll::Ready(Err(WriteError::Io(io::ErrorKind::WriteZero.into()))),
+                Ok(n) => self.advance(n),
+                Err(e) => return Poll::Ready(Err(WriteError::Io(e))),
+            }
+        }
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        self.queued += bytes.len();
+        self.queue.push_back(bytes);
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.queued -= n;
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else { return };
+            if n < front.len() {
+                let _ = front.split_to(n);
+                return;
+            }
+            n -= front.len();
+            self.queue.pop_front();
+        }
+    }
+
+    fn data(&mut self, data: Bytes) -> Result<(), WriteError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match &mut self.framing {
+            Framing::Length(left) => {
+                if data.len() as u64 > *left {
+                    return Err(mismatch("longer"));
+                }
+                *left -= data.len() as u64;
+            }
+            Framing::Chunked => self.push(Bytes::from(format!("{:x}\r\n", data.len()))),
+        }
+        let chunked = matches!(self.framing, Framing::Chunked);
+        self.push(data);
+        if chunked {
+            self.push(Bytes::from_static(b"\r\n"));
+        }
+        Ok(())
+    }
+
+    /// The body ended (with `trailers`, which only chunked framing carries).
+    fn end(&mut self, trailers: Option<&HeaderMap>) -> Result<(), WriteError> {
+        self.body = None;
+        match self.framing {
+            Framing::Length(0) => Ok(()),
+            Framing::Length(_) => Err(mismatch("shorter")),
+            Framing::Chunked => {
+                let mut last = BytesMut::from(&b"0\r\n"[..]);
+                if let Some(t) = trailers {
+                    put_fields(&mut last, t);
+                }
+                last.put_slice(b"\r\n");
+                self.push(last.freeze());
+                Ok(())
+            }
+        }
+    }
+}
+
+fn put_fields(out: &mut BytesMut, fields: &HeaderMap) {
+    for (name, value) in fields {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+}
+
+fn mismatch(how: &str) -> WriteError {
+    WriteError::Body(format!("the request body is {how} than its content-length").into())
+}
+
+/// The request's `Content-Length`, if it has one; several must agree.
+fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, WriteError> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let n = super::read::parse_length(value.as_bytes())
+            .ok_or_else(|| WriteError::Body("the request has an invalid content-length".into()))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(WriteError::Body("the request has conflicting content-lengths".into()));
+        }
+        length = Some(n);
+    }
+    Ok(length)
+}
