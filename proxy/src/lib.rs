@@ -19,7 +19,8 @@
 //!    here and may rewrite the request or answer it locally.
 //! 4. [`upstream`] picks an endpoint of the route's cluster (load balancing,
 //!    circuit breakers, pending cap), sends the request over a pooled
-//!    HTTP/1.1 or HTTP/2 client (over TLS if the cluster originates it)
+//!    HTTP/1.1 connection (wasp's own client, in the request's task) or a
+//!    shared HTTP/2 one (hyper's), over TLS if the cluster originates it,
 //!    within the route timeout, and retries when the policy and the
 //!    request body allow.
 //! 5. The chain's response phases run in reverse; [`respond`] streams the response back, or a local reply built from an

@@ -101,9 +101,11 @@ pub fn head(buf: &mut BytesMut, head_request: bool, upgrade: bool) -> Result<Par
         let version = if resp.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
         let base = buf.as_ptr() as usize;
         let mut spans = Vec::with_capacity(resp.headers.len());
+        let mut framed = Framed::default();
         for field in resp.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| invalid(format!("field name {:?}", field.name)))?;
+            framed.note(&name, field.value);
             let start = field.value.as_ptr() as usize - base;
             spans.push((name, start..start + field.value.len()));
         }
@@ -114,50 +116,79 @@ pub fn head(buf: &mut BytesMut, head_request: bool, upgrade: bool) -> Result<Par
                 .map_err(|_| invalid(format!("value of field {name}")))?;
             headers.append(name, value);
         }
-        let keep_alive = version == Version::HTTP_11 && !has_token(&headers, CONNECTION, "close");
+        let keep_alive = version == Version::HTTP_11 && !framed.close;
         let body = if status == StatusCode::SWITCHING_PROTOCOLS {
             if !upgrade {
                 return Err(invalid("101 Switching Protocols to a request that asked for no upgrade"));
             }
             Framing::Upgraded
         } else {
-            framing(&headers, head_request, status)?
+            framed.framing(head_request, status)?
         };
         let keep_alive = keep_alive && body != Framing::UntilClose && body != Framing::Upgraded;
         return Ok(Parsed::Head(Head { status, version, headers, body, keep_alive }));
     }
 }
 
-/// RFC 9112 §6.3, refusing what a stricter or looser reader could take differently.
-fn framing(headers: &HeaderMap, head_request: bool, status: StatusCode) -> Result<Framing, Invalid> {
-    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(Framing::Length(0));
-    }
-    let mut codings = headers.get_all(TRANSFER_ENCODING).iter().peekable();
-    if codings.peek().is_some() {
-        if headers.contains_key(CONTENT_LENGTH) {
-            return Err(invalid("both transfer-encoding and content-length"));
-        }
-        let only_chunked = codings
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .enumerate()
-            .all(|(i, c)| i == 0 && c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        if !only_chunked {
-            return Err(invalid("a transfer-encoding other than chunked"));
-        }
-        return Ok(Framing::Chunked(Chunk::Size));
-    }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_length(item.trim_ascii()).ok_or_else(|| invalid("malformed content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(invalid("conflicting content-lengths"));
+/// What a head's framing fields say, noted in the one pass over its
+/// fields (no lookups by name afterwards).
+#[derive(Default)]
+struct Framed {
+    /// Transfer codings listed, over all `Transfer-Encoding` fields.
+    codings: usize,
+    /// The first of them is `chunked`.
+    chunked: bool,
+    /// `Content-Length` fields seen.
+    lengths: bool,
+    /// The one length they agree on, or what is wrong with them.
+    length: Option<Result<u64, &'static str>>,
+    /// `Connection: close`.
+    close: bool,
+}
+
+impl Framed {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        let items = || value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+        if name == TRANSFER_ENCODING {
+            for coding in items() {
+                self.chunked |= self.codings == 0 && coding.eq_ignore_ascii_case(b"chunked");
+                self.codings += 1;
             }
-            length = Some(n);
+        } else if name == CONTENT_LENGTH {
+            self.lengths = true;
+            for item in items() {
+                self.length = Some(match (self.length, parse_length(item)) {
+                    (Some(Err(e)), _) => Err(e),
+                    (_, None) => Err("malformed content-length"),
+                    (Some(Ok(l)), Some(n)) if l != n => Err("conflicting content-lengths"),
+                    (_, Some(n)) => Ok(n),
+                });
+            }
+        } else if name == CONNECTION {
+            self.close |= items().any(|t| t.eq_ignore_ascii_case(b"close"));
         }
     }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
+
+    /// RFC 9112 §6.3, refusing what a stricter or looser reader could take differently.
+    fn framing(&self, head_request: bool, status: StatusCode) -> Result<Framing, Invalid> {
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Ok(Framing::Length(0));
+        }
+        if self.codings > 0 {
+            if self.lengths {
+                return Err(invalid("both transfer-encoding and content-length"));
+            }
+            if self.codings > 1 || !self.chunked {
+                return Err(invalid("a transfer-encoding other than chunked"));
+            }
+            return Ok(Framing::Chunked(Chunk::Size));
+        }
+        match self.length {
+            None => Ok(Framing::UntilClose),
+            Some(Ok(n)) => Ok(Framing::Length(n)),
+            Some(Err(e)) => Err(invalid(e)),
+        }
+    }
 }
 
 /// A content-length: ASCII digits only, no sign, within u64.
@@ -166,14 +197,6 @@ pub fn parse_length(digits: &[u8]) -> Option<u64> {
         return None;
     }
     digits.iter().try_fold(0u64, |n, &d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
-}
-
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// What the next step of decoding found in the buffer.
