@@ -22,6 +22,7 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// Whether an HTTP/1.1 request asks to switch protocols (e.g. WebSocket).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -227,6 +228,57 @@ pub fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
+/// Removes from a client's request trailers every field a trailer may not
+/// carry (RFC 9110 §6.5.1: framing, routing, authentication, content
+/// metadata, as hyper's HTTP/1.1 encoder refuses them), hop-by-hop fields,
+/// and the fields wasp vouches for (`x-forwarded-*`, `forwarded`,
+/// `x-real-ip`, `x-request-id`, `x-forwarded-client-cert`): an upstream that
+/// merges trailers into the head must not be handed a forged one.
+pub fn strip_trailers(trailers: &mut HeaderMap) {
+    use http::header::{
+        AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, COOKIE,
+        MAX_FORWARDS, PROXY_AUTHORIZATION, SET_COOKIE, TRAILER,
+    };
+    let refused = |name: &HeaderName| {
+        [
+            AUTHORIZATION,
+            CACHE_CONTROL,
+            CONTENT_ENCODING,
+            CONTENT_LENGTH,
+            CONTENT_RANGE,
+            CONTENT_TYPE,
+            COOKIE,
+            HOST,
+            MAX_FORWARDS,
+            PROXY_AUTHORIZATION,
+            SET_COOKIE,
+            TE,
+            TRAILER,
+            TRANSFER_ENCODING,
+            CONNECTION,
+            UPGRADE,
+        ]
+        .contains(name)
+            || [
+                &KEEP_ALIVE,
+                &PROXY_CONNECTION,
+                &X_FORWARDED_FOR,
+                &X_FORWARDED_PROTO,
+                &X_FORWARDED_HOST,
+                &X_FORWARDED_PORT,
+                &FORWARDED,
+                &X_REAL_IP,
+                &X_REQUEST_ID,
+                &X_FORWARDED_CLIENT_CERT,
+            ]
+            .contains(&name)
+    };
+    let names: Vec<HeaderName> = trailers.keys().filter(|n| refused(n)).cloned().collect();
+    for name in names {
+        trailers.remove(name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +392,16 @@ mod tests {
         let h = map(&[("upgrade", "WebSocket, foo/2 ,h2c")]);
         let got: Vec<_> = upgrade_protocols(&h).collect();
         assert_eq!(got, [&b"WebSocket"[..], b"foo", b"h2c"]);
+    }
+
+    #[test]
+    fn trailers_lose_framing_auth_and_what_wasp_vouches_for() {
+        let mut t = HeaderMap::new();
+        for name in ["host", "content-length", "authorization", "x-forwarded-client-cert", "x-request-id", "x-checksum"]
+        {
+            t.insert(HeaderName::from_static(name), HeaderValue::from_static("forged"));
+        }
+        strip_trailers(&mut t);
+        assert_eq!(t.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-checksum"]);
     }
 }

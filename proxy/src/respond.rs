@@ -11,7 +11,7 @@ use crate::handler::HttpListener;
 use crate::metrics::Answered;
 use crate::route::Route;
 use crate::stall::Slot;
-use crate::upstream::body::{BoxError, Shared as BodyShared, Whole};
+use crate::upstream::body::{BoxError, ClientBodyError, Shared as BodyShared, Whole};
 use crate::upstream::{Attempts, Held, UpstreamBody};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -267,8 +267,14 @@ impl Body for ResponseBody {
                 }
             }
             Poll::Ready(Some(Err(e))) => {
-                this.exchange.reason =
-                    Some(if e.is::<Aborted>() { "wasp_filter_aborted_body" } else { "wasp_upstream_reset_mid_body" })
+                this.exchange.reason = Some(if e.is::<Aborted>() {
+                    "wasp_filter_aborted_body"
+                } else if e.is::<ClientBodyError>() {
+                    // The request body, still streaming upstream, failed on the client's side.
+                    "wasp_request_body_error"
+                } else {
+                    "wasp_upstream_reset_mid_body"
+                })
             }
             Poll::Ready(None) => this.exchange.complete = true,
             Poll::Pending => {}

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// What a scripted upstream saw: one entry per connection, the bytes of
 /// each request (head and, per its content-length, body) on it.
@@ -85,7 +85,12 @@ async fn read_request(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Op
                 .unwrap_or(0);
             let chunked = head.contains("transfer-encoding: chunked");
             let total = if chunked {
-                buf[end + 4..].windows(5).position(|w| w == b"0\r\n\r\n").map(|p| end + 4 + p + 5)
+                // The last chunk, then its trailer section up to the empty line.
+                let body = &buf[end + 2..];
+                body.windows(5).position(|w| w == b"\r\n0\r\n").and_then(|last| {
+                    let trailers = &body[last + 3..];
+                    trailers.windows(4).position(|w| w == b"\r\n\r\n").map(|e| end + 2 + last + 3 + e + 4)
+                })
             } else {
                 (buf.len() >= end + 4 + length).then_some(end + 4 + length)
             };
@@ -238,7 +243,11 @@ async fn broken_chunking_mid_body_is_never_seen_as_complete() {
         let got = raw_get(&proxy, "/").await;
         // The head may or may not have been flushed before the body failed.
         assert!(got.is_empty() || got.starts_with("HTTP/1.1 200"), "{what}: {got}");
-        assert!(!got.ends_with("0\r\n\r\n") && !got.ends_with("\r\n\r\nhalf"), "{what}: looks complete: {got:?}");
+        // Complete would be a last chunk, or as many bytes as the length promised.
+        let (head, body) = got.split_once("\r\n\r\n").unwrap_or((&got, ""));
+        let promised = head.lines().find_map(|l| l.strip_prefix("content-length: ")).map(|n| n.parse::<usize>());
+        let complete = got.ends_with("0\r\n\r\n") || promised.is_some_and(|n| n == Ok(body.len()));
+        assert!(!complete, "{what}: looks complete: {got:?}");
         let r = get(&client::h1(), &proxy.url("ingress", "/")).await;
         assert_eq!(&r.body[..], b"fine", "{what}");
         assert_eq!(seen.connections(), 2, "{what}");
@@ -315,4 +324,53 @@ async fn an_early_answer_before_the_body_is_read_reaches_the_client() {
     .await
     .expect("response");
     assert_eq!((r.status.as_u16(), &r.body[..]), (413, &b"too big!"[..]));
+}
+
+/// A client's request trailers reach the upstream without the fields a
+/// trailer may not carry or wasp vouches for: a forged host, length,
+/// credential or client certificate in a trailer is dropped, the rest kept.
+#[tokio::test]
+async fn forged_fields_in_request_trailers_never_reach_the_upstream() {
+    let (addr, seen) = scripted(&[b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]).await;
+    let proxy = start(addr);
+    let mut conn = Conn::open(proxy.addr("ingress")).await;
+    conn.send(
+        b"POST / HTTP/1.1\r\nhost: app\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nhost: evil.example\r\n\
+          content-length: 99\r\nauthorization: Bearer forged\r\nx-forwarded-client-cert: URI=spiffe://x/admin\r\n\
+          x-request-id: forged\r\nx-checksum: 900150983cd24fb0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(conn.response(false).await.expect("response").status, 200);
+    let got = seen.requests();
+    let trailers = got[0].rsplit_once("\r\n0\r\n").expect("last chunk").1.to_ascii_lowercase();
+    assert_eq!(trailers, "x-checksum: 900150983cd24fb0\r\n\r\n", "{}", got[0]);
+}
+
+/// An upgraded (WebSocket) connection leaves the endpoint's HTTP
+/// connection cap: with `max_connections_per_endpoint: 1`, plain requests
+/// still get through while a tunnel is open.
+#[tokio::test]
+async fn an_open_tunnel_does_not_hold_an_http_connection_slot() {
+    let (addr, _) = scripted(&[
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nhello from the tunnel",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    ])
+    .await;
+    let yaml = one_route(&[addr], "http1", "        timeout: 2s", "    max_connections_per_endpoint: 1");
+    let proxy = TestProxy::new(yaml).start();
+    let mut ws = TcpStream::connect(proxy.addr("ingress")).await.expect("connect");
+    ws.write_all(b"GET /ws HTTP/1.1\r\nhost: app\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("hello from the tunnel") {
+        let n = tokio::time::timeout(Duration::from_secs(5), ws.read(&mut buf)).await.expect("tunnel").expect("read");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+    let r = raw_get(&proxy, "/").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "a plain GET while the tunnel is open: {r:?}");
+    drop(ws);
 }

@@ -228,7 +228,12 @@ impl Body for RequestBody {
                     };
                 }
                 State::Streaming(body, shared) => {
-                    let polled = Pin::new(&mut *body).poll_frame(cx);
+                    let mut polled = Pin::new(&mut *body).poll_frame(cx);
+                    if let Poll::Ready(Some(Ok(frame))) = &mut polled
+                        && let Some(trailers) = frame.trailers_mut()
+                    {
+                        crate::headers::strip_trailers(trailers);
+                    }
                     match &polled {
                         Poll::Ready(Some(Ok(frame))) => {
                             if let Some(data) = frame.data_ref() {

@@ -38,15 +38,17 @@ pub struct Conn {
     io: Stream,
     /// Bytes read and not yet used.
     buf: BytesMut,
-    /// The endpoint's `max_connections_per_endpoint` slot and wasp's own
-    /// record of the dial, both released when the connection closes.
-    _held: (OwnedSemaphorePermit, OwnDial),
+    /// The endpoint's `max_connections_per_endpoint` slot, released when
+    /// the connection closes or leaves HTTP for a tunnel.
+    slot: Option<OwnedSemaphorePermit>,
+    /// wasp's own record of the dial, kept as long as the connection.
+    _own: OwnDial,
 }
 
 impl Conn {
     /// A connection over `io`, counted by `permit` and `own`.
     pub fn new(io: Stream, permit: OwnedSemaphorePermit, own: OwnDial) -> Self {
-        Conn { io, buf: BytesMut::new(), _held: (permit, own) }
+        Conn { io, buf: BytesMut::new(), slot: Some(permit), _own: own }
     }
 
     /// Whether an idle connection can carry a request: the upstream has
@@ -158,12 +160,17 @@ pub struct H1Body {
 
 impl H1Body {
     /// The upgraded connection of a 101 response, with any bytes the
-    /// upstream already sent on it.
+    /// upstream already sent on it. It no longer counts against the
+    /// endpoint's `max_connections_per_endpoint`, which caps the HTTP
+    /// connections requests wait for: a long-lived WebSocket must not
+    /// starve them.
     pub fn take_upgraded(&mut self) -> Option<Upgraded> {
         if self.framing != Framing::Upgraded {
             return None;
         }
-        self.conn.take().map(Upgraded)
+        let mut conn = self.conn.take()?;
+        conn.slot = None;
+        Some(Upgraded(conn))
     }
 
     fn release_if_ended(&mut self) {

@@ -48,6 +48,7 @@ pub struct Writer {
     queued: usize,
     body: Option<RequestBody>,
     framing: Framing,
+    /// Nothing was written since the connection was last flushed.
     flushed: bool,
 }
 
@@ -92,7 +93,7 @@ impl Writer {
         head.put_slice(b"\r\n");
         let head = head.freeze();
         let queued = head.len();
-        Ok(Writer { queue: VecDeque::from([head]), queued, body, framing, flushed: false })
+        Ok(Writer { queue: VecDeque::from([head]), queued, body, framing, flushed: true })
     }
 
     /// Whether the whole request has been written and flushed.
@@ -126,14 +127,14 @@ impl Writer {
                 }
             }
             if self.queue.is_empty() {
-                if self.body.is_some() {
-                    return Poll::Pending;
-                }
+                // Flushed before waiting for more body too: TLS takes bytes
+                // it cannot send yet into its own buffer, and only a flush
+                // moves them on once the socket has room.
                 if !self.flushed {
                     std::task::ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(WriteError::Io)?;
                     self.flushed = true;
                 }
-                return Poll::Ready(Ok(()));
+                return if self.body.is_some() { Poll::Pending } else { Poll::Ready(Ok(())) };
             }
             let mut slices = [IoSlice::new(&[]); 16];
             let n = self.queue.iter().zip(slices.iter_mut()).map(|(b, s)| *s = IoSlice::new(b)).count();
@@ -153,6 +154,7 @@ impl Writer {
 
     fn advance(&mut self, mut n: usize) {
         self.queued -= n;
+        self.flushed = false;
         while n > 0 {
             let Some(front) = self.queue.front_mut() else { return };
             if n < front.len() {
@@ -229,4 +231,56 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, WriteError> {
         length = Some(n);
     }
     Ok(length)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::body::{BoxError, Source};
+    use futures_util::StreamExt;
+    use http_body::Frame;
+    use http_body_util::{BodyExt, StreamBody};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    /// Over TLS with a full socket, rustls accepts bytes it cannot send yet;
+    /// while the body then waits for the client, they must still reach the
+    /// upstream (a real handshake over an 8 KiB pipe, a 200 KiB chunk, then
+    /// a body that never ends).
+    #[tokio::test]
+    async fn bytes_tls_buffered_reach_the_upstream_while_the_body_waits() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let issued = rcgen::generate_simple_self_signed(vec!["app.local".to_string()]).expect("certificate");
+        let cert = CertificateDer::from(issued.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.signing_key.serialize_der()));
+        let server = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert.clone()], key);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).expect("root");
+        let client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let (near, far) = tokio::io::duplex(8 * 1024);
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server.expect("server config")));
+        let name = ServerName::try_from("app.local").expect("name");
+        let (c, s) = tokio::join!(connector.connect(name, near), acceptor.accept(far));
+        let (mut c, mut s) = (c.expect("client handshake"), s.expect("server handshake"));
+
+        let mut data = vec![b'x'; 200 * 1024];
+        data.extend_from_slice(b"END");
+        let frames = futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from(data)))])
+            .chain(futures_util::stream::pending());
+        let body = RequestBody::new(Source::Boxed(BodyExt::boxed(StreamBody::new(frames)))).0;
+        let (mut parts, ()) = http::Request::post("/").header("host", "app").body(()).expect("request").into_parts();
+        let mut writer = Writer::new(&mut parts, body).map_err(|_| "writer").expect("writer");
+        tokio::spawn(async move { std::future::poll_fn(|cx| writer.poll_write(cx, &mut c)).await.map_err(|_| ()) });
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        while !got.ends_with(b"END\r\n") {
+            match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                other => panic!("upstream got {} bytes, not the whole chunk: {other:?}", got.len()),
+            }
+        }
+    }
 }
