@@ -374,3 +374,32 @@ async fn an_open_tunnel_does_not_hold_an_http_connection_slot() {
     assert!(r.starts_with("HTTP/1.1 200"), "a plain GET while the tunnel is open: {r:?}");
     drop(ws);
 }
+
+/// An idle pooled connection the upstream closes is closed by wasp too,
+/// within seconds rather than at the end of its 90 s idle time (no socket
+/// left half-closed, no connection slot held for it).
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_closed_by_wasp_soon() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.expect("accept");
+        let mut buf = Vec::new();
+        read_request(&mut conn, &mut buf).await.expect("request");
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.expect("answer");
+        // Half-close, as an upstream's keep-alive timeout does, and wait for wasp's side.
+        conn.shutdown().await.expect("shutdown");
+        let closed = std::time::Instant::now();
+        let mut byte = [0u8; 1];
+        let eof = conn.read(&mut byte).await;
+        assert!(matches!(eof, Ok(0)), "{eof:?}");
+        let _ = tx.send(closed.elapsed());
+    });
+    let proxy = start(addr);
+    let r = get(&client::h1(), &proxy.url("ingress", "/")).await;
+    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"ok"[..]));
+    let after =
+        tokio::time::timeout(Duration::from_secs(10), rx).await.expect("wasp closed within 10 s").expect("upstream");
+    assert!(after < Duration::from_secs(5), "closed after {after:?}");
+}

@@ -3,7 +3,8 @@
 //! and comes back to the pool when its response body has been read to the
 //! end; a body dropped early, an upgrade or an error means it is not reused.
 //! Idle connections are reused newest first and closed after [`IDLE_FOR`]
-//! (by a sweeper that runs only while some are idle).
+//! (by a sweeper that runs only while some are idle, and also closes within
+//! [`PROBE_EVERY`] those the upstream closed).
 //! At most `max_connections_per_endpoint` are open at once: a request that
 //! finds none idle and none to open waits in line for one to come back
 //! (handed to the longest waiter first) or close, so a flood of requests
@@ -24,6 +25,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// How long an idle connection is kept.
 pub const IDLE_FOR: Duration = Duration::from_secs(90);
+/// How often idle connections are checked for having been closed by the upstream.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// Idle connections kept per endpoint.
 const MAX_IDLE: usize = 1024;
 
@@ -123,24 +126,28 @@ impl H1Pool {
         slot
     }
 
-    /// Closes idle connections once they have been idle for [`IDLE_FOR`]
-    /// even when no request comes to notice: one task per pool, and only
-    /// while the pool holds idle connections (an idle proxy stays asleep).
+    /// Closes idle connections once they have been idle for [`IDLE_FOR`],
+    /// and every [`PROBE_EVERY`] those the upstream closed (or wrote to
+    /// unasked), even when no request comes to notice: one task per pool,
+    /// and only while the pool holds idle connections (an idle proxy stays
+    /// asleep). Probing a quiet connection costs no system call.
     fn sweep_later(self: &Arc<Self>) {
         if self.sweeping.swap(true, AtomicOrdering::AcqRel) {
             return;
         }
         let pool = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut wait = IDLE_FOR;
+            let mut wait = PROBE_EVERY;
             loop {
                 tokio::time::sleep(wait).await;
                 let Some(pool) = pool.upgrade() else { return };
                 let mut idle = pool.lock();
-                let stale = idle.conns.iter().take_while(|(_, since)| since.elapsed() >= IDLE_FOR).count();
-                idle.conns.drain(..stale);
+                let now = Instant::now();
+                idle.conns.retain_mut(|(conn, since)| now.duration_since(*since) < IDLE_FOR && conn.usable());
                 match idle.conns.first() {
-                    Some((_, oldest)) => wait = IDLE_FOR.saturating_sub(oldest.elapsed()) + Duration::from_millis(10),
+                    Some((_, oldest)) => {
+                        wait = PROBE_EVERY.min(IDLE_FOR.saturating_sub(oldest.elapsed()) + Duration::from_millis(10))
+                    }
                     None => {
                         // Under the lock: a connection given back after this starts a new sweeper.
                         pool.sweeping.store(false, AtomicOrdering::Release);
