@@ -78,8 +78,7 @@ impl H1Pool {
                 Err(unsent) => conn = unsent, // that request is gone
             }
         }
-        let stale = idle.conns.iter().take_while(|(_, since)| since.elapsed() >= IDLE_FOR).count();
-        idle.conns.drain(..stale);
+        // Expired ones are the sweeper's (within PROBE_EVERY): one clock read per request.
         if idle.conns.len() < MAX_IDLE {
             idle.conns.push((conn, Instant::now()));
             drop(idle);
@@ -93,10 +92,10 @@ impl H1Pool {
     async fn slot(&self, queued: &mut bool, wait: &mut Wait<'_>) -> Slot {
         let mut handed = {
             let mut idle = self.lock();
-            while let Some((conn, since)) = idle.conns.pop() {
-                if since.elapsed() < IDLE_FOR {
-                    return Slot::Conn(conn);
-                }
+            // Newest first; one past IDLE_FOR by less than PROBE_EVERY is
+            // still checked for being closed before it carries a request.
+            if let Some((conn, _)) = idle.conns.pop() {
+                return Slot::Conn(conn);
             }
             if let Ok(permit) = self.open.clone().try_acquire_owned() {
                 return Slot::Open(permit);
