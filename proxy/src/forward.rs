@@ -10,7 +10,7 @@ use crate::error::{Kind, ProxyError};
 use crate::filter::body::{BufferError, Filtered, buffer, set_length};
 use crate::filter::{BodyMode, Facts, Run, Side, Verdict};
 use crate::handler::HttpListener;
-use crate::headers::{add_forwarding, is_upgrade, strip_hop_by_hop, strip_upgrade};
+use crate::headers::{X_FORWARDED_CLIENT_CERT, add_forwarding, is_upgrade, strip_hop_by_hop, strip_upgrade};
 use crate::identity;
 use crate::io::{Progress, Watched};
 use crate::metrics::Answered;
@@ -26,9 +26,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
-
-/// Envoy's header for the client certificate wasp verified.
-const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
 
 /// hyper's service entry point for every request on an HTTP listener.
 pub async fn handle(
@@ -89,9 +86,9 @@ async fn proxy(
     exchange.request_id = Some(request_id.clone());
     exchange.client = forwarded.client;
     // Only wasp vouches for a client certificate: a client's own claim is never passed on.
-    req.headers_mut().remove(XFCC);
+    req.headers_mut().remove(X_FORWARDED_CLIENT_CERT);
     if let Some(xfcc) = conn.tls.as_ref().and_then(|t| t.xfcc.clone()) {
-        req.headers_mut().insert(XFCC, xfcc);
+        req.headers_mut().insert(X_FORWARDED_CLIENT_CERT, xfcc);
     }
     let identity = conn.identity().map(|i| &**i);
     let route = listener.router.route(&req, identity, conn.destination).ok_or(ProxyError::new(Kind::NoRoute))?.clone();

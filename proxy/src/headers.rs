@@ -22,7 +22,8 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+/// `x-forwarded-client-cert` (Envoy's name): set by wasp alone, from the client certificate it verified.
+pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// Whether an HTTP/1.1 request asks to switch protocols (e.g. WebSocket).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -239,39 +240,27 @@ pub fn strip_trailers(trailers: &mut HeaderMap) {
         AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, COOKIE,
         MAX_FORWARDS, PROXY_AUTHORIZATION, SET_COOKIE, TRAILER,
     };
+    static REFUSED: [HeaderName; 12] = [
+        AUTHORIZATION,
+        CACHE_CONTROL,
+        CONTENT_ENCODING,
+        CONTENT_LENGTH,
+        CONTENT_RANGE,
+        CONTENT_TYPE,
+        COOKIE,
+        HOST,
+        MAX_FORWARDS,
+        PROXY_AUTHORIZATION,
+        SET_COOKIE,
+        TRAILER,
+    ];
+    let vouched = [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_FORWARDED_PORT, &FORWARDED, &X_REAL_IP];
     let refused = |name: &HeaderName| {
-        [
-            AUTHORIZATION,
-            CACHE_CONTROL,
-            CONTENT_ENCODING,
-            CONTENT_LENGTH,
-            CONTENT_RANGE,
-            CONTENT_TYPE,
-            COOKIE,
-            HOST,
-            MAX_FORWARDS,
-            PROXY_AUTHORIZATION,
-            SET_COOKIE,
-            TE,
-            TRAILER,
-            TRANSFER_ENCODING,
-            CONNECTION,
-            UPGRADE,
-        ]
-        .contains(name)
-            || [
-                &KEEP_ALIVE,
-                &PROXY_CONNECTION,
-                &X_FORWARDED_FOR,
-                &X_FORWARDED_PROTO,
-                &X_FORWARDED_HOST,
-                &X_FORWARDED_PORT,
-                &FORWARDED,
-                &X_REAL_IP,
-                &X_REQUEST_ID,
-                &X_FORWARDED_CLIENT_CERT,
-            ]
-            .contains(&name)
+        hop_by_hop_bit(name) != 0
+            || REFUSED.contains(name)
+            || vouched.contains(&name)
+            || name == X_REQUEST_ID
+            || name == X_FORWARDED_CLIENT_CERT
     };
     let names: Vec<HeaderName> = trailers.keys().filter(|n| refused(n)).cloned().collect();
     for name in names {
