@@ -9,6 +9,7 @@ use crate::conn_state::ConnState;
 use crate::error::{Kind, ProxyError};
 use crate::filter::body::{BufferError, Filtered, buffer, set_length};
 use crate::filter::{BodyMode, Facts, Run, Side, Verdict};
+use crate::h1::wire::OnUpgrade;
 use crate::handler::HttpListener;
 use crate::headers::{X_FORWARDED_CLIENT_CERT, add_forwarding, is_upgrade, strip_hop_by_hop, strip_upgrade};
 use crate::identity;
@@ -22,14 +23,13 @@ use http::header::CONTENT_LENGTH;
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-/// hyper's service entry point for every request on an HTTP listener.
+/// The entry point of every request on an HTTP listener (HTTP/1.1 from
+/// [`crate::conn::h1`], HTTP/2 from hyper).
 pub async fn handle(
-    mut req: Request<Incoming>,
+    mut req: Request<Source>,
     listener: Arc<HttpListener>,
     conn: Arc<ConnState>,
 ) -> Result<Response<ResponseBody>, Infallible> {
@@ -73,7 +73,7 @@ enum Flow<T> {
 }
 
 async fn proxy(
-    mut req: Request<Incoming>,
+    mut req: Request<Source>,
     listener: &HttpListener,
     conn: &ConnState,
     exchange: &mut Exchange,
@@ -102,7 +102,7 @@ async fn proxy(
     if upgrade && !route.cluster.supports_upgrade() {
         return Err(ProxyError::new(Kind::UpgradeUnsupported));
     }
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = if upgrade { req.extensions_mut().remove::<OnUpgrade>() } else { None };
     let (mut parts, body) = req.into_parts();
 
     let mut run = None;
@@ -120,7 +120,7 @@ async fn proxy(
             Flow::Go(body) => body,
             Flow::Answer(answer) => return Ok(*answer),
         },
-        None => RequestBody::new(Source::Incoming(body)),
+        None => RequestBody::new(body),
     };
     exchange.request_body = shared;
 
@@ -170,14 +170,14 @@ async fn proxy(
 async fn filtered_request_body(
     run: &Run,
     parts: &mut http::request::Parts,
-    body: Incoming,
+    body: Source,
     exchange: &mut Exchange,
 ) -> Result<Flow<(RequestBody, Option<Arc<BodyShared>>)>, ProxyError> {
     Ok(Flow::Go(match run.body_mode(Side::Request) {
-        None => RequestBody::new(Source::Incoming(body)),
+        None => RequestBody::new(body),
         Some((BodyMode::Stream, _)) => {
             parts.headers.remove(CONTENT_LENGTH);
-            let filtered = Filtered::new(Source::Incoming(body), run.clone(), Side::Request);
+            let filtered = Filtered::new(body, run.clone(), Side::Request);
             RequestBody::new(Source::Boxed(BodyExt::boxed(filtered)))
         }
         Some((BodyMode::Buffer, limit)) => {
@@ -268,18 +268,12 @@ fn target_len<B>(req: &Request<B>) -> usize {
 
 /// Copies bytes both ways between an upgraded client and upstream
 /// connection, until either side closes or nothing moves for `idle`.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    mut u: Upgraded,
-    idle: std::time::Duration,
-    idled: prometheus::IntCounter,
-) {
-    let client = match client.await {
-        Ok(client) => client,
-        Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+async fn tunnel(client: OnUpgrade, mut u: Upgraded, idle: std::time::Duration, idled: prometheus::IntCounter) {
+    let Some(client) = client.wire().await else {
+        return tracing::debug!("the client connection closed before its upgrade");
     };
     let progress = Progress::new();
-    let mut c = Watched::new(TokioIo::new(client), progress.clone());
+    let mut c = Watched::new(client, progress.clone());
     let quiet = async {
         loop {
             let d = progress.idle_for();

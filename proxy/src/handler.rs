@@ -13,8 +13,8 @@ use crate::metrics::{ConnectionEnds, GaugeGuard, RouteMetrics};
 use crate::route::Router;
 use crate::tcp::TcpProxy;
 use arc_swap::ArcSwap;
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
@@ -65,12 +65,12 @@ pub struct HttpListener {
     pub tracker: TaskTracker,
     /// TLS and connection filters.
     pub edge: Edge,
-    /// The hyper server, configured once.
-    pub(crate) builder: auto::Builder<TokioExecutor>,
+    /// The HTTP/2 server (hyper), configured once.
+    pub(crate) h2: http2::Builder<TokioExecutor>,
 }
 
 impl HttpListener {
-    /// Builds a listener's shared state; the hyper server is configured here, once.
+    /// Builds a listener's shared state; the HTTP/2 server is configured here, once.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: &str,
@@ -83,21 +83,9 @@ impl HttpListener {
         tracker: TaskTracker,
         edge: Edge,
     ) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes)
-            .max_headers(limits.max_headers)
-            // A client that shuts down its side after the request still gets
-            // the response (as from nginx), instead of wasp forwarding the
-            // request and dropping the answer.
-            .half_close(true)
-            .keep_alive(true);
         let h2 = &http.http2;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
-            .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(h2.max_concurrent_streams)
@@ -117,7 +105,7 @@ impl HttpListener {
             no_route_metrics,
             tracker,
             edge,
-            builder,
+            h2: builder,
         }
     }
 }

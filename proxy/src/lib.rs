@@ -7,10 +7,12 @@
 //!    certificates, mTLS, the client's identity), asks its connection
 //!    filters, and hands it to [`conn`] (HTTP) or [`tcp`] (raw byte copy to
 //!    a cluster, or TLS passed through by SNI).
-//! 2. [`conn`] serves HTTP/1.1 or HTTP/2 with the listener's limits, closes
-//!    idle connections and shuts down gracefully on drain; [`io`],
-//!    [`stall`] and [`h2_guard`] watch it for a client that stops reading
-//!    (its socket, or an HTTP/2 stream's window) or floods control frames.
+//! 2. [`conn`] serves HTTP/1.1 (wasp's own server, [`conn::h1`], on the
+//!    wire format of [`h1`]) or HTTP/2 (hyper's) with the listener's
+//!    limits, closes slow-header and idle connections and shuts down
+//!    gracefully on drain; [`io`], [`stall`] and [`h2_guard`] watch it for
+//!    a client that stops reading (its socket, or an HTTP/2 stream's window)
+//!    or floods control frames.
 //! 3. [`forward`] takes each request: [`identity`] gives it one host and a
 //!    normalised path (or refuses it, 400), [`headers`] strips hop-by-hop
 //!    headers and sets `x-forwarded-*` / `x-request-id` as far as the peer is
@@ -31,8 +33,10 @@
 //! `listener → conn → forward → respond`. What several of them share lives
 //! in leaf modules that import none of them: [`edge`] (TLS handshake and
 //! connection filters before serving), [`handler`] (what a listener serves
-//! with, and the handle its connections keep on it) and [`conn_state`]
-//! (what the request path knows about its connection).
+//! with, and the handle its connections keep on it), [`conn_state`]
+//! (what the request path knows about its connection) and [`h1`] (HTTP/1.1
+//! on the wire, both ways: request heads parsed, bodies decoded, messages
+//! encoded).
 //!
 //! [`config`] is the operator contract (validated as a whole), [`live`]
 //! builds it into the serving clusters, filters, routes and listeners and
@@ -56,6 +60,7 @@ pub mod error;
 pub mod filter;
 pub mod forward;
 pub mod gated;
+pub mod h1;
 pub mod h2_guard;
 pub mod handler;
 pub mod headers;

@@ -32,6 +32,7 @@ mod overload;
 mod pooling;
 mod resilience;
 mod routing;
+mod server_h1;
 mod streaming;
 mod tcp;
 mod tls;

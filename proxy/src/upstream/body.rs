@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-/// Errors of a request body.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::h1::BoxError;
 
 /// The client's request body failed (malformed chunked framing, a reset)
 /// while it was being sent upstream: the client's fault (400), never the
@@ -26,8 +25,10 @@ pub struct ClientBodyError(pub BoxError);
 /// Where a streamed request body comes from: the client, or the client
 /// through streaming filters.
 pub enum Source {
-    /// The client's body as it arrives.
+    /// An HTTP/2 client's body as it arrives.
     Incoming(Incoming),
+    /// An HTTP/1.1 client's body, read from its connection as it is polled.
+    H1(crate::h1::wire::RequestBody),
     /// Any other body (e.g. passed through filters chunk by chunk).
     Boxed(BoxBody<Bytes, BoxError>),
 }
@@ -39,6 +40,7 @@ impl Body for Source {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Source::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(|e| ClientBodyError(e.into()).into()),
+            Source::H1(b) => Pin::new(b).poll_frame(cx).map_err(|e| ClientBodyError(e).into()),
             Source::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }
@@ -46,6 +48,7 @@ impl Body for Source {
     fn is_end_stream(&self) -> bool {
         match self {
             Source::Incoming(b) => b.is_end_stream(),
+            Source::H1(b) => b.is_end_stream(),
             Source::Boxed(b) => b.is_end_stream(),
         }
     }
@@ -53,6 +56,7 @@ impl Body for Source {
     fn size_hint(&self) -> SizeHint {
         match self {
             Source::Incoming(b) => b.size_hint(),
+            Source::H1(b) => b.size_hint(),
             Source::Boxed(b) => b.size_hint(),
         }
     }

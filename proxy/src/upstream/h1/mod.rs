@@ -11,11 +11,11 @@
 //! response head by [`send`], after it by the response body's own polls.
 
 mod read;
-mod write;
 
 use super::body::{BoxError, ClientBodyError, RequestBody};
 use super::pool::H1Pool;
 use crate::error::{Kind, ProxyError};
+use crate::h1::write::{WriteError, Writer};
 use crate::original_dst::OwnDial;
 use crate::tls::Stream;
 use bytes::{Bytes, BytesMut};
@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
-use write::{WriteError, Writer};
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 16 * 1024;
@@ -38,6 +37,8 @@ pub struct Conn {
     io: Stream,
     /// Bytes read and not yet used.
     buf: BytesMut,
+    /// Where request heads are encoded (reused once each is written).
+    out: BytesMut,
     /// The endpoint's `max_connections_per_endpoint` slot, released when
     /// the connection closes or leaves HTTP for a tunnel.
     slot: Option<OwnedSemaphorePermit>,
@@ -48,7 +49,7 @@ pub struct Conn {
 impl Conn {
     /// A connection over `io`, counted by `permit` and `own`.
     pub fn new(io: Stream, permit: OwnedSemaphorePermit, own: OwnDial) -> Self {
-        Conn { io, buf: BytesMut::new(), slot: Some(permit), _own: own }
+        Conn { io, buf: BytesMut::new(), out: BytesMut::new(), slot: Some(permit), _own: own }
     }
 
     /// Whether an idle connection can carry a request: the upstream has
@@ -82,7 +83,7 @@ pub async fn send(
     let (mut parts, body) = req.into_parts();
     let head_request = parts.method == Method::HEAD;
     let upgrade = crate::headers::is_upgrade(&parts.headers);
-    let mut writer = Some(Writer::new(&mut parts, body).map_err(write_failed)?);
+    let mut writer = Some(Writer::request(&mut parts, body, &mut conn.out).map_err(write_failed)?);
     // Set when writing failed on the upstream's side: its response may
     // still be readable (it answered early and closed), else this error stands.
     let mut write_error = None;
@@ -152,7 +153,7 @@ fn write_failed(e: WriteError) -> ProxyError {
 pub struct H1Body {
     conn: Option<Conn>,
     /// What is left to write of the request.
-    writer: Option<Box<Writer>>,
+    writer: Option<Box<Writer<RequestBody>>>,
     framing: Framing,
     keep_alive: bool,
     pool: Arc<H1Pool>,

@@ -1,18 +1,21 @@
-//! The request side of an HTTP/1.1 exchange: the head, then the body in the
-//! framing wasp chooses (RFC 9112 §6), written as the body arrives.
+//! Writing an HTTP/1.1 message: the head, then the body in the framing
+//! wasp chooses (RFC 9112 §6), written as the body arrives. Requests to
+//! upstreams and responses to clients alike.
 //!
 //! wasp always decides the framing itself from what it will send: a
-//! `Content-Length` the request carries (the body must then match it
-//! exactly), else the body's known length, else `chunked`. A body that is
-//! empty from the start gets no framing header at all. Any
-//! `Transfer-Encoding` left in the headers is dropped first: the body wasp
-//! holds is already decoded.
+//! `Content-Length` the message carries (the body must then match it
+//! exactly), else the body's known length, else `chunked` (for an HTTP/1.0
+//! client: until the connection closes). A request whose body is empty
+//! from the start gets no framing header at all. Any `Transfer-Encoding`
+//! left in the headers is dropped first: the body wasp holds is already
+//! decoded. A response that may carry no body (to `HEAD`, `1xx`, `204`,
+//! `304`) gets none, whatever its body holds.
 
-use super::super::body::RequestBody;
+use super::BoxError;
+use super::body::parse_length;
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::request::Parts;
-use http::{HeaderMap, HeaderValue};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body::Body;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -20,16 +23,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 
-/// Body bytes queued before wasp stops reading the client's body and
-/// waits for the upstream to take what is queued.
+/// Body bytes queued before wasp stops reading the body and waits for the
+/// peer to take what is queued.
 const QUEUE_LIMIT: usize = 64 * 1024;
 
-/// Why writing the request stopped.
+/// Why writing a message stopped.
 #[derive(Debug)]
 pub enum WriteError {
-    /// The request body failed (the client's framing or connection, or a filter).
-    Body(Box<dyn std::error::Error + Send + Sync>),
-    /// The upstream connection failed.
+    /// The body failed (the client's framing or connection, an upstream, a
+    /// filter), or does not match its declared length.
+    Body(BoxError),
+    /// The connection failed.
     Io(io::Error),
 }
 
@@ -39,69 +43,128 @@ enum Framing {
     Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked,
+    /// Until wasp closes the connection (a response to HTTP/1.0).
+    UntilClose,
+    /// The message carries no body: what the body holds is read and dropped.
+    None,
 }
 
-/// A request being written: bytes queued for the connection and the body
+/// What a response answers, which decides how it is framed.
+pub struct Answering {
+    /// A `HEAD` request: the response's fields as for `GET`, and no body.
+    pub head_request: bool,
+    /// An HTTP/1.0 client: no chunked encoding; kept alive only if it asked.
+    pub http10: bool,
+    /// The connection closes after this response (`Connection: close` is sent).
+    pub close: bool,
+}
+
+/// A message being written: bytes queued for the connection and the body
 /// still to read.
-pub struct Writer {
+pub struct Writer<B> {
     queue: VecDeque<Bytes>,
     queued: usize,
-    body: Option<RequestBody>,
+    body: Option<B>,
     framing: Framing,
     /// Nothing was written since the connection was last flushed.
     flushed: bool,
 }
 
-impl Writer {
-    /// Encodes the head of `parts` (origin-form target, headers as given)
-    /// and prepares to send `body` after it.
-    pub fn new(parts: &mut Parts, body: RequestBody) -> Result<Self, WriteError> {
-        // One pass over the fields sizes the head and finds the framing
-        // fields, so that most requests need no lookup by name.
-        let (mut coded, mut declared, mut size) = (false, false, 0);
-        for (name, value) in &parts.headers {
-            coded |= name == TRANSFER_ENCODING;
-            declared |= name == CONTENT_LENGTH;
-            size += name.as_str().len() + value.len() + 4;
-        }
-        if coded {
-            parts.headers.remove(TRANSFER_ENCODING);
-        }
-        let length = if declared { declared_length(&parts.headers)? } else { None };
-        let (framing, body) = match length {
-            Some(n) => (Framing::Length(n), Some(body)),
-            None if body.is_end_stream() => (Framing::Length(0), None),
-            None => match body.size_hint().exact() {
-                Some(n) => {
-                    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
-                    (Framing::Length(n), Some(body))
-                }
-                None => {
-                    parts.headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-                    (Framing::Chunked, Some(body))
-                }
-            },
-        };
+impl<B> Writer<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// Encodes the head of request `parts` (origin-form target, headers as
+    /// given) and prepares to send `body` after it. The head is encoded in
+    /// `out`, the connection's buffer, reused once the last head is written.
+    pub fn request(parts: &mut http::request::Parts, body: B, out: &mut BytesMut) -> Result<Self, WriteError> {
+        let headers = &mut parts.headers;
+        let (framing, size) = choose(headers, &body, true, false)?;
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         // Room for the request line, the fields and a framing field added above.
-        let mut head = BytesMut::with_capacity(64 + target.len() + size);
+        let head = out;
+        head.reserve(64 + target.len() + size);
         head.put_slice(parts.method.as_str().as_bytes());
         head.put_u8(b' ');
         head.put_slice(target.as_bytes());
         head.put_slice(b" HTTP/1.1\r\n");
-        put_fields(&mut head, &parts.headers);
+        put_fields(head, headers);
         head.put_slice(b"\r\n");
-        let head = head.freeze();
-        let queued = head.len();
-        Ok(Writer { queue: VecDeque::from([head]), queued, body, framing, flushed: true })
+        let empty = matches!(framing, Framing::None);
+        let writer = Writer::new(head.split().freeze(), body, framing);
+        Ok(if empty { writer.without_body() } else { writer })
     }
 
-    /// Whether the whole request has been written and flushed.
+    /// Encodes the head of response `parts` to a request as `to` describes
+    /// (adding `Date` if it has none, and `Connection` as needed) and
+    /// prepares to send `body` after it; the head is encoded in `out`.
+    pub fn response(
+        parts: &mut http::response::Parts,
+        body: B,
+        to: &Answering,
+        out: &mut BytesMut,
+    ) -> Result<Self, WriteError> {
+        let status = parts.status;
+        let headers = &mut parts.headers;
+        let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT;
+        let (framing, size) = if bodiless {
+            headers.remove(CONTENT_LENGTH);
+            headers.remove(TRANSFER_ENCODING);
+            (Framing::None, 0)
+        } else if to.head_request || status == StatusCode::NOT_MODIFIED {
+            // The fields describe the body a GET would get: left as they are.
+            headers.remove(TRANSFER_ENCODING);
+            (Framing::None, 0)
+        } else {
+            choose(headers, &body, !to.http10, true)?
+        };
+        let close = to.close || matches!(framing, Framing::UntilClose);
+        if close {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        } else if to.http10 {
+            headers.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
+        }
+        if !headers.contains_key(DATE) {
+            headers.insert(DATE, super::date::now());
+        }
+        let head = out;
+        head.reserve(64 + size + headers.len() * 40);
+        head.put_slice(b"HTTP/1.1 ");
+        head.put_slice(status.as_str().as_bytes());
+        head.put_u8(b' ');
+        head.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+        head.put_slice(b"\r\n");
+        put_fields(head, headers);
+        head.put_slice(b"\r\n");
+        Ok(Writer::new(head.split().freeze(), body, framing))
+    }
+
+    fn new(head: Bytes, body: B, framing: Framing) -> Self {
+        let queued = head.len();
+        // Room for the head and a chunk's size, data and CRLF without a regrowth.
+        let mut queue = VecDeque::with_capacity(4);
+        queue.push_back(head);
+        Writer { queue, queued, body: Some(body), framing, flushed: true }
+    }
+
+    fn without_body(mut self) -> Self {
+        self.body = None;
+        self
+    }
+
+    /// Whether the connection must close after this message (its body ends
+    /// when the connection does).
+    pub fn until_close(&self) -> bool {
+        matches!(self.framing, Framing::UntilClose)
+    }
+
+    /// Whether the whole message has been written and flushed.
     pub fn done(&self) -> bool {
         self.body.is_none() && self.queue.is_empty() && self.flushed
     }
 
-    /// Moves the request along as far as it can without waiting: reads
+    /// Moves the message along as far as it can without waiting: reads
     /// what the body has ready (up to [`QUEUE_LIMIT`] ahead), then writes.
     /// `Ready(Ok)` only once everything is written; errors are final.
     pub fn poll_write<W: AsyncWrite + Unpin>(
@@ -115,7 +178,7 @@ impl Writer {
             {
                 match Pin::new(body).poll_frame(cx) {
                     Poll::Pending => break,
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(WriteError::Body(e))),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(WriteError::Body(e.into()))),
                     Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                         Ok(data) => self.data(data)?,
                         Err(frame) => {
@@ -171,6 +234,8 @@ impl Writer {
             return Ok(());
         }
         match &mut self.framing {
+            Framing::None => return Ok(()),
+            Framing::UntilClose => {}
             Framing::Length(left) => {
                 if data.len() as u64 > *left {
                     return Err(mismatch("longer"));
@@ -191,7 +256,7 @@ impl Writer {
     fn end(&mut self, trailers: Option<&HeaderMap>) -> Result<(), WriteError> {
         self.body = None;
         match self.framing {
-            Framing::Length(0) => Ok(()),
+            Framing::Length(0) | Framing::UntilClose | Framing::None => Ok(()),
             Framing::Length(_) => Err(mismatch("shorter")),
             Framing::Chunked => {
                 let mut last = BytesMut::from(&b"0\r\n"[..]);
@@ -216,27 +281,63 @@ fn put_fields(out: &mut BytesMut, fields: &HeaderMap) {
 }
 
 fn mismatch(how: &str) -> WriteError {
-    WriteError::Body(format!("the request body is {how} than its content-length").into())
+    WriteError::Body(format!("the body is {how} than its content-length").into())
 }
 
-/// The request's `Content-Length`, if it has one; several must agree.
-fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, WriteError> {
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        let n = super::read::parse_length(value.as_bytes())
-            .ok_or_else(|| WriteError::Body("the request has an invalid content-length".into()))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(WriteError::Body("the request has conflicting content-lengths".into()));
+/// The framing of a body in `headers` (fixed up to say it) and the room
+/// the fields take: its declared length, else its known one, else chunked
+/// (`chunked_ok`) or until close. `always_length`: a body empty from the
+/// start is sent with `Content-Length: 0` (a response) rather than with no
+/// framing field and unread (a request: a retry may still send it).
+fn choose<B: Body>(
+    headers: &mut HeaderMap,
+    body: &B,
+    chunked_ok: bool,
+    always_length: bool,
+) -> Result<(Framing, usize), WriteError> {
+    // One pass over the fields sizes the head and reads the framing
+    // fields, so that no field is looked up by name.
+    let (mut coded, mut declared, mut size) = (false, None, 0);
+    for (name, value) in headers.iter() {
+        if name == TRANSFER_ENCODING {
+            coded = true;
+        } else if name == CONTENT_LENGTH {
+            let n =
+                parse_length(value.as_bytes()).ok_or_else(|| WriteError::Body("an invalid content-length".into()))?;
+            if declared.is_some_and(|l| l != n) {
+                return Err(WriteError::Body("conflicting content-lengths".into()));
+            }
+            declared = Some(n);
         }
-        length = Some(n);
+        size += name.as_str().len() + value.len() + 4;
     }
-    Ok(length)
+    if coded {
+        headers.remove(TRANSFER_ENCODING);
+    }
+    if let Some(n) = declared {
+        return Ok((Framing::Length(n), size));
+    }
+    if body.is_end_stream() && !always_length {
+        return Ok((Framing::None, size));
+    }
+    let framing = match body.size_hint().exact() {
+        Some(n) => {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+            Framing::Length(n)
+        }
+        None if chunked_ok => {
+            headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            Framing::Chunked
+        }
+        None => Framing::UntilClose,
+    };
+    Ok((framing, size + 32))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::body::{BoxError, Source};
+    use crate::upstream::body::{RequestBody, Source};
     use futures_util::StreamExt;
     use http_body::Frame;
     use http_body_util::{BodyExt, StreamBody};
@@ -272,7 +373,8 @@ mod tests {
             .chain(futures_util::stream::pending());
         let body = RequestBody::new(Source::Boxed(BodyExt::boxed(StreamBody::new(frames)))).0;
         let (mut parts, ()) = http::Request::post("/").header("host", "app").body(()).expect("request").into_parts();
-        let mut writer = Writer::new(&mut parts, body).map_err(|_| "writer").expect("writer");
+        let mut out = BytesMut::new();
+        let mut writer = Writer::request(&mut parts, body, &mut out).map_err(|_| "writer").expect("writer");
         tokio::spawn(async move { std::future::poll_fn(|cx| writer.poll_write(cx, &mut c)).await.map_err(|_| ()) });
         let mut got = Vec::new();
         let mut buf = vec![0u8; 16 * 1024];

@@ -1,0 +1,386 @@
+//! One client's HTTP/1.1 connection, served by wasp itself: request heads
+//! are parsed from the connection's buffer ([`crate::h1::request`]), each
+//! request goes down the request path in this connection's task (its body
+//! read from the connection as the path polls it), and its response is
+//! written as its body arrives. One request at a time; pipelined requests
+//! wait in the buffer. What hyper's server did with a task hand-over, a
+//! channel per body and a second copy of every head, this does in place.
+//!
+//! Keep-alive follows RFC 9112 §9.3: HTTP/1.1 unless either side says
+//! `close`, HTTP/1.0 only when asked. A connection is closed after a
+//! response whose request body was not read to its end (unless the rest is
+//! already buffered), after a request framed by both `Transfer-Encoding`
+//! and `Content-Length`, and when draining. A connection that opens with
+//! the HTTP/2 preface is handed back to be served as HTTP/2.
+
+use crate::conn_state::ConnState;
+use crate::h1::request::{self, Head, Refusal};
+use crate::h1::wire::{INTERIM, OnUpgrade, RequestBody, Wire};
+use crate::h1::write::{Answering, Writer};
+use crate::handler::HttpListener;
+use crate::io::clock_ms;
+use crate::respond::ResponseBody;
+use crate::upstream::body::Source;
+use bytes::{Buf, Bytes};
+use http::{Method, Response, StatusCode, Version};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::AsyncWrite;
+use tokio::sync::oneshot;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// After a response whose request body was left unread, the rest is read
+/// and dropped for this long (or this much) before the connection closes,
+/// so the client sees the response rather than a reset.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// How a connection ended.
+pub enum Ended {
+    /// Closed (or handed to a tunnel).
+    Closed,
+    /// It opened with the HTTP/2 preface: to be served as HTTP/2, from the
+    /// preface on.
+    Http2(Wire),
+}
+
+type Handling = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+/// What the connection is doing. Large, and kept so: the connection is
+/// pinned once and never moved, and boxing the writer would cost an
+/// allocation per response.
+#[allow(clippy::large_enum_variant)]
+enum Stage {
+    /// Reading a request head.
+    Head,
+    /// The request path has the request.
+    Handling(Handling, Asked),
+    /// Writing the response.
+    Writing(Writer<ResponseBody>, Then),
+    /// Answering a request refused before routing, then closing.
+    Refusing(Bytes),
+    /// Closing: the response is out; `linger` while an unread body drains.
+    Closing {
+        shut: bool,
+        linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
+    },
+    Done,
+}
+
+/// What the client's request asked of its response.
+struct Asked {
+    head_request: bool,
+    http10: bool,
+    keep_alive: bool,
+    upgrade: Option<oneshot::Sender<Wire>>,
+}
+
+/// What follows a response.
+struct Then {
+    close: bool,
+    upgrade: Option<oneshot::Sender<Wire>>,
+}
+
+/// A client's HTTP/1.1 connection being served.
+pub struct Connection {
+    wire: Wire,
+    listener: Arc<HttpListener>,
+    state: Arc<ConnState>,
+    limits: request::Limits,
+    stage: Stage,
+    /// Drain: the connection closes after the request in progress.
+    closing: bool,
+    /// No request yet (the HTTP/2 preface may still come).
+    first: bool,
+    /// When the head being read began (ms, [`clock_ms`]).
+    head_since: Option<u64>,
+}
+
+impl Connection {
+    /// Serves `wire` with `listener`'s settings; requests are routed by the
+    /// handler serving when each arrives.
+    pub fn new(wire: Wire, listener: Arc<HttpListener>, state: Arc<ConnState>) -> Self {
+        let limits =
+            request::Limits { max_bytes: listener.limits.max_header_bytes, max_fields: listener.limits.max_headers };
+        Connection {
+            wire,
+            listener,
+            state,
+            limits,
+            stage: Stage::Head,
+            closing: false,
+            first: true,
+            head_since: Some(clock_ms()),
+        }
+    }
+
+    /// Since when a request head has been arriving (from the accept for the
+    /// first one, from its first byte after that); `None` unless the
+    /// connection is waiting for the rest of one.
+    pub fn reading_head_since(&self) -> Option<u64> {
+        matches!(self.stage, Stage::Head).then_some(self.head_since).flatten()
+    }
+
+    /// Closes the connection after the request in progress (now, if none is).
+    pub fn graceful_shutdown(&mut self) {
+        self.closing = true;
+        if matches!(self.stage, Stage::Head) && self.wire.lock().buf.is_empty() {
+            self.stage = Stage::Done;
+        }
+    }
+
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Option<Ended>> {
+        let mut inner = self.wire.lock();
+        loop {
+            if !inner.buf.is_empty() {
+                if self.first && PREFACE.starts_with(&inner.buf[..inner.buf.len().min(PREFACE.len())]) {
+                    if inner.buf.len() >= PREFACE.len() {
+                        drop(inner);
+                        self.stage = Stage::Done;
+                        return Poll::Ready(Some(Ended::Http2(self.wire.clone())));
+                    }
+                } else {
+                    match request::parse(&mut inner.buf, self.limits) {
+                        Ok(Some(head)) => {
+                            drop(inner);
+                            self.begin(head);
+                            return Poll::Ready(None);
+                        }
+                        Ok(None) => {}
+                        Err(refusal) => {
+                            drop(inner);
+                            self.refuse(refusal);
+                            return Poll::Ready(None);
+                        }
+                    }
+                }
+            } else if self.closing {
+                self.stage = Stage::Done;
+                return Poll::Ready(None);
+            }
+            if inner.eof {
+                // Closed before (the rest of) a head: nothing to answer.
+                self.stage = Stage::Done;
+                return Poll::Ready(None);
+            }
+            let was_empty = inner.buf.is_empty();
+            match std::task::ready!(inner.poll_fill(cx)) {
+                Ok(true) if was_empty && self.head_since.is_none() => self.head_since = Some(clock_ms()),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(peer = %self.state.peer, error = %e, "connection failed while reading a request");
+                    self.stage = Stage::Done;
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+
+    /// Hands a request to the request path.
+    fn begin(&mut self, head: Head) {
+        let Head { mut request, body, keep_alive, expect_continue, upgrade } = head;
+        (self.head_since, self.first) = (None, false);
+        let body = RequestBody::new(self.wire.clone(), body, expect_continue);
+        let upgrade = upgrade.then(|| {
+            let (tx, rx) = OnUpgrade::pair();
+            request.extensions_mut().insert(rx);
+            tx
+        });
+        let asked = Asked {
+            head_request: request.method() == Method::HEAD,
+            http10: request.version() == Version::HTTP_10,
+            keep_alive,
+            upgrade,
+        };
+        let request = request.map(|()| Source::H1(body));
+        // Each request is routed by the handler serving when it arrives.
+        let listener = self.state.accepted_by.http().unwrap_or_else(|| self.listener.clone());
+        let handling = Box::pin(crate::forward::handle(request, listener, self.state.clone()));
+        self.stage = Stage::Handling(handling, asked);
+    }
+
+    /// Answers a request refused before routing, and closes.
+    fn refuse(&mut self, refusal: Refusal) {
+        let Refusal { status, why } = refusal;
+        tracing::debug!(peer = %self.state.peer, %status, why, "refused a request");
+        let body = format!("wasp: {}: {why}\n", status.canonical_reason().unwrap_or("refused").to_lowercase());
+        let head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        self.stage = Stage::Refusing(Bytes::from(head + &body));
+    }
+
+    /// Starts writing the request path's response.
+    fn respond(&mut self, response: Response<ResponseBody>, asked: Asked) {
+        // A `100 Continue` not sent by now never is: it cannot follow the final
+        // response's head. A client still waiting sends no body, and the
+        // connection closes after the response (its body unread).
+        let mut inner = self.wire.lock();
+        if inner.interim.take().is_some_and(|rest| rest.len() < INTERIM.len()) {
+            // Half of it went out, and the rest cannot.
+            self.stage = Stage::Done;
+            return;
+        }
+        let (mut parts, body) = response.into_parts();
+        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS && asked.upgrade.is_some();
+        let to = Answering {
+            head_request: asked.head_request,
+            http10: asked.http10,
+            close: !switching && (self.closing || !asked.keep_alive),
+        };
+        let written = Writer::response(&mut parts, body, &to, &mut inner.out);
+        drop(inner);
+        self.stage = match written {
+            Ok(writer) => {
+                let close = to.close || writer.until_close();
+                Stage::Writing(writer, Then { close, upgrade: asked.upgrade.filter(|_| switching) })
+            }
+            Err(e) => {
+                tracing::debug!(peer = %self.state.peer, error = ?e, "response could not be written");
+                Stage::Done
+            }
+        };
+    }
+
+    /// The response is out: the next request, the tunnel, or the close.
+    fn written(&mut self, then: Then) {
+        if let Some(tunnel) = then.upgrade {
+            // The tunnel takes the connection from here (if it is still waiting for it).
+            let _ = tunnel.send(self.wire.clone());
+            self.stage = Stage::Done;
+            return;
+        }
+        let mut inner = self.wire.lock();
+        // A rest of the request body already buffered is skipped; one still
+        // on its way would have to be read: the connection closes instead.
+        if let crate::h1::body::Framing::Length(left) = inner.body
+            && left > 0
+            && inner.buf.len() as u64 >= left
+        {
+            inner.buf.advance(left as usize);
+            inner.body = crate::h1::body::Framing::Length(0);
+        }
+        let unread = !inner.body.ended();
+        if then.close || unread || inner.eof {
+            let linger = unread.then(|| (Box::pin(tokio::time::sleep(LINGER)), 0));
+            self.stage = Stage::Closing { shut: false, linger };
+            return;
+        }
+        if !inner.buf.is_empty() {
+            self.head_since = Some(clock_ms());
+        }
+        self.stage = Stage::Head;
+    }
+
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Stage::Closing { shut, linger } = &mut self.stage else { return Poll::Ready(()) };
+        if !*shut {
+            // Flushes what is buffered (TLS), then the FIN: the response is whole.
+            let _ = std::task::ready!(Pin::new(&mut self.wire).poll_shutdown(cx));
+            *shut = true;
+        }
+        let Some((timer, drained)) = linger else { return Poll::Ready(()) };
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let mut inner = self.wire.lock();
+        loop {
+            *drained += inner.buf.len();
+            inner.buf.clear();
+            if *drained >= LINGER_BYTES {
+                return Poll::Ready(());
+            }
+            match std::task::ready!(inner.poll_fill(cx)) {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+impl Future for Connection {
+    type Output = Ended;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.stage {
+                Stage::Head => {
+                    if let Some(ended) = std::task::ready!(this.poll_head(cx)) {
+                        return Poll::Ready(ended);
+                    }
+                }
+                Stage::Handling(handling, _) => match handling.as_mut().poll(cx) {
+                    Poll::Ready(Ok(response)) => {
+                        let Stage::Handling(_, asked) = std::mem::replace(&mut this.stage, Stage::Done) else {
+                            unreachable!("in the handling stage")
+                        };
+                        this.respond(response, asked);
+                    }
+                    Poll::Ready(Err(never)) => match never {},
+                    Poll::Pending => {
+                        // A client that resets its connection while its request is
+                        // handled cancels it. Its FIN is a half-close: the response
+                        // still goes out. Noticed once its body is in; a quiet
+                        // socket costs no system call.
+                        let mut inner = this.wire.lock();
+                        if inner.body.ended()
+                            && inner.buf.is_empty()
+                            && !inner.eof
+                            && let Poll::Ready(Err(e)) = inner.poll_fill(cx)
+                        {
+                            tracing::debug!(peer = %this.state.peer, error = %e, "client went away mid-request");
+                            drop(inner);
+                            this.stage = Stage::Done;
+                        }
+                        if !matches!(this.stage, Stage::Done) {
+                            return Poll::Pending;
+                        }
+                    }
+                },
+                Stage::Writing(writer, _) => match std::task::ready!(writer.poll_write(cx, &mut this.wire)) {
+                    Ok(()) => {
+                        let Stage::Writing(_, then) = std::mem::replace(&mut this.stage, Stage::Done) else {
+                            unreachable!("in the writing stage")
+                        };
+                        this.written(then);
+                    }
+                    Err(e) => {
+                        // The body failed mid-way (or the client did): the
+                        // response is cut off, never made to look whole.
+                        tracing::debug!(peer = %this.state.peer, error = ?e, "response cut off");
+                        this.stage = Stage::Done;
+                    }
+                },
+                Stage::Refusing(bytes) => {
+                    while !bytes.is_empty() {
+                        match std::task::ready!(Pin::new(&mut this.wire).poll_write(cx, bytes)) {
+                            Ok(n) if n > 0 => bytes.advance(n),
+                            _ => {
+                                this.stage = Stage::Done;
+                                break;
+                            }
+                        }
+                    }
+                    if !matches!(this.stage, Stage::Done) {
+                        let linger = Some((Box::pin(tokio::time::sleep(LINGER)), 0));
+                        this.stage = Stage::Closing { shut: false, linger };
+                    }
+                }
+                Stage::Closing { .. } => {
+                    std::task::ready!(this.poll_closing(cx));
+                    this.stage = Stage::Done;
+                }
+                Stage::Done => return Poll::Ready(Ended::Closed),
+            }
+        }
+    }
+}

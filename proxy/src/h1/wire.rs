@@ -1,0 +1,237 @@
+//! A client's HTTP/1.1 connection as its parts share it: the socket and
+//! the bytes read from it but not yet used. The connection reads request
+//! heads from it and writes responses to it; a request's body reads itself
+//! from it as the request path polls it (no task or channel in between);
+//! an upgraded connection's tunnel takes it over. All of them run in the
+//! connection's one task, so its lock is never contended.
+
+use super::BoxError;
+use super::body::{Framing, Step};
+use crate::io::Watched;
+use crate::tls::Stream;
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The interim response a client that sent `Expect: 100-continue` waits for.
+pub const INTERIM: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 16 * 1024;
+
+/// The connection, shared.
+#[derive(Clone)]
+pub struct Wire(Arc<Mutex<Inner>>);
+
+/// What is shared.
+pub struct Inner {
+    /// The socket.
+    pub io: Watched<Stream>,
+    /// Bytes read and not yet used.
+    pub buf: BytesMut,
+    /// The client closed its sending side (or the connection failed).
+    pub eof: bool,
+    /// The current request's body, as far as it has been read.
+    pub body: Framing,
+    /// `100 Continue`, still to be written before the body is read.
+    pub interim: Option<Bytes>,
+    /// Where response heads are encoded (reused once each is written).
+    pub out: BytesMut,
+}
+
+impl Wire {
+    /// A connection over `io`.
+    pub fn new(io: Watched<Stream>) -> Self {
+        let inner = Inner {
+            io,
+            buf: BytesMut::new(),
+            eof: false,
+            body: Framing::Length(0),
+            interim: None,
+            out: BytesMut::new(),
+        };
+        Wire(Arc::new(Mutex::new(inner)))
+    }
+
+    /// The shared state.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    /// Reads more into the buffer; `Ok(false)` at end of stream.
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            self.buf.reserve(READ_SIZE);
+        }
+        let read = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf));
+        let more = matches!(read, Ok(n) if n > 0);
+        self.eof |= !more;
+        Poll::Ready(read.map(|_| more))
+    }
+
+    /// Writes what is left of `100 Continue`.
+    fn poll_interim(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(bytes) = self.interim.as_mut() {
+            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, bytes))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let _ = bytes.split_to(n);
+            if bytes.is_empty() {
+                self.interim = None;
+                std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A request's body, read from its connection as it is polled.
+pub struct RequestBody {
+    wire: Wire,
+    /// Known at the start: the body has this exact length.
+    exact: Option<u64>,
+    done: bool,
+}
+
+impl RequestBody {
+    /// The body of the request whose head was just read; `interim`: the
+    /// client waits for `100 Continue`, sent when the body is first polled.
+    pub fn new(wire: Wire, framing: Framing, interim: bool) -> Self {
+        let exact = match framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        };
+        let done = exact == Some(0);
+        let mut inner = wire.lock();
+        inner.body = framing;
+        inner.interim = (interim && !done).then(|| Bytes::from_static(INTERIM));
+        drop(inner);
+        RequestBody { wire, exact, done }
+    }
+}
+
+/// A client's body that broke off or broke its framing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(String);
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let mut wire = this.wire.lock();
+        let inner = &mut *wire;
+        if let Err(e) = std::task::ready!(inner.poll_interim(cx)) {
+            this.done = true;
+            return Poll::Ready(Some(Err(e.into())));
+        }
+        loop {
+            let step = inner.body.step(&mut inner.buf, inner.eof).map_err(|e| BodyError(e.0));
+            let frame = match step {
+                Ok(Step::Data(data)) => Frame::data(data),
+                Ok(Step::Trailers(trailers)) => Frame::trailers(trailers),
+                Ok(Step::End) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Ok(Step::NeedMore) => match std::task::ready!(inner.poll_fill(cx)) {
+                    Ok(_) => continue,
+                    Err(e) => {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                },
+                Err(e) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            };
+            this.done = inner.body.ended();
+            return Poll::Ready(Some(Ok(frame)));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.exact {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+// As a byte stream (a connection switched to another protocol by a 101, or
+// to HTTP/2 by its preface; the connection writing a response): bytes
+// already read come first, then the socket.
+
+impl AsyncRead for Wire {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let mut inner = self.lock();
+        if inner.buf.is_empty() {
+            return Pin::new(&mut inner.io).poll_read(cx, out);
+        }
+        let n = inner.buf.len().min(out.remaining());
+        out.put_slice(&inner.buf.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Wire {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.lock().io).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.lock().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.lock().io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.lock().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.lock().io).poll_shutdown(cx)
+    }
+}
+
+/// Where the request path picks up a client connection it agreed to
+/// upgrade, once the connection has written the 101 (a request extension,
+/// hence `Clone`; the first taker gets the connection).
+#[derive(Clone)]
+pub struct OnUpgrade(Arc<Mutex<Option<tokio::sync::oneshot::Receiver<Wire>>>>);
+
+impl OnUpgrade {
+    /// A pair: the connection's end, and the request path's.
+    pub fn pair() -> (tokio::sync::oneshot::Sender<Wire>, Self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (tx, OnUpgrade(Arc::new(Mutex::new(Some(rx)))))
+    }
+
+    /// The connection, once its 101 is written; `None` if it closed first.
+    pub async fn wire(self) -> Option<Wire> {
+        let rx = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()?;
+        rx.await.ok()
+    }
+}

@@ -1,0 +1,143 @@
+//! wasp's own HTTP/1.1 server, checked on the wire and on what the
+//! upstream received: pipelined requests, bodies left unread (never read
+//! as the next request), `Expect: 100-continue`, HTTP/1.0 clients, `HEAD`,
+//! and the header timeout of a keep-alive connection's next request.
+
+use crate::support::raw::Conn;
+use crate::support::{TestProxy, Upstream, one_route, wait_for_metric};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).expect("a JSON echo")
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_and_reach_the_upstream_whole() {
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
+    let mut conn = Conn::open(proxy.addr("ingress")).await;
+    conn.send(
+        b"GET /first HTTP/1.1\r\nhost: x\r\n\r\n\
+          POST /sha256 HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello\
+          POST /sha256 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          GET /last HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
+    let first = conn.response(false).await.expect("first");
+    assert_eq!(json(&first.body)["path"], "/first");
+    let second = conn.response(false).await.expect("second");
+    assert_eq!(json(&second.body)["len"], 5, "{}", second.text());
+    let third = conn.response(false).await.expect("third");
+    assert_eq!(json(&third.body)["len"], 3, "{}", third.text());
+    let last = conn.response(false).await.expect("last");
+    assert_eq!(json(&last.body)["path"], "/last");
+    assert!(last.header("date").is_some(), "responses carry a Date");
+    assert_eq!(upstream.hits(), 4);
+    assert_eq!(upstream.bodies(), 2);
+}
+
+/// A request answered without its body being read (here: no route) must
+/// never have that body read as the next request. A rest already buffered
+/// is skipped and the connection kept; one still to come closes it.
+#[tokio::test]
+async fn an_unread_body_is_never_read_as_the_next_request() {
+    let upstream = Upstream::start("app").await;
+    let route = "        match: { prefix: /app }";
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", route, "")).start();
+    let smuggled = b"GET /app/smuggled HTTP/1.1\r\nhost: x\r\n\r\n";
+    let head = format!("POST /nowhere HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", smuggled.len());
+
+    // The body arrives with its head: skipped, and the connection goes on.
+    let mut conn = Conn::open(proxy.addr("ingress")).await;
+    let mut all = head.clone().into_bytes();
+    all.extend_from_slice(smuggled);
+    all.extend_from_slice(b"GET /app/real HTTP/1.1\r\nhost: x\r\n\r\n");
+    conn.send(&all).await;
+    assert_eq!(conn.response(false).await.expect("no route").status, 404);
+    let real = conn.response(false).await.expect("the next request");
+    assert_eq!(json(&real.body)["path"], "/app/real");
+
+    // The body comes after the answer: the connection is closed instead.
+    let mut conn = Conn::open(proxy.addr("ingress")).await;
+    conn.send(head.as_bytes()).await;
+    assert_eq!(conn.response(false).await.expect("no route").status, 404);
+    conn.send(smuggled).await;
+    assert!(conn.closed().await, "the connection closes rather than read the body as a request");
+    assert_eq!(upstream.hits(), 1, "only /app/real reached the upstream");
+}
+
+#[tokio::test]
+async fn expect_100_continue_gets_its_interim_response_before_the_body() {
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
+    let mut conn = Conn::open(proxy.addr("ingress")).await;
+    conn.send(b"POST /sha256 HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n").await;
+    let interim = conn.response(true).await.expect("interim");
+    assert_eq!(interim.status, 100, "the client is told to send its body");
+    conn.send(b"hello").await;
+    let done = conn.response(false).await.expect("final");
+    assert_eq!(json(&done.body)["len"], 5, "{}", done.text());
+    assert_eq!(upstream.bodies(), 1);
+}
+
+#[tokio::test]
+async fn http10_clients_get_close_delimited_bodies_and_keep_alive_only_when_asked() {
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
+    // No length known and no chunked encoding in HTTP/1.0: the body ends with the connection.
+    let mut stream = TcpStream::connect(proxy.addr("ingress")).await.expect("connect");
+    stream.write_all(b"GET /bytes/3000?chunked HTTP/1.0\r\n\r\n").await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw)).await.expect("closed").expect("read");
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");
+    let (head, body) = (String::from_utf8_lossy(&raw[..end]), &raw[end + 4..]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert_eq!(body.len(), 3000);
+
+    let mut conn = Conn::open(proxy.addr("ingress")).await;
+    for round in 0..2 {
+        conn.send(b"GET /bytes/10 HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
+        let reply = conn.response(false).await.unwrap_or_else(|| panic!("round {round}"));
+        assert_eq!(reply.header("connection"), Some("keep-alive"));
+        assert_eq!(reply.body.len(), 10);
+    }
+    conn.send(b"GET /bytes/10 HTTP/1.0\r\n\r\n").await;
+    assert_eq!(conn.response(false).await.expect("last").header("connection"), Some("close"));
+    assert!(conn.closed().await, "HTTP/1.0 without keep-alive closes");
+}
+
+#[tokio::test]
+async fn head_responses_keep_their_length_and_carry_no_body() {
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
+    let mut conn = Conn::open(proxy.addr("ingress")).await;
+    conn.send(b"HEAD /bytes/100 HTTP/1.1\r\nhost: x\r\n\r\nGET /after HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let head = conn.response(true).await.expect("head");
+    assert_eq!((head.status, head.header("content-length")), (200, Some("100")));
+    let after = conn.response(false).await.expect("the next response, right after the head");
+    assert_eq!(json(&after.body)["path"], "/after", "no body bytes came between");
+}
+
+/// `header_read_timeout` governs a head that has begun to arrive (and the
+/// first one, from the accept); a keep-alive connection with nothing in
+/// flight is left to `idle_timeout`.
+#[tokio::test]
+async fn a_slow_next_head_is_cut_off_but_a_quiet_keep_alive_connection_is_not() {
+    let upstream = Upstream::start("app").await;
+    let limits = "    limits: { header_read_timeout: 300ms, idle_timeout: 30s }\n    routes:\n";
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "").replace("    routes:\n", limits)).start();
+    let mut conn = Conn::open(proxy.addr("ingress")).await;
+    conn.send(b"GET /one HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(conn.response(false).await.expect("one").status, 200);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    conn.send(b"GET /two HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(conn.response(false).await.expect("still open after 3 header timeouts").status, 200);
+    conn.send(b"GET /three HTTP/1.1\r\nhost: x\r\n").await;
+    assert!(conn.closed().await, "a head that stops half-way is cut off");
+    wait_for_metric(&proxy, "wasp_timeouts_total{kind=\"header_read\",listener=\"ingress\"} 1").await;
+    assert_eq!(upstream.hits(), 2);
+}
