@@ -81,6 +81,13 @@ impl<T> Watched<T> {
     }
 }
 
+impl<T, H> Watched<T, H> {
+    /// The stream watched.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
 impl<T, H: ReadHook> Watched<T, H> {
     /// Watches `inner`, showing what it reads to `hook`.
     pub fn with_hook(inner: T, progress: Arc<Progress>, hook: H) -> Self {

@@ -59,10 +59,12 @@ async fn an_unread_body_is_never_read_as_the_next_request() {
     let real = conn.response(false).await.expect("the next request");
     assert_eq!(json(&real.body)["path"], "/app/real");
 
-    // The body comes after the answer: the connection is closed instead.
+    // The body comes after the answer: the connection is closed instead,
+    // and the answer says so.
     let mut conn = Conn::open(proxy.addr("ingress")).await;
     conn.send(head.as_bytes()).await;
-    assert_eq!(conn.response(false).await.expect("no route").status, 404);
+    let answer = conn.response(false).await.expect("no route");
+    assert_eq!((answer.status, answer.header("connection")), (404, Some("close")));
     conn.send(smuggled).await;
     assert!(conn.closed().await, "the connection closes rather than read the body as a request");
     assert_eq!(upstream.hits(), 1, "only /app/real reached the upstream");
@@ -139,5 +141,54 @@ async fn a_slow_next_head_is_cut_off_but_a_quiet_keep_alive_connection_is_not() 
     conn.send(b"GET /three HTTP/1.1\r\nhost: x\r\n").await;
     assert!(conn.closed().await, "a head that stops half-way is cut off");
     wait_for_metric(&proxy, "wasp_timeouts_total{kind=\"header_read\",listener=\"ingress\"} 1").await;
+    assert_eq!(upstream.hits(), 2);
+}
+
+/// A chunked body's lines all end with CRLF, its trailer section too: a
+/// bare LF there is where a reader that disagrees would see a different
+/// end of the body (and a different next request).
+#[tokio::test]
+async fn a_chunked_body_ended_by_a_bare_lf_is_refused() {
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
+    let mut conn = Conn::open(proxy.addr("ingress")).await;
+    conn.send(
+        b"POST /sha256 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\n\
+          GET /after HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
+    let reply = conn.response(false).await.expect("an answer");
+    assert_eq!((reply.status, reply.header("connection")), (400, Some("close")), "{}", reply.text());
+    assert!(conn.closed().await);
+    assert_eq!(upstream.bodies(), 0, "the body never reached the upstream as complete");
+    let echo_hits = upstream.hits();
+    assert!(echo_hits <= 1, "/after was not read as a request: {echo_hits} hits");
+}
+
+/// A head that arrives a byte at a time (and one ended by bare LFs) is
+/// parsed when its end arrives; refusals before routing carry a Date too.
+#[tokio::test]
+async fn a_head_dribbled_byte_by_byte_is_parsed_when_it_ends() {
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
+    for head in [&b"GET /dribbled HTTP/1.1\r\nhost: x\r\nx-a: 1\r\n\r\n"[..], b"GET /lf HTTP/1.1\nhost: x\n\n"] {
+        let mut stream = TcpStream::connect(proxy.addr("ingress")).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        for byte in head {
+            stream.write_all(&[*byte]).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut buf = vec![0u8; 4096];
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.expect("answered").expect("read");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+    let mut stream = TcpStream::connect(proxy.addr("ingress")).await.expect("connect");
+    stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n").await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw)).await.expect("closed").expect("read");
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 501") && text.contains("\r\ndate: "), "{text}");
     assert_eq!(upstream.hits(), 2);
 }

@@ -10,6 +10,9 @@ use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashSet;
 use std::path::Path;
 
+/// Most fields a listener may allow in a request head.
+const MAX_HEADERS: usize = 10_000;
+
 pub(super) fn listener(
     c: &mut Checker,
     i: usize,
@@ -90,8 +93,9 @@ pub(super) fn listener(
     if lim.max_connections == 0 || lim.max_connections > 10_000_000 {
         c.error(format!("{at}.limits.max_connections"), "must be between 1 and 10000000");
     }
-    if lim.max_headers == 0 {
-        c.error(format!("{at}.limits.max_headers"), "must be greater than zero");
+    // A head's fields are kept in one `HeaderMap`, which holds at most 32,768.
+    if lim.max_headers == 0 || lim.max_headers > MAX_HEADERS {
+        c.error(format!("{at}.limits.max_headers"), format!("must be between 1 and {MAX_HEADERS}"));
     }
     if limits.max_header_bytes != 0 && limits.max_header_bytes < 8192 {
         c.error(format!("{at}.limits.max_header_bytes"), "must be at least 8KiB");

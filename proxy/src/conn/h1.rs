@@ -14,6 +14,7 @@
 //! the HTTP/2 preface is handed back to be served as HTTP/2.
 
 use crate::conn_state::ConnState;
+use crate::h1::body::Framing;
 use crate::h1::request::{self, Head, Refusal};
 use crate::h1::wire::{INTERIM, OnUpgrade, RequestBody, Wire};
 use crate::h1::write::{Answering, Writer};
@@ -99,6 +100,12 @@ pub struct Connection {
     first: bool,
     /// When the head being read began (ms, [`clock_ms`]).
     head_since: Option<u64>,
+    /// How much of the buffer was looked at for the end of a head without
+    /// finding it: a head arriving a byte at a time is parsed once, not
+    /// once a byte.
+    scanned: usize,
+    /// The connection went on as a tunnel or as HTTP/2.
+    handed_off: bool,
 }
 
 impl Connection {
@@ -116,6 +123,8 @@ impl Connection {
             closing: false,
             first: true,
             head_since: Some(clock_ms()),
+            scanned: 0,
+            handed_off: false,
         }
     }
 
@@ -142,16 +151,20 @@ impl Connection {
                     if inner.buf.len() >= PREFACE.len() {
                         drop(inner);
                         self.stage = Stage::Done;
+                        self.handed_off = true;
                         return Poll::Ready(Some(Ended::Http2(self.wire.clone())));
                     }
-                } else {
+                } else if self.scanned == 0
+                    || inner.buf.len() >= self.limits.max_bytes
+                    || ends_head(&inner.buf[self.scanned.saturating_sub(3)..])
+                {
                     match request::parse(&mut inner.buf, self.limits) {
                         Ok(Some(head)) => {
                             drop(inner);
                             self.begin(head);
                             return Poll::Ready(None);
                         }
-                        Ok(None) => {}
+                        Ok(None) => self.scanned = inner.buf.len(),
                         Err(refusal) => {
                             drop(inner);
                             self.refuse(refusal);
@@ -184,7 +197,7 @@ impl Connection {
     /// Hands a request to the request path.
     fn begin(&mut self, head: Head) {
         let Head { mut request, body, keep_alive, expect_continue, upgrade } = head;
-        (self.head_since, self.first) = (None, false);
+        (self.head_since, self.first, self.scanned) = (None, false, 0);
         let body = RequestBody::new(self.wire.clone(), body, expect_continue);
         let upgrade = upgrade.then(|| {
             let (tx, rx) = OnUpgrade::pair();
@@ -209,11 +222,14 @@ impl Connection {
         let Refusal { status, why } = refusal;
         tracing::debug!(peer = %self.state.peer, %status, why, "refused a request");
         let body = format!("wasp: {}: {why}\n", status.canonical_reason().unwrap_or("refused").to_lowercase());
+        let date = crate::h1::date::now();
         let head = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\
+             date: {}\r\n\r\n",
             status.as_str(),
             status.canonical_reason().unwrap_or(""),
-            body.len()
+            body.len(),
+            date.to_str().unwrap_or_default(),
         );
         self.stage = Stage::Refusing(Bytes::from(head + &body));
     }
@@ -229,12 +245,19 @@ impl Connection {
             self.stage = Stage::Done;
             return;
         }
+        // A request body not in by now (and not all in the buffer) will most
+        // likely close the connection after the response: said so up front
+        // (RFC 9112 §9.6), so the client sends nothing more on it.
+        let unread = match inner.body {
+            Framing::Length(left) => (inner.buf.len() as u64) < left,
+            _ => true,
+        };
         let (mut parts, body) = response.into_parts();
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS && asked.upgrade.is_some();
         let to = Answering {
             head_request: asked.head_request,
             http10: asked.http10,
-            close: !switching && (self.closing || !asked.keep_alive),
+            close: !switching && (self.closing || !asked.keep_alive || unread),
         };
         let written = Writer::response(&mut parts, body, &to, &mut inner.out);
         drop(inner);
@@ -254,19 +277,19 @@ impl Connection {
     fn written(&mut self, then: Then) {
         if let Some(tunnel) = then.upgrade {
             // The tunnel takes the connection from here (if it is still waiting for it).
-            let _ = tunnel.send(self.wire.clone());
+            self.handed_off = tunnel.send(self.wire.clone()).is_ok();
             self.stage = Stage::Done;
             return;
         }
         let mut inner = self.wire.lock();
         // A rest of the request body already buffered is skipped; one still
         // on its way would have to be read: the connection closes instead.
-        if let crate::h1::body::Framing::Length(left) = inner.body
+        if let Framing::Length(left) = inner.body
             && left > 0
             && inner.buf.len() as u64 >= left
         {
             inner.buf.advance(left as usize);
-            inner.body = crate::h1::body::Framing::Length(0);
+            inner.body = Framing::Length(0);
         }
         let unread = !inner.body.ended();
         if then.close || unread || inner.eof {
@@ -304,6 +327,20 @@ impl Connection {
             }
         }
     }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if !self.handed_off {
+            self.wire.close();
+        }
+    }
+}
+
+/// Whether `bytes` hold the end of a head (an empty line; httparse also
+/// takes a bare LF as a line end).
+fn ends_head(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w == b"\n\n") || bytes.windows(3).any(|w| w == b"\n\r\n")
 }
 
 impl Future for Connection {

@@ -285,6 +285,12 @@ impl Framing {
                             Ok(httparse::Status::Partial) => return more(eof, "the trailer section"),
                             Err(e) => return Err(invalid(format!("malformed trailer section ({e})"))),
                         };
+                        // httparse takes a bare LF as a line end; a chunk-size line may not
+                        // have one, and neither may the trailer section: readers that
+                        // disagree on where a body ends are how requests are smuggled.
+                        if buf[..len].iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r')) {
+                            return Err(invalid("a trailer section line not ended by CRLF"));
+                        }
                         buf.advance(len);
                         *self = Framing::Length(0);
                         return Ok(if trailers.is_empty() { Step::End } else { Step::Trailers(trailers) });
@@ -319,8 +325,12 @@ fn chunk_size(line: &[u8]) -> Result<u64, Invalid> {
     if digits == 0 || digits > 16 {
         return Err(invalid("malformed chunk size"));
     }
-    let rest = line[digits..].trim_ascii_start();
-    if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
+    // Whitespace may only come before an extension's `;` (BWS, RFC 9112 §7.1.1).
+    let after = &line[digits..];
+    let rest = after.trim_ascii_start();
+    let stray_space = rest.is_empty() && !after.is_empty();
+    if stray_space || !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|&b| b.is_ascii_control() && b != b'\t')
+    {
         return Err(invalid("malformed chunk extension"));
     }
     let hex = std::str::from_utf8(&line[..digits]).map_err(|_| invalid("malformed chunk size"))?;
@@ -369,6 +379,10 @@ mod tests {
             b"0\r\nx-sum: 1\r\n",
             b"5;\x01\r\nhello\r\n0\r\n\r\n",
             b"\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
+            b"5\t\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"5\r\nhello\r\n0\r\nx: 1\n\r\n",
         ] {
             assert!(decode(chunked(), bad).is_err(), "{:?} was accepted", String::from_utf8_lossy(bad));
         }

@@ -2,8 +2,10 @@
 //! the bytes read from it but not yet used. The connection reads request
 //! heads from it and writes responses to it; a request's body reads itself
 //! from it as the request path polls it (no task or channel in between);
-//! an upgraded connection's tunnel takes it over. All of them run in the
-//! connection's one task, so its lock is never contended.
+//! an upgraded connection's tunnel takes it over. They run in the
+//! connection's one task (except a body sent to an HTTP/2 upstream, which
+//! hyper reads from its own), and hold the lock only for a read or a
+//! write, never while polling anything else.
 
 use super::BoxError;
 use super::body::{Framing, Step};
@@ -59,6 +61,16 @@ impl Wire {
     /// The shared state.
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Ends the connection for every holder: a request body still held
+    /// elsewhere (an HTTP/2 upstream's request task reads it from its own
+    /// task) sees its end at once instead of holding the socket open.
+    pub fn close(&self) {
+        if Arc::strong_count(&self.0) > 1 {
+            let inner = self.lock();
+            let _ = socket2::SockRef::from(inner.io.get_ref().tcp()).shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 

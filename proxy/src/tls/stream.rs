@@ -28,6 +28,15 @@ macro_rules! each {
 }
 
 impl Stream {
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Server(s) => s.get_ref().0,
+            Stream::Client(s) => s.get_ref().0,
+        }
+    }
+
     /// The local address of the TCP connection underneath.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         match self {
