@@ -13,3 +13,19 @@ pub mod write;
 
 /// Errors of a body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reads into `out` what `buf` holds (bytes already read from `io`, e.g. past
+/// a 101's head), then from `io`: a connection handed on mid-stream.
+pub fn poll_read_rewound<T: tokio::io::AsyncRead + Unpin>(
+    buf: &mut bytes::BytesMut,
+    io: &mut T,
+    cx: &mut std::task::Context<'_>,
+    out: &mut tokio::io::ReadBuf<'_>,
+) -> std::task::Poll<std::io::Result<()>> {
+    if buf.is_empty() {
+        return std::pin::Pin::new(io).poll_read(cx, out);
+    }
+    let n = buf.len().min(out.remaining());
+    out.put_slice(&buf.split_to(n));
+    std::task::Poll::Ready(Ok(()))
+}

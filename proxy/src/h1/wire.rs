@@ -193,12 +193,8 @@ impl http_body::Body for RequestBody {
 impl AsyncRead for Wire {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let mut inner = self.lock();
-        if inner.buf.is_empty() {
-            return Pin::new(&mut inner.io).poll_read(cx, out);
-        }
-        let n = inner.buf.len().min(out.remaining());
-        out.put_slice(&inner.buf.split_to(n));
-        Poll::Ready(Ok(()))
+        let inner = &mut *inner;
+        super::poll_read_rewound(&mut inner.buf, &mut inner.io, cx, out)
     }
 }
 

@@ -257,12 +257,7 @@ pub struct Upgraded(Conn);
 impl AsyncRead for Upgraded {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let conn = &mut self.get_mut().0;
-        if conn.buf.is_empty() {
-            return Pin::new(&mut conn.io).poll_read(cx, out);
-        }
-        let n = conn.buf.len().min(out.remaining());
-        out.put_slice(&conn.buf.split_to(n));
-        Poll::Ready(Ok(()))
+        crate::h1::poll_read_rewound(&mut conn.buf, &mut conn.io, cx, out)
     }
 }
 

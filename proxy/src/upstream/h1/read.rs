@@ -69,8 +69,9 @@ pub fn head(buf: &mut BytesMut, head_request: bool, upgrade: bool) -> Result<Par
             spans.push((name, start..start + field.value.len()));
         }
         let raw = buf.split_to(len).freeze();
-        // Room for a few fields added on the way to the client without a regrowth.
-        let mut headers = HeaderMap::with_capacity(spans.len() + 4);
+        // Sized to the fields: on the way to the client, fields are usually
+        // only removed (a larger map would cost more than the rare regrowth).
+        let mut headers = HeaderMap::with_capacity(spans.len());
         for (name, span) in spans {
             let value = HeaderValue::from_maybe_shared(raw.slice(span))
                 .map_err(|_| invalid(format!("value of field {name}")))?;
