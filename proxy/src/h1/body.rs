@@ -94,8 +94,10 @@ pub enum Refused {
 }
 
 impl Framed {
-    /// Notes field `name: value`.
-    pub fn note(&mut self, name: &HeaderName, value: &[u8]) {
+    /// Notes field `name: value`; `true` if it is a `Connection` field
+    /// saying only `keep-alive` or `close`: noted here, hop-by-hop, and of
+    /// no use past this hop, so it need not be kept.
+    pub fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
         let items = || value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
         if name == TRANSFER_ENCODING {
             for coding in items() {
@@ -116,11 +118,16 @@ impl Framed {
                 });
             }
         } else if name == CONNECTION {
+            let mut only_framing = true;
             for token in items() {
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let close = token.eq_ignore_ascii_case(b"close");
+                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                (self.close, self.keep_alive) = (self.close | close, self.keep_alive | keep_alive);
+                only_framing &= close || keep_alive;
             }
+            return only_framing;
         }
+        false
     }
 
     /// A response's body, by RFC 9112 §6.3, refusing what a stricter or

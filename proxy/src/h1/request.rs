@@ -161,7 +161,9 @@ fn scan(
     for field in req.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| refuse(StatusCode::BAD_REQUEST, format!("malformed field name {:?}", field.name)))?;
-        framed.note(&name, field.value);
+        if framed.note(&name, field.value) {
+            continue; // `Connection: keep-alive` or `close`: noted, not passed on
+        }
         if name == EXPECT {
             expect_continue |= field.value.eq_ignore_ascii_case(b"100-continue");
         } else if name == UPGRADE {

@@ -64,7 +64,9 @@ pub fn head(buf: &mut BytesMut, head_request: bool, upgrade: bool) -> Result<Par
         for field in resp.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| invalid(format!("field name {:?}", field.name)))?;
-            framed.note(&name, field.value);
+            if framed.note(&name, field.value) {
+                continue; // `Connection: keep-alive` or `close`: noted, not passed on
+            }
             let start = field.value.as_ptr() as usize - base;
             spans.push((name, start..start + field.value.len()));
         }
