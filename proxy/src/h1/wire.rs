@@ -21,8 +21,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The interim response a client that sent `Expect: 100-continue` waits for.
 pub const INTERIM: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-/// Bytes asked of the socket per read.
+/// Bytes asked of the socket per read of a body.
 const READ_SIZE: usize = 16 * 1024;
+/// Bytes asked of the socket per read of heads: most connections spend
+/// their life between requests, holding this much each.
+const HEAD_READ_SIZE: usize = 4 * 1024;
 
 /// The connection, shared.
 #[derive(Clone)]
@@ -77,8 +80,9 @@ impl Wire {
 impl Inner {
     /// Reads more into the buffer; `Ok(false)` at end of stream.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
-            self.buf.reserve(READ_SIZE);
+        let size = if self.body.ended() { HEAD_READ_SIZE } else { READ_SIZE };
+        if self.buf.capacity() - self.buf.len() < size / 4 {
+            self.buf.reserve(size);
         }
         let read = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf));
         let more = matches!(read, Ok(n) if n > 0);
