@@ -14,16 +14,18 @@
 //! the HTTP/2 preface is handed back to be served as HTTP/2.
 
 use crate::conn_state::ConnState;
-use crate::h1::body::Framing;
 use crate::h1::request::{self, Head, Refusal};
 use crate::h1::wire::{INTERIM, OnUpgrade, RequestBody, Wire};
 use crate::h1::write::{Answering, Writer};
+use crate::h2_guard::PREFACE;
 use crate::handler::HttpListener;
 use crate::io::clock_ms;
 use crate::respond::ResponseBody;
 use crate::upstream::body::Source;
-use bytes::{Buf, Bytes};
-use http::{Method, Response, StatusCode, Version};
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Response, StatusCode, Version};
+use http_body_util::Full;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -33,8 +35,6 @@ use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::sync::oneshot;
 
-/// The HTTP/2 connection preface (RFC 9113 §3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// After a response whose request body was left unread, the rest is read
 /// and dropped for this long (or this much) before the connection closes,
 /// so the client sees the response rather than a reset.
@@ -64,7 +64,7 @@ enum Stage {
     /// Writing the response.
     Writing(Writer<ResponseBody>, Then),
     /// Answering a request refused before routing, then closing.
-    Refusing(Bytes),
+    Refusing(Writer<Full<Bytes>>),
     /// Closing: the response is out; `linger` while an unread body drains.
     Closing {
         shut: bool,
@@ -221,17 +221,14 @@ impl Connection {
     fn refuse(&mut self, refusal: Refusal) {
         let Refusal { status, why } = refusal;
         tracing::debug!(peer = %self.state.peer, %status, why, "refused a request");
-        let body = format!("wasp: {}: {why}\n", status.canonical_reason().unwrap_or("refused").to_lowercase());
-        let date = crate::h1::date::now();
-        let head = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\
-             date: {}\r\n\r\n",
-            status.as_str(),
-            status.canonical_reason().unwrap_or(""),
-            body.len(),
-            date.to_str().unwrap_or_default(),
-        );
-        self.stage = Stage::Refusing(Bytes::from(head + &body));
+        let text = format!("wasp: {}: {why}\n", status.canonical_reason().unwrap_or("refused").to_lowercase());
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        let (mut parts, body) = response.into_parts();
+        let to = Answering { head_request: false, http10: false, close: true };
+        let written = Writer::response(&mut parts, body, &to, &mut self.wire.lock().out);
+        self.stage = written.map_or(Stage::Done, Stage::Refusing);
     }
 
     /// Starts writing the request path's response.
@@ -248,10 +245,7 @@ impl Connection {
         // A request body not in by now (and not all in the buffer) will most
         // likely close the connection after the response: said so up front
         // (RFC 9112 §9.6), so the client sends nothing more on it.
-        let unread = match inner.body {
-            Framing::Length(left) => (inner.buf.len() as u64) < left,
-            _ => true,
-        };
+        let unread = !inner.body_buffered();
         let (mut parts, body) = response.into_parts();
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS && asked.upgrade.is_some();
         let to = Answering {
@@ -284,14 +278,7 @@ impl Connection {
         let mut inner = self.wire.lock();
         // A rest of the request body already buffered is skipped; one still
         // on its way would have to be read: the connection closes instead.
-        if let Framing::Length(left) = inner.body
-            && left > 0
-            && inner.buf.len() as u64 >= left
-        {
-            inner.buf.advance(left as usize);
-            inner.body = Framing::Length(0);
-        }
-        let unread = !inner.body.ended();
+        let unread = !inner.skip_buffered_body();
         if then.close || unread || inner.eof {
             let linger = unread.then(|| (Box::pin(tokio::time::sleep(LINGER)), 0));
             self.stage = Stage::Closing { shut: false, linger };
@@ -397,20 +384,14 @@ impl Future for Connection {
                         this.stage = Stage::Done;
                     }
                 },
-                Stage::Refusing(bytes) => {
-                    while !bytes.is_empty() {
-                        match std::task::ready!(Pin::new(&mut this.wire).poll_write(cx, bytes)) {
-                            Ok(n) if n > 0 => bytes.advance(n),
-                            _ => {
-                                this.stage = Stage::Done;
-                                break;
-                            }
+                Stage::Refusing(writer) => {
+                    this.stage = match std::task::ready!(writer.poll_write(cx, &mut this.wire)) {
+                        // The rest of what the client sent is read and dropped for a while.
+                        Ok(()) => {
+                            Stage::Closing { shut: false, linger: Some((Box::pin(tokio::time::sleep(LINGER)), 0)) }
                         }
-                    }
-                    if !matches!(this.stage, Stage::Done) {
-                        let linger = Some((Box::pin(tokio::time::sleep(LINGER)), 0));
-                        this.stage = Stage::Closing { shut: false, linger };
-                    }
+                        Err(_) => Stage::Done,
+                    };
                 }
                 Stage::Closing { .. } => {
                     std::task::ready!(this.poll_closing(cx));

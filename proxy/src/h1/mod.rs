@@ -14,6 +14,20 @@ pub mod write;
 /// Errors of a body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Reads more from `io` into `buf`, about `size` bytes at a time; `Ok(false)`
+/// at end of stream.
+pub fn poll_fill<T: tokio::io::AsyncRead + Unpin>(
+    io: &mut T,
+    buf: &mut bytes::BytesMut,
+    size: usize,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<bool>> {
+    if buf.capacity() - buf.len() < size / 4 {
+        buf.reserve(size);
+    }
+    tokio_util::io::poll_read_buf(std::pin::Pin::new(io), cx, buf).map_ok(|n| n > 0)
+}
+
 /// Reads into `out` what `buf` holds (bytes already read from `io`, e.g. past
 /// a 101's head), then from `io`: a connection handed on mid-stream.
 pub fn poll_read_rewound<T: tokio::io::AsyncRead + Unpin>(

@@ -11,7 +11,7 @@ use super::BoxError;
 use super::body::{Framing, Step};
 use crate::io::Watched;
 use crate::tls::Stream;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use std::io;
 use std::pin::Pin;
@@ -81,13 +81,29 @@ impl Inner {
     /// Reads more into the buffer; `Ok(false)` at end of stream.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         let size = if self.body.ended() { HEAD_READ_SIZE } else { READ_SIZE };
-        if self.buf.capacity() - self.buf.len() < size / 4 {
-            self.buf.reserve(size);
+        let read = std::task::ready!(super::poll_fill(&mut self.io, &mut self.buf, size, cx));
+        self.eof |= !matches!(read, Ok(true));
+        Poll::Ready(read)
+    }
+
+    /// Whether the rest of the request body is in the buffer (or none is left).
+    pub fn body_buffered(&self) -> bool {
+        match self.body {
+            Framing::Length(left) => self.buf.len() as u64 >= left,
+            _ => false,
         }
-        let read = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf));
-        let more = matches!(read, Ok(n) if n > 0);
-        self.eof |= !more;
-        Poll::Ready(read.map(|_| more))
+    }
+
+    /// Skips the rest of the request body if it is all in the buffer;
+    /// whether the body has ended now.
+    pub fn skip_buffered_body(&mut self) -> bool {
+        if let Framing::Length(left) = self.body
+            && self.body_buffered()
+        {
+            self.buf.advance(left as usize);
+            self.body = Framing::Length(0);
+        }
+        self.body.ended()
     }
 
     /// Writes what is left of `100 Continue`.

@@ -66,10 +66,7 @@ impl Conn {
 
     /// Reads more into the buffer; `Ok(false)` at end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
-            self.buf.reserve(READ_SIZE);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf).map_ok(|n| n > 0)
+        crate::h1::poll_fill(&mut self.io, &mut self.buf, READ_SIZE, cx)
     }
 }
 
