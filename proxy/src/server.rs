@@ -83,7 +83,7 @@ pub async fn serve(config: Config, file: Option<ConfigFile>, stop: impl Future<O
     tracing::info!(listener = "admin", address = %admin_address, protocol = "admin", "listening");
     let admin = Arc::new(Admin { live: live.clone(), metrics: metrics.clone(), draining: drain.clone() });
     tokio::spawn(admin.run(admin_socket));
-    crate::watch::spawn(live.clone());
+    crate::watch::spawn(live.clone()).await;
     let cache = live.current().config.filter_cache.as_ref().map(|d| d.display().to_string());
     let startup_ms = began.elapsed().as_millis() as u64;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), startup_ms, filter_cache = cache, "wasp started");

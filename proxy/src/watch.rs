@@ -27,9 +27,11 @@ const MAX_DELAY: Duration = Duration::from_millis(500);
 /// Longest a writer that keeps a watched file open can postpone a look.
 const MAX_WRITER: Duration = Duration::from_secs(5);
 
-/// Starts watching; runs for the rest of the process. A watch that cannot
-/// be set up (inotify limits reached, say) is logged and leaves SIGHUP.
-pub fn spawn(live: Arc<Live>) {
+/// Starts watching; runs for the rest of the process. The folders are
+/// watched when this returns, so a change made right after start-up is
+/// seen. A watch that cannot be set up (inotify limits reached, say) is
+/// logged and leaves SIGHUP.
+pub async fn spawn(live: Arc<Live>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<Event>| match event {
         // Reads (including wasp's own) are not changes; a writer closing the file is.
@@ -44,11 +46,11 @@ pub fn spawn(live: Arc<Live>) {
         .ok();
     let mut hangup =
         signal(SignalKind::hangup()).inspect_err(|e| tracing::warn!(error = %e, "cannot handle SIGHUP")).ok();
+    let mut watched: Vec<PathBuf> = Vec::new();
+    let files = live.watched_files().await;
+    let mut wanted = names(&files);
+    follow(watcher.as_mut(), &mut watched, &files);
     tokio::spawn(async move {
-        let mut watched: Vec<PathBuf> = Vec::new();
-        let mut files = live.watched_files().await;
-        let mut wanted = names(&files);
-        follow(watcher.as_mut(), &mut watched, &files);
         let mut watching = watcher.is_some();
         loop {
             tokio::select! {
@@ -68,7 +70,7 @@ pub fn spawn(live: Arc<Live>) {
                 else => return,
             }
             live.reload().await;
-            files = live.watched_files().await;
+            let files = live.watched_files().await;
             wanted = names(&files);
             follow(watcher.as_mut(), &mut watched, &files);
         }
