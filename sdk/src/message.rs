@@ -100,18 +100,50 @@ pub struct Response<'a> {
 }
 
 /// Framing and hop-by-hop fields: wasp sets them from the body it sends.
-const MANAGED: [&str; 8] =
-    ["content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"];
+fn managed(lower: &str) -> bool {
+    matches!(
+        lower,
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "proxy-connection"
+    )
+}
+
+/// RFC 9110 `tchar`s, by byte: what header names and methods are made of
+/// (a table, as the guest checks every name a filter sets on every call).
+const TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
+        b += 1;
+    }
+    table
+};
+
+/// Whether `s` is an RFC 9110 token.
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| TOKEN[usize::from(b)])
+}
 
 /// A header name as wasp accepts it (an RFC 9110 token, not one wasp
 /// manages), lower-cased.
 fn checked_name(name: &str) -> Result<String, String> {
-    let token = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !token {
+    if !is_token(name) {
         return Err(format!("invalid header name {name:?}"));
     }
     let lower = name.to_ascii_lowercase();
-    if MANAGED.contains(&lower.as_str()) {
+    if managed(&lower) {
         return Err(format!("header {lower:?} is managed by wasp (framing or hop-by-hop); not changed"));
     }
     Ok(lower)
@@ -278,7 +310,7 @@ impl Request<'_> {
 
     /// Changes the method. Fails on an invalid method.
     pub fn set_method(&mut self, method: &str) -> Result<(), String> {
-        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+        if !is_token(method) {
             return Err(format!("invalid method {method:?}"));
         }
         self.inner.msg.method = Some(method.to_string());
