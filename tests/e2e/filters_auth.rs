@@ -214,6 +214,31 @@ async fn an_expired_token_gets_401_unless_within_the_leeway() {
 }
 
 #[tokio::test]
+async fn a_cached_token_still_expires_and_a_tampered_copy_is_refused() {
+    let upstream = Upstream::start("app").await;
+    let mut config = filter_config();
+    config["jwt"]["leeway_secs"] = json!(0);
+    let proxy = proxy(&upstream, &config);
+    let exp = now() + 2;
+    let good = token("HS256", "hs-1", json!({ "exp": exp }));
+    for _ in 0..3 {
+        let r = bearer(&proxy, &good).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    // One signature character changed (not the last, whose low bits are padding).
+    let mut tampered = good.clone().into_bytes();
+    let at = tampered.len() - 2;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    assert_invalid_token(&bearer(&proxy, &tampered).await, "signature invalid");
+    while now() <= exp {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_invalid_token(&bearer(&proxy, &good).await, "token expired");
+    assert_eq!(upstream.hits(), 3);
+}
+
+#[tokio::test]
 async fn a_token_not_yet_valid_gets_401() {
     let upstream = Upstream::start("app").await;
     let proxy = proxy(&upstream, &filter_config());

@@ -3,10 +3,12 @@
 //! path (`jwt.keys[1]: RS256 key needs `n` and `e``) before failing.
 
 use crate::api_keys::ApiKeys;
+use crate::cache::TokenCache;
 use crate::identities::{Identities, IdentitiesConfig};
 use crate::jwt::{RequiredClaim, Validator};
 use crate::keys::{Jwk, Key};
 use serde::Deserialize;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 /// The `config:` of an auth filter entry.
@@ -53,6 +55,8 @@ struct JwtConfig {
     subject_claim: String,
     #[serde(default)]
     claims_to_headers: BTreeMap<String, String>,
+    #[serde(default = "default_cache_size")]
+    cache_size: usize,
 }
 
 /// A JWKS: the object itself, or its JSON text.
@@ -98,6 +102,14 @@ fn default_realm() -> String {
 fn default_subject_header() -> String {
     "x-auth-subject".into()
 }
+/// Largest `jwt.cache_size` (each instance keeps its own cache, of tokens
+/// up to 4 KiB).
+const MAX_CACHE_SIZE: usize = 10_000;
+
+fn default_cache_size() -> usize {
+    100
+}
+
 fn default_leeway() -> u32 {
     60
 }
@@ -144,6 +156,8 @@ pub struct JwtSettings {
     pub subject_claim: String,
     /// Claim name → lower-case header name.
     pub claims_to_headers: Vec<(String, String)>,
+    /// Tokens already validated (`cache_size` of them).
+    pub cache: RefCell<TokenCache>,
 }
 
 /// Parses and validates `text`, reporting every problem found.
@@ -214,6 +228,9 @@ fn compile_jwt(j: JwtConfig, subject_header: &str, errors: &mut Vec<String>) -> 
             errors.push(format!("jwt.required_claims[{i}]: the claim name is empty"));
         }
     }
+    if j.cache_size > MAX_CACHE_SIZE {
+        errors.push(format!("jwt.cache_size: at most {MAX_CACHE_SIZE} tokens (each instance keeps its own)"));
+    }
     let prefix = j.prefix.unwrap_or_else(|| if header == "authorization" { "Bearer ".into() } else { String::new() });
     JwtSettings {
         validator: Validator {
@@ -229,6 +246,7 @@ fn compile_jwt(j: JwtConfig, subject_header: &str, errors: &mut Vec<String>) -> 
         forward_token: j.forward_token,
         subject_claim: j.subject_claim,
         claims_to_headers,
+        cache: RefCell::new(TokenCache::new(j.cache_size)),
     }
 }
 

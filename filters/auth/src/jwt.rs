@@ -3,10 +3,12 @@
 //! look at the claims: time (`exp`, `nbf`), then issuer, audience and the
 //! required claims.
 
+use crate::cache::TokenCache;
 use crate::keys::{Alg, Key};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
+use std::rc::Rc;
 
 /// A token's claims, once its signature checked out.
 pub type Claims = Map<String, Value>;
@@ -49,6 +51,24 @@ pub struct Validator {
 }
 
 impl Validator {
+    /// Validates `token` at `now_ms` (ms since the Unix epoch), from `cache`
+    /// when it holds it (then only its time is checked again), and returns
+    /// its claims.
+    pub fn validate_cached(&self, cache: &mut TokenCache, token: &str, now_ms: u64) -> Result<Rc<Claims>, Rejection> {
+        if let Some(claims) = cache.get(token) {
+            return match self.check_time(&claims, now_ms) {
+                Ok(()) => Ok(claims),
+                Err(expired) => {
+                    cache.remove(token);
+                    Err(expired)
+                }
+            };
+        }
+        let claims = Rc::new(self.validate(token, now_ms)?);
+        cache.insert(token, claims.clone());
+        Ok(claims)
+    }
+
     /// Validates `token` at `now_ms` (ms since the Unix epoch) and returns
     /// its claims.
     pub fn validate(&self, token: &str, now_ms: u64) -> Result<Claims, Rejection> {
@@ -228,6 +248,55 @@ mod tests {
     }
 
     const NOW: u64 = 1_000_000;
+
+    #[test]
+    fn a_cached_token_costs_a_lookup_and_still_expires() {
+        let v = validator();
+        let mut cache = TokenCache::new(2);
+        let token = sign(json!({"alg": "HS256"}), claims(json!({})));
+        let first = v.validate_cached(&mut cache, &token, NOW).expect("valid");
+        let again = v.validate_cached(&mut cache, &token, NOW).expect("cached");
+        assert!(Rc::ptr_eq(&first, &again), "the second check is the cache's");
+        // exp 2000 s with a 60 s leeway: gone at 2060 s, and forgotten.
+        assert_eq!(v.validate_cached(&mut cache, &token, 2_060_000), Err(Rejection::Invalid("token expired")));
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn the_cache_never_vouches_for_another_token() {
+        let v = validator();
+        let mut cache = TokenCache::new(8);
+        let token = sign(json!({"alg": "HS256"}), claims(json!({})));
+        v.validate_cached(&mut cache, &token, NOW).expect("valid");
+        // The same claims under a changed signature byte, and refused claims: misses, and refused.
+        let mut tampered = token.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).expect("ascii");
+        assert_eq!(v.validate_cached(&mut cache, &tampered, NOW), Err(Rejection::Invalid("signature invalid")));
+        let wrong_issuer = sign(json!({"alg": "HS256"}), claims(json!({"iss": "iss-b"})));
+        assert!(matches!(v.validate_cached(&mut cache, &wrong_issuer, NOW), Err(Rejection::Forbidden(..))));
+        assert!(matches!(v.validate_cached(&mut cache, &wrong_issuer, NOW), Err(Rejection::Forbidden(..))));
+        assert_eq!(cache.len(), 1, "only the valid token is kept");
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let v = validator();
+        let mut cache = TokenCache::new(2);
+        let tokens: Vec<String> = (0..3).map(|i| sign(json!({"alg": "HS256"}), claims(json!({"jti": i})))).collect();
+        for t in &tokens {
+            v.validate_cached(&mut cache, t, NOW).expect("valid");
+        }
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get(&tokens[0]).is_none() && cache.get(&tokens[2]).is_some(), "the oldest went");
+        let mut off = TokenCache::new(0);
+        v.validate_cached(&mut off, &tokens[0], NOW).expect("valid");
+        assert_eq!(off.len(), 0, "cache_size 0 keeps nothing");
+        let long = sign(json!({"alg": "HS256"}), claims(json!({"pad": "x".repeat(crate::cache::MAX_CACHED_TOKEN)})));
+        v.validate_cached(&mut cache, &long, NOW).expect("valid");
+        assert!(cache.get(&long).is_none(), "tokens over 4 KiB are not kept");
+    }
 
     #[test]
     fn a_good_token_passes_and_time_has_leeway() {

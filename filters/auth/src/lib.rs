@@ -11,6 +11,7 @@
 //! README.md for the config.
 
 mod api_keys;
+mod cache;
 mod config;
 mod deny;
 mod identities;
@@ -21,13 +22,14 @@ use config::{JwtSettings, Settings};
 use deny::Failure;
 use jwt::Claims;
 use serde_json::Value;
+use std::rc::Rc;
 use wasp_sdk::host::{clock, log, metrics};
 use wasp_sdk::{Connection, ConnectionDecision, Decision, Facts, Filter, Phases, Registration, Request};
 
 /// Who a request turned out to be.
 enum Identity<'a> {
     /// A valid JWT, with its claims and the settings that checked it.
-    Jwt(&'a JwtSettings, Claims),
+    Jwt(&'a JwtSettings, Rc<Claims>),
     /// A known API key, with its subject.
     ApiKey(String),
     /// Only identity rules are configured: the client's verified identity.
@@ -126,7 +128,7 @@ impl Auth {
         }
         let mut failure = None;
         if let (Some(token), Some(jwt)) = (&token, &self.settings.jwt) {
-            match jwt.validator.validate(token, clock::now_ms()) {
+            match jwt.validator.validate_cached(&mut jwt.cache.borrow_mut(), token, clock::now_ms()) {
                 Ok(claims) => return Ok(Identity::Jwt(jwt, claims)),
                 Err(rejection) => failure = Some(Failure::from(rejection)),
             }

@@ -1,0 +1,65 @@
+//! Tokens already validated, so a client that sends the same token again
+//! (most clients do, until it expires) costs a lookup and a clock check
+//! instead of a signature and two JSON parses: Envoy's `jwt_authn` does the
+//! same (`jwt_cache_config`). The key is the whole token, signature
+//! included, so a changed byte is a miss. Only valid tokens are kept, and
+//! on a hit only time is checked again (`exp` and `nbf` move with the
+//! clock; keys, issuers, audiences and required claims do not, and a new
+//! config gets new instances with empty caches). Bounded: `cache_size`
+//! tokens of at most [`MAX_CACHED_TOKEN`] bytes each, the oldest evicted.
+//! A `BTreeMap`: std's `HashMap` seeds itself from WASI's random source,
+//! which wasp does not give filters.
+
+use crate::jwt::Claims;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+/// Longest token kept, in bytes (Envoy's `jwt_max_token_size` default).
+pub const MAX_CACHED_TOKEN: usize = 4096;
+
+/// Valid tokens and their claims, oldest first out.
+pub struct TokenCache {
+    capacity: usize,
+    claims: BTreeMap<Rc<str>, Rc<Claims>>,
+    order: VecDeque<Rc<str>>,
+}
+
+impl TokenCache {
+    /// A cache of at most `capacity` tokens (0: nothing is kept).
+    pub fn new(capacity: usize) -> Self {
+        TokenCache { capacity, claims: BTreeMap::new(), order: VecDeque::new() }
+    }
+
+    /// The claims of `token`, if it was valid when it was kept.
+    pub fn get(&self, token: &str) -> Option<Rc<Claims>> {
+        self.claims.get(token).cloned()
+    }
+
+    /// Keeps a valid token, evicting the oldest beyond the capacity.
+    pub fn insert(&mut self, token: &str, claims: Rc<Claims>) {
+        if self.capacity == 0 || token.len() > MAX_CACHED_TOKEN {
+            return;
+        }
+        let token: Rc<str> = token.into();
+        self.order.push_back(token.clone());
+        self.claims.insert(token, claims);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                // A token kept twice (it expired, the clock went back) leaves a stale
+                // first entry: dropping it only costs the second a miss later.
+                self.claims.remove(&old);
+            }
+        }
+    }
+
+    /// Forgets `token` (it expired).
+    pub fn remove(&mut self, token: &str) {
+        self.claims.remove(token);
+    }
+
+    /// Tokens kept.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.claims.len()
+    }
+}
