@@ -36,11 +36,23 @@ struct RateLimit {
     key: Key,
 }
 
-/// Bucket state as stored: tokens and the time they were counted.
+/// Bucket state as stored: the tokens left (`f64`) and the time they were
+/// counted (ms, `u64`), little-endian, 16 bytes. Binary, not text: printing
+/// and parsing a float on every request cost more than the rest of the
+/// bucket. A value of any other shape (an older version's text) counts as
+/// a full bucket.
 fn parse(v: &[u8]) -> Option<(f64, u64)> {
-    let text = std::str::from_utf8(v).ok()?;
-    let (tokens, at) = text.split_once(':')?;
-    Some((tokens.parse().ok()?, at.parse().ok()?))
+    let (tokens, at) = v.split_first_chunk::<8>()?;
+    let at: &[u8; 8] = at.try_into().ok()?;
+    let tokens = f64::from_le_bytes(*tokens);
+    tokens.is_finite().then_some((tokens, u64::from_le_bytes(*at)))
+}
+
+fn encode(tokens: f64, at: u64) -> [u8; 16] {
+    let mut v = [0; 16];
+    v[..8].copy_from_slice(&tokens.to_le_bytes());
+    v[8..].copy_from_slice(&at.to_le_bytes());
+    v
 }
 
 impl RateLimit {
@@ -49,15 +61,18 @@ impl RateLimit {
             Key::Header(name) => req.header(name).filter(|v| !v.is_empty()),
             Key::Peer => None,
         };
-        match by_header {
-            Some(v) => format!("h:{v}"),
+        let (prefix, id) = match by_header {
+            Some(v) => ("h:", v),
             // No key header: the client's address identifies it.
             None => {
                 let peer = req.peer();
-                let ip = peer.rsplit_once(':').map_or(peer, |(ip, _)| ip);
-                format!("ip:{ip}")
+                ("ip:", peer.rsplit_once(':').map_or(peer, |(ip, _)| ip))
             }
-        }
+        };
+        let mut key = String::with_capacity(prefix.len() + id.len());
+        key.push_str(prefix);
+        key.push_str(id);
+        key
     }
 
     /// Takes one token; `Err(seconds)` when the bucket is empty.
@@ -73,8 +88,7 @@ impl RateLimit {
                 return Err((1.0 - available) / self.rate);
             }
             let left = available - 1.0;
-            let stored = format!("{left}:{now}");
-            if kv::compare_and_swap(key, current.map(|(_, version)| version), stored.as_bytes(), ttl_ms) {
+            if kv::compare_and_swap(key, current.map(|(_, version)| version), &encode(left, now), ttl_ms) {
                 return Ok(left);
             }
         }
@@ -145,3 +159,16 @@ impl Filter for RateLimit {
 }
 
 wasp_sdk::export!(RateLimit);
+
+#[cfg(test)]
+mod tests {
+    use super::{encode, parse};
+
+    #[test]
+    fn bucket_state_round_trips_and_anything_else_is_a_full_bucket() {
+        assert_eq!(parse(&encode(2.5, 1_700_000_000_123)), Some((2.5, 1_700_000_000_123)));
+        assert_eq!(parse(b"2.5:1700000000123"), None, "an older version's text");
+        assert_eq!(parse(&encode(f64::NAN, 1)), None);
+        assert_eq!(parse(&[0; 15]), None);
+    }
+}
