@@ -102,9 +102,9 @@ fn default_realm() -> String {
 fn default_subject_header() -> String {
     "x-auth-subject".into()
 }
-/// Largest `jwt.cache_size` (each instance keeps its own cache, of tokens
-/// up to 4 KiB).
-const MAX_CACHE_SIZE: usize = 10_000;
+/// Largest `jwt.cache_size` (each instance keeps its own cache, which
+/// also stops at 1 MiB: see `cache.rs`).
+const MAX_CACHE_SIZE: usize = 1_000;
 
 fn default_cache_size() -> usize {
     100

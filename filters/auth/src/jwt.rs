@@ -299,6 +299,30 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_stops_at_its_byte_budget_and_an_expired_token_leaves_no_trace() {
+        use crate::cache::{CLAIMS_FACTOR, MAX_CACHE_BYTES};
+        let v = validator();
+        let mut cache = TokenCache::new(1_000);
+        let big = |i: usize| sign(json!({"alg": "HS256"}), claims(json!({"jti": i, "pad": "x".repeat(2_000)})));
+        let first = big(0);
+        let fits = MAX_CACHE_BYTES / (first.len() * CLAIMS_FACTOR);
+        for i in 0..fits + 5 {
+            v.validate_cached(&mut cache, &big(i), NOW).expect("valid");
+        }
+        assert_eq!(cache.len(), fits, "no more than 1 MiB, counted with the claims");
+        assert!(cache.get(&first).is_none(), "the oldest went first");
+        // Expired and forgotten, then (the clock went back) valid and kept again: kept once.
+        let mut cache = TokenCache::new(2);
+        let token = sign(json!({"alg": "HS256"}), claims(json!({})));
+        v.validate_cached(&mut cache, &token, NOW).expect("valid");
+        assert!(v.validate_cached(&mut cache, &token, 2_060_000).is_err());
+        v.validate_cached(&mut cache, &token, NOW).expect("valid again");
+        let other = sign(json!({"alg": "HS256"}), claims(json!({"jti": 1})));
+        v.validate_cached(&mut cache, &other, NOW).expect("valid");
+        assert!(cache.get(&token).is_some() && cache.get(&other).is_some(), "no stale entry evicted a live one");
+    }
+
+    #[test]
     fn a_good_token_passes_and_time_has_leeway() {
         let v = validator();
         let hs = json!({"alg": "HS256", "kid": "k1"});

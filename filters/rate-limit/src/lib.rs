@@ -36,22 +36,27 @@ struct RateLimit {
     key: Key,
 }
 
-/// Bucket state as stored: the tokens left (`f64`) and the time they were
-/// counted (ms, `u64`), little-endian, 16 bytes. Binary, not text: printing
-/// and parsing a float on every request cost more than the rest of the
-/// bucket. A value of any other shape (an older version's text) counts as
-/// a full bucket.
+/// Bucket state as stored: a 0 byte (never in the text older versions
+/// stored, `<tokens>:<ms>`, whatever its length), then the tokens left
+/// (`f64`) and the time they were counted (ms, `u64`), little-endian: 17
+/// bytes. Binary, not text: printing and parsing a float on every request
+/// cost more than the rest of the bucket. Any other value, or one that is
+/// not a finite number of tokens, counts as a full bucket.
 fn parse(v: &[u8]) -> Option<(f64, u64)> {
-    let (tokens, at) = v.split_first_chunk::<8>()?;
+    let (&TAG, rest) = v.split_first()? else { return None };
+    let (tokens, at) = rest.split_first_chunk::<8>()?;
     let at: &[u8; 8] = at.try_into().ok()?;
     let tokens = f64::from_le_bytes(*tokens);
     tokens.is_finite().then_some((tokens, u64::from_le_bytes(*at)))
 }
 
-fn encode(tokens: f64, at: u64) -> [u8; 16] {
-    let mut v = [0; 16];
-    v[..8].copy_from_slice(&tokens.to_le_bytes());
-    v[8..].copy_from_slice(&at.to_le_bytes());
+/// The first byte of a stored bucket.
+const TAG: u8 = 0;
+
+fn encode(tokens: f64, at: u64) -> [u8; 17] {
+    let mut v = [TAG; 17];
+    v[1..9].copy_from_slice(&tokens.to_le_bytes());
+    v[9..].copy_from_slice(&at.to_le_bytes());
     v
 }
 
@@ -168,7 +173,10 @@ mod tests {
     fn bucket_state_round_trips_and_anything_else_is_a_full_bucket() {
         assert_eq!(parse(&encode(2.5, 1_700_000_000_123)), Some((2.5, 1_700_000_000_123)));
         assert_eq!(parse(b"2.5:1700000000123"), None, "an older version's text");
+        assert_eq!(parse(b"19:1764780000000"), None, "old text of 16 bytes, the old binary length");
+        assert_eq!(parse(b"9:1764780000000.0"), None, "old text of 17 bytes");
         assert_eq!(parse(&encode(f64::NAN, 1)), None);
-        assert_eq!(parse(&[0; 15]), None);
+        assert_eq!(parse(&encode(f64::INFINITY, 1)), None);
+        assert_eq!(parse(&[0; 16]), None);
     }
 }
