@@ -263,6 +263,23 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_hit_keeps_the_time_rules_to_the_millisecond() {
+        let v = validator();
+        let mut cache = TokenCache::new(8);
+        // exp 2000 s, nbf 990 s, leeway 60 s: valid from 930,000 ms to 2,059,999 ms.
+        let token = sign(json!({"alg": "HS256"}), claims(json!({"nbf": 990})));
+        v.validate_cached(&mut cache, &token, NOW).expect("valid, and kept");
+        assert!(v.validate_cached(&mut cache, &token, 2_059_999).is_ok(), "the last millisecond");
+        assert_eq!(
+            v.validate_cached(&mut cache, &token, 929_999),
+            Err(Rejection::Invalid("token not yet valid")),
+            "the clock went back before nbf: refused from the cache too"
+        );
+        v.validate_cached(&mut cache, &token, NOW).expect("valid again");
+        assert_eq!(v.validate_cached(&mut cache, &token, 2_060_000), Err(Rejection::Invalid("token expired")));
+    }
+
+    #[test]
     fn the_cache_never_vouches_for_another_token() {
         let v = validator();
         let mut cache = TokenCache::new(8);
