@@ -629,12 +629,12 @@ def filters_report(runs, mems, vgs, startups, meta) -> list[str]:
         added = cpu - nf_cpu if cpu is not None and nf_cpu is not None and t != "wasp-nf" else None
         ratio = rps / nf_rps if rps and nf_rps else None
         ins, src = (vg_ins[t], "valgrind") if vg_ins[t] is not None else (perf_ins[t], "perf")
+        added_n = ins - nf_ins if ins is not None and nf_ins is not None and t != "wasp-nf" else None
+        added_ins = _fmt(added_n, "+,.0f")
         if ins is not None:
             ins_s = f"{ins:,.0f}" + (" (perf)" if src == "perf" else "")
-            added_ins = f"{ins - nf_ins:+,.0f}" if nf_ins is not None and t != "wasp-nf" else "—"
         else:
             ins_s = "n/a (" + ("; ".join(perf_notes) if perf_notes else "not measured") + "; see *Instructions* above)"
-            added_ins = "—"
         errs = sum(r["errors"] for r in tp)
         total = sum(r["requests"] for r in tp)
         non2xx = sum(r.get("non2xx", 0) for r in tp)
@@ -647,7 +647,6 @@ def filters_report(runs, mems, vgs, startups, meta) -> list[str]:
         L.append(f"| {route} | {desc} | {cpu_s} | {_fmt(added, '+.2f')}{' µs' if added is not None else ''} "
                  f"| {_fmt(_med([r['upstream_us_per_req'] for r in tp]), '.2f')} | {ins_s} | {added_ins} "
                  f"| {rps_s} | {_fmt(ratio, '.2f')}{'×' if ratio is not None else ''} | {resp} |")
-        added_n = ins - nf_ins if ins is not None and nf_ins is not None and t != "wasp-nf" else None
         summary[t] = (added, ratio, added_n)
 
     # memory
