@@ -568,7 +568,10 @@ def _mib(kb):
 
 FILTER_TARGETS = {
     "wasp-nf": ("`/nf/`", "no filter"),
-    "wasp-hr": ("`/hr/`", "header-rewrite (set a request header to `{request_id}`, add a response header)"),
+    "wasp-hr": ("`/hr/`", "header-rewrite (set a request header to `{request_id}`, add a response header): "
+                "standing edits, made by wasp with no call into the filter"),
+    "wasp-hrcall": ("`/hrcall/`", "header-rewrite, the same rules and a path prefix: the rules as on `/hr/`, "
+                    "plus one call into the filter per request"),
     "wasp-chain": ("`/chain/`", "auth (HS256 JWT) + rate-limit (kv, never limits) + header-rewrite"),
     "wasp-deny": ("`/deny/`", "auth rejecting a badly signed token: the filter answers 401, no upstream call"),
 }
@@ -701,6 +704,10 @@ def filters_report(runs, mems, vgs, startups, meta) -> list[str]:
                  f"{_verdict(None if hr[0] is None else hr[0] <= 3)}")
         L.append(f"- and ≤ 5k instructions per request: {_fmt(hr[2], '+,.0f')} — "
                  f"{_verdict(None if hr[2] is None else hr[2] <= 5000)}")
+    hrcall = summary.get("wasp-hrcall")
+    if hrcall:
+        L.append(f"- (for comparison, not a target) header-rewrite with a call into the filter adds "
+                 f"{_fmt(hrcall[0], '+.2f')} µs and {_fmt(hrcall[2], '+,.0f')} instructions per request")
     if chain:
         L.append(f"- auth + rate-limit + header-rewrite adds ≤ 10 µs CPU per request: {_fmt(chain[0], '+.2f')} µs — "
                  f"{_verdict(None if chain[0] is None else chain[0] <= 10)}")

@@ -86,7 +86,7 @@ case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin:/sbin ;; esac
 # The core targets; main appends pingora unless SKIP_PINGORA=1 or it could not be built.
 TARGETS=(direct wasp nginx)
 # Filter section: routes of one wasp process (by path prefix), all to the shared upstream.
-FTARGETS=(wasp-nf wasp-hr wasp-chain wasp-deny)
+FTARGETS=(wasp-nf wasp-hr wasp-hrcall wasp-chain wasp-deny)
 FILTER_MODULES=(header_rewrite rate_limit auth ext_authz)
 # HS256 secret of the auth filter (>= 32 bytes); the tokens are made from it by measure.py.
 JWT_SECRET=wasp-bench-hs256-secret-0123456789abcdef
@@ -362,6 +362,9 @@ vg_run() {
 # The typical header-rewrite config of the filter rows: one request header set
 # from a template, one response header added.
 HR_TYPICAL='{ request: { set: { x-trace: "{request_id}" } }, response: { add: { x-served-by: wasp } } }'
+# The same rules with a path prefix that changes nothing: wasp still makes the header rules (standing
+# edits), and the prefix costs one call into the filter per request (row wasp-hrcall).
+HR_CALL='{ request: { set: { x-trace: "{request_id}" } }, response: { add: { x-served-by: wasp } }, path_prefix: { from: /hrcall/, to: /hrcall/ } }'
 
 # filters_conf FILE PORT ADMINPORT [FILTER_INSTANCES]: the four routes of the filter section.
 filters_conf() {
@@ -378,12 +381,16 @@ filters_routes() {
     cat <<EOF
       - { name: nf, match: { prefix: /nf/ }, cluster: up }
       - { name: hr, match: { prefix: /hr/ }, cluster: up, filters: [hr] }
+      - { name: hrcall, match: { prefix: /hrcall/ }, cluster: up, filters: [hrcall] }
       - { name: chain, match: { prefix: /chain/ }, cluster: up, filters: [auth, rl, hr] }
       - { name: deny, match: { prefix: /deny/ }, cluster: up, filters: [auth] }
 filters:
   - name: hr
     module: $TMP/filters/header_rewrite.wasm
     config: $HR_TYPICAL
+  - name: hrcall
+    module: $TMP/filters/header_rewrite.wasm
+    config: $HR_CALL
   - name: auth
     module: $TMP/filters/auth.wasm
     config: { jwt: { keys: [ { alg: HS256, secret: "$JWT_SECRET" } ] } }
@@ -470,7 +477,7 @@ wasp_log_notes() {
 
 filters_section() {
     local t rep i u
-    log "filters: one wasp process, routes /nf/ /hr/ /chain/ /deny/ (port $FWPX)"
+    log "filters: one wasp process, routes /nf/ /hr/ /hrcall/ /chain/ /deny/ (port $FWPX)"
     spawn wasp-filters env WASP_LOG_FORMAT=json taskset -c $SRV_CPU "$WASP_BIN" run --config "$TMP/wasp-filters.yaml"
     FWASP_PID=$LAST_PID
     "${MEASURE[@]}" wait-log "$TMP/wasp-filters.err" "wasp started" 60 --pid "$FWASP_PID" \
@@ -484,6 +491,8 @@ filters_section() {
     u=http://127.0.0.1:$FWPX
     "${MEASURE[@]}" check "$u/nf/" --header "$(fauth wasp-nf)" || die "check of /nf/ failed"
     "${MEASURE[@]}" check "$u/hr/" --header "$(fauth wasp-hr)" --expect-header x-served-by || die "check of /hr/ failed"
+    "${MEASURE[@]}" check "$u/hrcall/" --header "$(fauth wasp-hrcall)" --expect-header x-served-by \
+        || die "check of /hrcall/ failed"
     "${MEASURE[@]}" check "$u/chain/" --header "$(fauth wasp-chain)" --expect-header x-served-by \
         --expect-header ratelimit-limit || die "check of /chain/ with a token failed"
     "${MEASURE[@]}" check "$u/chain/" --status 401 || die "check of /chain/ without a token failed (expected 401)"

@@ -38,6 +38,7 @@ mod connection;
 mod message;
 mod registration;
 mod reply;
+mod standing;
 
 pub mod host;
 
@@ -45,6 +46,7 @@ pub use connection::{Connection, ConnectionDecision};
 pub use message::{BodyMode, Request, Response};
 pub use registration::{Facts, Phases, Registration};
 pub use reply::{Decision, Reply};
+pub use standing::{Fact, StandingEdit, Template};
 
 #[doc(hidden)]
 pub use bindings::wasp::filter::types::{

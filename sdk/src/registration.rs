@@ -1,8 +1,10 @@
 //! What a filter asks of wasp at load ([`crate::Filter::registration`]):
-//! the phases it implements, the facts and the headers its phases read.
-//! wasp passes exactly that with each call, and calls nothing else.
+//! the phases it implements, the facts and the headers its phases read,
+//! and the standing edits wasp makes for it with no call. wasp passes
+//! exactly that with each call, and calls nothing else.
 
 use crate::bindings::wasp::filter::types as wit;
+use crate::standing::StandingEdit;
 
 /// The phases a filter implements: `Phases::REQUEST_HEADERS`,
 /// `REQUEST_BODY`, `RESPONSE_HEADERS`, `RESPONSE_BODY` (combine with `|`).
@@ -42,6 +44,8 @@ pub struct Registration {
     facts: Facts,
     request_headers: Headers,
     response_headers: Headers,
+    request_edits: Vec<StandingEdit>,
+    response_edits: Vec<StandingEdit>,
 }
 
 impl Default for Registration {
@@ -58,6 +62,8 @@ impl Registration {
             facts: Facts::empty(),
             request_headers: Headers::None,
             response_headers: Headers::None,
+            request_edits: Vec::new(),
+            response_edits: Vec::new(),
         }
     }
 
@@ -69,6 +75,8 @@ impl Registration {
             facts: Facts::all(),
             request_headers: Headers::All,
             response_headers: Headers::All,
+            request_edits: Vec::new(),
+            response_edits: Vec::new(),
         }
     }
 
@@ -108,6 +116,25 @@ impl Registration {
         self
     }
 
+    /// A header edit wasp makes on every request when this filter's turn
+    /// comes, before its request-headers phase (if it has one), with no
+    /// call: a filter whose work is all standing edits registers no phase
+    /// and costs what a native header edit costs. Edits are made in the
+    /// order registered; their templates read the request as it reached
+    /// the filter.
+    pub fn request_edit(mut self, edit: StandingEdit) -> Self {
+        self.request_edits.push(edit);
+        self
+    }
+
+    /// A header edit wasp makes on every response, where this filter's
+    /// response phase would run (before it, if it has one). Its template
+    /// is filled in from the request, when the request edits are.
+    pub fn response_edit(mut self, edit: StandingEdit) -> Self {
+        self.response_edits.push(edit);
+        self
+    }
+
     #[doc(hidden)]
     pub fn into_wit(self) -> wit::Registration {
         VIEWS.with(|v| {
@@ -123,6 +150,8 @@ impl Registration {
             facts: self.facts,
             request_headers: set(self.request_headers),
             response_headers: set(self.response_headers),
+            request_edits: self.request_edits.into_iter().map(StandingEdit::into_wit).collect(),
+            response_edits: self.response_edits.into_iter().map(StandingEdit::into_wit).collect(),
         }
     }
 }

@@ -2,8 +2,9 @@
 //! `wasp:filter@0.1.0` (binaries kept in tests/filters/abi-0.1) keep
 //! working unchanged beside 0.2 ones; a hostile 0.2 filter
 //! (tests/filters/raw-edits, no SDK checks) cannot get an invalid edit
-//! applied, and never has an unregistered phase called; and a filter with
-//! no response phase does not hold an instance for the upstream round trip.
+//! applied, never has an unregistered phase called, and cannot register
+//! standing edits wasp would not make itself; and a filter with no
+//! response phase does not hold an instance for the upstream round trip.
 
 use crate::filters_header_rewrite::rewrites_through;
 use crate::support::client::{self, get, send};
@@ -199,7 +200,9 @@ async fn an_invalid_0_2_outcome_is_refused_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_is_not_held_for_the_upstream_round_trip_without_a_response_phase() {
     let upstream = Upstream::start("app").await;
-    let config = r#"config: { request: { set: { x-id: "{request_id}" } }, response: { add: { x-seen: "1" } } }"#;
+    // The path prefix gives header-rewrite a request phase (its header rules
+    // alone are standing edits, which take no instance at all).
+    let config = r#"config: { request: { set: { x-id: "{request_id}" } }, response: { add: { x-seen: "1" } }, path_prefix: { from: /delay, to: /delay } }"#;
     for (module, expect_all_ok) in [(wasm("header-rewrite"), true), (abi_0_1("header_rewrite"), false)] {
         let yaml = one_filter(&upstream, &module, "filter_instances: 2", config);
         let proxy = TestProxy::new(yaml).start();
@@ -220,5 +223,60 @@ async fn an_instance_is_not_held_for_the_upstream_round_trip_without_a_response_
         }
         let all_ok = statuses.iter().all(|&s| s == 200);
         assert_eq!(all_ok, expect_all_ok, "{}: {statuses:?}", module.display());
+    }
+}
+
+/// Standing edits are wasp's: made before the filter's request phase, from
+/// the request as it reached the filter, and still made when that phase
+/// fails (fail-open).
+#[tokio::test]
+async fn standing_edits_are_made_by_wasp_around_the_filter_phase() {
+    let upstream = Upstream::start("app").await;
+    let proxy =
+        TestProxy::new(one_filter(&upstream, &wasm("test-raw-edits"), "", "config: standing\n    on_error: fail-open"))
+            .start();
+    let req = |path: &str| {
+        Request::builder()
+            .uri(proxy.url("ingress", path))
+            .header("x-probe", "p")
+            .header("x-drop", "secret")
+            .header("x-request-id", "rid-9")
+            .body(client::empty())
+            .expect("request")
+    };
+    for path in ["/ok", "/v/framing"] {
+        let reply = send(&client::h1(), req(path)).await.expect("send");
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.header("x-standing-response"), Some("id=rid-9"), "{path}");
+        let echo = reply.json();
+        let h = &echo["headers"];
+        assert_eq!(h["x-standing"], format!("api:{path}"), "{path}: filled in before the phase ran");
+        assert!(h.get("x-drop").is_none(), "{path}: {h}");
+        if path == "/ok" {
+            assert_eq!(echo["path"], "/rewritten?q=1", "then the phase's own edits");
+            assert_eq!(reply.header("x-raw-response"), Some("1"));
+        } else {
+            assert!(h.get("x-marker").is_none(), "the failed phase's edits are not: {h}");
+        }
+    }
+}
+
+/// A filter cannot register a standing edit wasp would refuse in a phase's
+/// outcome: the load fails, naming the edit and the reason.
+#[tokio::test]
+async fn a_standing_edit_wasp_would_refuse_fails_the_load() {
+    let upstream = Upstream::start("app").await;
+    let cases = [
+        ("standing-framing", "request-edits[0]: header \"content-length\" is managed by wasp"),
+        ("standing-crlf", "request-edits[0]: invalid text \"a\\r\\nx-injected: 1\" in the value of x-v"),
+        ("standing-bad-name", "request-edits[0]: invalid header name \"bad name\""),
+        ("standing-second-host", "request-edits[0]: a request has one host"),
+        ("standing-response-hop-by-hop", "response-edits[0]: header \"transfer-encoding\" is managed by wasp"),
+    ];
+    for (config, message) in cases {
+        let yaml = one_filter(&upstream, &wasm("test-raw-edits"), "", &format!("config: {config}"));
+        for stderr in crate::support::refused(&yaml) {
+            assert!(stderr.contains(&format!("invalid registration: {message}")), "{config}: {stderr}");
+        }
     }
 }

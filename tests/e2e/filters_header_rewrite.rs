@@ -73,6 +73,66 @@ filters:
     (upstream, proxy)
 }
 
+/// Header rules alone are standing edits: wasp makes them and never calls
+/// the filter, so one instance serves any number of concurrent requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_rules_alone_are_made_by_wasp_without_calling_the_filter() {
+    let upstream = Upstream::start("app").await;
+    let yaml = format!(
+        r#"admin: {{ address: 127.0.0.1:0 }}
+filter_instances: 1
+listeners:
+  - name: ingress
+    address: 127.0.0.1:0
+    trusted_hops: 1 # the test client's x-request-id is kept
+    routes:
+      - {{ name: api, cluster: app, filters: [rewrite] }}
+clusters:
+  - {{ name: app, endpoints: ["{}"] }}
+filters:
+  - name: rewrite
+    module: {}
+    config:
+      request:
+        set: {{ x-trace: "{{request_id}}", x-where: "{{method}} {{host}}{{path}}" }}
+        remove: [x-secret]
+      response:
+        set: {{ x-echo-id: "{{request_id}}" }}
+"#,
+        upstream.addr,
+        wasm("header-rewrite").display()
+    );
+    let proxy = TestProxy::new(yaml).start();
+    upstream.set_delay(std::time::Duration::from_millis(200));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let url = proxy.url("ingress", &format!("/items?i={i}"));
+        tasks.push(tokio::spawn(async move {
+            let id = format!("req-{i}");
+            let req = Request::builder()
+                .uri(url)
+                .header("x-request-id", &id)
+                .header("x-secret", "s")
+                .body(client::empty())
+                .expect("request");
+            (i, id, send(&client::h1(), req).await.expect("send"))
+        }));
+    }
+    for t in tasks {
+        let (i, id, reply) = t.await.expect("join");
+        assert_eq!(reply.status, 200, "one instance, eight requests in flight at once");
+        assert_eq!(reply.header("x-echo-id"), Some(id.as_str()));
+        let echo = reply.json();
+        let h = &echo["headers"];
+        assert_eq!(h["x-trace"], id.as_str());
+        let host = h["host"].as_str().expect("host");
+        assert_eq!(h["x-where"], format!("GET {host}/items?i={i}"));
+        assert!(h.get("x-secret").is_none(), "{h}");
+    }
+    let m = metrics(&proxy).await;
+    assert!(m.contains("wasp_filter_duration_seconds_count{filter=\"rewrite\",phase=\"request_headers\"} 0"), "{m}");
+}
+
 #[tokio::test]
 async fn a_config_the_filter_rejects_fails_the_load_with_its_message() {
     let config = |rules: &str| {

@@ -11,11 +11,14 @@
 //! request (0.2 filters that registered no response phase: after the
 //! request phases), and phases a 0.2 filter did not register are skipped.
 //! Response edits a request phase returned are applied where that filter's
-//! response phase runs.
+//! response phase runs. A 0.2 filter's standing edits (registered at
+//! `init`, see [`super::standing`]) are made by wasp when its turn comes,
+//! before its request phase, and stay made whatever that phase does; its
+//! standing response edits too, unless the chain stops at this filter.
 
 use super::lease::{Lease, Phase};
 use super::loaded::{Failure, LoadedFilter};
-use super::message::{BodyMode, Chunk, Decision, Edit, Facts, Head, MessageState, Reply, header_map};
+use super::message::{BodyMode, Chunk, Decision, Edit, Facts, Head, MessageState, Reply, edit_response, header_map};
 use super::registry::Versioned;
 use crate::config::model::FailurePolicy;
 use crate::error::Kind;
@@ -109,37 +112,46 @@ impl Chain {
             for versioned in &self.filters {
                 let f = &versioned.current();
                 generations.push((f.name.clone(), f.generation));
-                if !f.has(Phase::RequestHeaders) && f.releases_early() {
-                    continue; // a 0.2 filter with no phase for requests
-                }
-                let mut lease = match f.lease() {
-                    Ok(l) => l,
-                    Err(failure) => match judge(f, Err(failure)) {
-                        Step::Next => continue,
-                        Step::Stop(verdict) => break 'chain verdict,
-                    },
-                };
                 let mut slot = Slot {
                     filter: f.clone(),
                     lease: None,
                     request_body: None,
                     response_body: None,
-                    response_edits: Vec::new(),
+                    response_edits: standing_edits(f, parts, &facts),
+                };
+                if !f.has(Phase::RequestHeaders) && f.releases_early() {
+                    slot.keep_edits(&mut slots); // a 0.2 filter with no phase for requests
+                    continue;
+                }
+                let mut lease = match f.lease() {
+                    Ok(l) => l,
+                    Err(failure) => match judge(f, Err(failure)) {
+                        Step::Next => {
+                            slot.keep_edits(&mut slots);
+                            continue;
+                        }
+                        Step::Stop(verdict) => break 'chain verdict,
+                    },
                 };
                 if f.has(Phase::RequestHeaders) {
                     let msg = MessageState::head(Head::Request(take_request(parts)), &facts);
                     let (mut msg, outcome) = call_and_wait(&mut lease, Phase::RequestHeaders, msg).await;
-                    slot.request_body = msg.wants;
-                    slot.response_edits = std::mem::take(&mut msg.response_edits);
                     if let Head::Request(p) = msg.head {
                         *parts = p;
                     }
                     let continued = matches!(outcome, Ok(Decision::Continue));
                     match judge(f, outcome) {
                         Step::Next if continued => {}
-                        Step::Next => continue, // fail-open: skipped, and so are its later phases
+                        Step::Next => {
+                            // fail-open: skipped, and so are its later phases; its
+                            // standing edits are wasp's and still made
+                            slot.keep_edits(&mut slots);
+                            continue;
+                        }
                         Step::Stop(verdict) => break 'chain verdict,
                     }
+                    slot.request_body = msg.wants;
+                    slot.response_edits.append(&mut msg.response_edits);
                 }
                 slot.lease = Some(lease);
                 slot.release_if_done();
@@ -205,8 +217,12 @@ impl Run {
         let mut state = self.lock();
         for slot in state.slots.iter_mut().rev() {
             let phase = slot.lease.is_some() && slot.filter.has(Phase::ResponseHeaders);
-            if !phase && slot.response_edits.is_empty() {
-                // Nothing to run or apply: the head is not moved in and out.
+            if !phase {
+                // Only edits to make (response edits fit any response head):
+                // the head is not moved in and out.
+                for edit in slot.response_edits.drain(..) {
+                    edit_response(parts, edit);
+                }
                 if slot.response_body.is_none() {
                     slot.lease = None;
                 }
@@ -299,6 +315,14 @@ impl Slot {
         }
     }
 
+    /// Keeps a slot whose filter is skipped (or has no phase) for its
+    /// response edits alone, if it has any.
+    fn keep_edits(self, slots: &mut Vec<Slot>) {
+        if !self.response_edits.is_empty() {
+            slots.push(Slot { lease: None, request_body: None, response_body: None, ..self });
+        }
+    }
+
     /// Gives the instance back once the filter has no phase left for this
     /// request: no body it asked to see, and no response phase.
     fn release_if_done(&mut self) {
@@ -335,6 +359,15 @@ fn body_phases<'a>(
         }
     }
     (msg, None)
+}
+
+/// Makes `f`'s standing request edits on `parts` and returns its standing
+/// response edits, filled in from the request as it reached `f`.
+fn standing_edits(f: &LoadedFilter, parts: &mut http::request::Parts, facts: &Facts) -> Vec<Edit> {
+    if f.standing().is_empty() {
+        return Vec::new();
+    }
+    f.standing().apply(parts, facts, &f.name)
 }
 
 /// Calls a request phase; while it answers `wait`, sends the calls it

@@ -172,6 +172,12 @@ impl LoadedFilter {
         self.registration.has(phase)
     }
 
+    /// The header edits wasp makes for it on every request and response,
+    /// with no call (0.2 `request-edits` and `response-edits`).
+    pub fn standing(&self) -> &super::standing::Standing {
+        &self.registration.standing
+    }
+
     /// Whether a request's instance goes back to the pool as soon as its
     /// request phases are done: the filter registered no response phase.
     pub fn releases_early(&self) -> bool {

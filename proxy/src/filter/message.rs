@@ -94,7 +94,7 @@ impl MessageState {
     /// Path and query of a request head.
     pub fn path(&self) -> Option<&str> {
         match &self.head {
-            Head::Request(p) => Some(p.uri.path_and_query().map_or("/", |pq| pq.as_str())),
+            Head::Request(p) => Some(request_path(p)),
             _ => None,
         }
     }
@@ -102,7 +102,7 @@ impl MessageState {
     /// The host a request head is for: the URI's authority, else `Host`.
     pub fn authority(&self) -> Option<&str> {
         let Head::Request(p) = &self.head else { return None };
-        p.uri.authority().map(Authority::as_str).or_else(|| p.headers.get(http::header::HOST)?.to_str().ok())
+        request_authority(p)
     }
 
     /// Whether `edit` fits this message: request edits on a request,
@@ -167,30 +167,9 @@ impl MessageState {
                     p.status = s;
                 }
             }
-            Edit::SetHeader(n, v) => {
+            e @ (Edit::SetHeader(..) | Edit::AppendHeader(..) | Edit::RemoveHeader(_) | Edit::RenameHeader(..)) => {
                 if let Some(h) = self.headers_mut() {
-                    h.insert(n, v);
-                }
-            }
-            Edit::AppendHeader(n, v) => {
-                if let Some(h) = self.headers_mut() {
-                    h.append(n, v);
-                }
-            }
-            Edit::RemoveHeader(n) => {
-                if let Some(h) = self.headers_mut() {
-                    h.remove(n);
-                }
-            }
-            Edit::RenameHeader(from, to) => {
-                if let Some(h) = self.headers_mut()
-                    && h.contains_key(&from)
-                {
-                    let values: Vec<HeaderValue> = h.get_all(&from).iter().cloned().collect();
-                    h.remove(&from);
-                    for v in values {
-                        h.append(&to, v);
-                    }
+                    edit_headers(h, e);
                 }
             }
             Edit::Body(data) => self.body.data = data,
@@ -198,6 +177,52 @@ impl MessageState {
                 self.body.trailers.get_or_insert_with(HeaderMap::new).insert(n, v);
             }
         }
+    }
+}
+
+/// Path and query of a request.
+pub fn request_path(p: &http::request::Parts) -> &str {
+    p.uri.path_and_query().map_or("/", |pq| pq.as_str())
+}
+
+/// The host a request is for: the URI's authority, else `Host`.
+pub fn request_authority(p: &http::request::Parts) -> Option<&str> {
+    p.uri.authority().map(Authority::as_str).or_else(|| p.headers.get(http::header::HOST)?.to_str().ok())
+}
+
+/// Applies a header edit (set, append, remove, rename) to `h`; other
+/// edits are not header edits and change nothing.
+pub fn edit_headers(h: &mut HeaderMap, edit: Edit) {
+    match edit {
+        Edit::SetHeader(n, v) => {
+            h.insert(n, v);
+        }
+        Edit::AppendHeader(n, v) => {
+            h.append(n, v);
+        }
+        Edit::RemoveHeader(n) => {
+            h.remove(n);
+        }
+        Edit::RenameHeader(from, to) if h.contains_key(&from) => {
+            let values: Vec<HeaderValue> = h.get_all(&from).iter().cloned().collect();
+            h.remove(&from);
+            for v in values {
+                h.append(&to, v);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Applies a response edit kept from a request phase (header edits and
+/// `set-status`, which always fit a response head) without a phase call.
+pub fn edit_response(p: &mut http::response::Parts, edit: Edit) {
+    match edit {
+        Edit::Status(s) => p.status = s,
+        Edit::Authority(_, v) => {
+            p.headers.insert(http::header::HOST, v);
+        }
+        e => edit_headers(&mut p.headers, e),
     }
 }
 
@@ -323,7 +348,7 @@ fn parse_authority(authority: &str) -> Result<Authority, Refused> {
 
 /// Makes `authority` the request's one host: `Host`, and the URI's
 /// authority where it has one, so that what the upstream gets agrees.
-fn set_host(p: &mut http::request::Parts, authority: Authority, value: HeaderValue) {
+pub fn set_host(p: &mut http::request::Parts, authority: Authority, value: HeaderValue) {
     if p.uri.authority().is_some() {
         let mut parts = std::mem::take(&mut p.uri).into_parts();
         parts.authority = Some(authority);
@@ -332,7 +357,7 @@ fn set_host(p: &mut http::request::Parts, authority: Authority, value: HeaderVal
     p.headers.insert(http::header::HOST, value);
 }
 
-fn header_name(name: &str) -> Result<HeaderName, Refused> {
+pub(super) fn header_name(name: &str) -> Result<HeaderName, Refused> {
     let n = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| Refused::Invalid(format!("invalid header name {name:?}")))?;
     if is_framing(&n) {

@@ -9,7 +9,9 @@
 //! each filter's serving version and swaps in a new one when its module
 //! file changes (see `crate::watch`); [`message`] is the request or
 //! response a phase works on and the edits a filter may make to it;
-//! [`v02`] serves the batched `wasp:filter@0.2.0` ABI and [`v01`] the
+//! [`v02`] serves the batched `wasp:filter@0.2.0` ABI (and [`standing`]
+//! the header edits a 0.2 filter registers for wasp to make without a
+//! call) and [`v01`] the
 //! earlier `0.1.0` one, over the imports [`host`] implements once, and
 //! [`call`] the outbound HTTP calls;
 //! [`chain`] runs a route's filters around the upstream call, and [`body`]
@@ -29,6 +31,7 @@ pub mod loaded;
 pub mod message;
 pub mod registry;
 pub mod runtime;
+pub mod standing;
 pub mod v01;
 pub mod v02;
 

@@ -8,6 +8,7 @@
 use super::host::HostState;
 use super::lease::Phase;
 use super::message::{BodyMode, Chunk, Decision, Edit, Head, MessageState, Refused, Reply};
+use super::standing::Standing;
 use http::HeaderName;
 
 wasmtime::component::bindgen!({
@@ -35,6 +36,8 @@ pub struct Registration {
     facts: types::Facts,
     request_headers: HeaderSet,
     response_headers: HeaderSet,
+    /// The header edits wasp makes for it on every request and response.
+    pub standing: Standing,
 }
 
 impl Registration {
@@ -45,6 +48,7 @@ impl Registration {
             facts: types::Facts::all(),
             request_headers: HeaderSet::All,
             response_headers: HeaderSet::All,
+            standing: Standing::default(),
         }
     }
 
@@ -67,6 +71,7 @@ impl Registration {
             facts: r.facts,
             request_headers: set(r.request_headers, "request")?,
             response_headers: set(r.response_headers, "response")?,
+            standing: Standing::check(r.request_edits, r.response_edits)?,
         })
     }
 

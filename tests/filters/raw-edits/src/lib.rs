@@ -6,13 +6,17 @@
 //! with what the call received (only the registered `x-probe` header and
 //! `path` fact). It registers only the request headers phase: the other
 //! phases panic, so calling one would show as a trap.
+//!
+//! Its config (a JSON string) adds standing edits to its registration:
+//! `"standing"` valid ones, `"standing-<vector>"` one that wasp must
+//! refuse at load.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "http-filter" });
 
 use exports::wasp::filter::handler::Guest;
 use wasp::filter::types::{
-    BodyMode, CallResponse, Decision, Edit, Facts, Header, HeaderSet, LocalReply, Outcome, Phases, Registration,
-    Rename, Request, Response,
+    BodyMode, CallResponse, Decision, Edit, Fact, Facts, Header, HeaderSet, HeaderTemplate, LocalReply, Outcome,
+    Part, Phases, Registration, Rename, Request, Response, StandingEdit,
 };
 
 struct Raw;
@@ -26,12 +30,35 @@ fn outcome(edits: Vec<Edit>, response_edits: Vec<Edit>) -> Outcome {
 }
 
 impl Guest for Raw {
-    fn init(_config: String) -> Result<Registration, String> {
+    fn init(config: String) -> Result<Registration, String> {
+        let text = |t: &str| Part::Text(t.into());
+        let set = |name: &str, value: Vec<Part>| StandingEdit::SetHeader(HeaderTemplate { name: name.into(), value });
+        let (request_edits, response_edits) = match config.trim_matches('"') {
+            "" | "null" | "{}" => (vec![], vec![]),
+            "standing" => (
+                vec![
+                    set("x-standing", vec![Part::Fact(Fact::Route), text(":"), Part::Fact(Fact::Path)]),
+                    StandingEdit::RemoveHeader("x-drop".into()),
+                ],
+                vec![set("x-standing-response", vec![text("id="), Part::Fact(Fact::RequestId)])],
+            ),
+            "standing-framing" => (vec![set("content-length", vec![text("0")])], vec![]),
+            "standing-crlf" => (vec![set("x-v", vec![text("a\r\nx-injected: 1")])], vec![]),
+            "standing-bad-name" => (vec![set("bad name", vec![text("1")])], vec![]),
+            "standing-second-host" => (
+                vec![StandingEdit::AppendHeader(HeaderTemplate { name: "host".into(), value: vec![text("evil.example")] })],
+                vec![],
+            ),
+            "standing-response-hop-by-hop" => (vec![], vec![StandingEdit::RemoveHeader("transfer-encoding".into())]),
+            other => return Err(format!("unknown config {other:?}")),
+        };
         Ok(Registration {
             phases: Phases::REQUEST_HEADERS,
             facts: Facts::PATH,
             request_headers: HeaderSet::Names(vec!["x-probe".into()]),
             response_headers: HeaderSet::None,
+            request_edits,
+            response_edits,
         })
     }
 
