@@ -136,6 +136,17 @@ async fn a_component_for_another_wit_version_is_refused_naming_both() {
     }
 }
 
+/// A component built against a pre-release text of 0.2.0 (whose
+/// `registration` had no standing edits) names 0.2.0 but does not fit it.
+#[tokio::test]
+async fn a_component_for_a_pre_release_0_2_text_is_refused_asking_for_a_rebuild() {
+    for stderr in refused(&one_filter("test-draft-0-2")) {
+        assert!(stderr.contains("filters[0].module: cannot instantiate: "), "{stderr}");
+        assert!(stderr.contains("expected record of 6 fields, found 4 fields"), "{stderr}");
+        assert!(stderr.contains("rebuild it with this wasp's wasp-sdk"), "{stderr}");
+    }
+}
+
 #[tokio::test]
 async fn a_filter_that_traps_in_init_is_refused_at_load() {
     for stderr in refused(&one_filter("test-init-trap")) {

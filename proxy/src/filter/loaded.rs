@@ -293,7 +293,13 @@ impl LoadedFilter {
                 Exports::V01(handler, connection)
             }
             Abi::V02(handler, connection) => {
-                let handler = handler.load(&mut store, &instance).map_err(load)?;
+                // The version matched at load; types that do not are an older text of it.
+                let handler = handler.load(&mut store, &instance).map_err(|e| {
+                    InitError::Instantiate(format!(
+                        "{}: the component's exports do not match wasp:filter@{WIT_VERSION} as this wasp                          serves it (a build against a pre-release 0.2.0, before `registration` gained                          standing edits?); rebuild it with this wasp's wasp-sdk",
+                        root_cause(&e)
+                    ))
+                })?;
                 let connection =
                     connection.as_ref().map(|c| c.load(&mut store, &instance)).transpose().map_err(load)?;
                 let registration =
