@@ -33,6 +33,9 @@ pub struct ConnState {
     pub destination: Option<SocketAddr>,
     /// The client's IP as a header value, for `x-forwarded-for` (formatted once per connection).
     pub peer_header: HeaderValue,
+    /// The client's `ip:port` as text, for filters: formatted on first use,
+    /// once per connection (formatting an address costs ~1.6k instructions).
+    peer_text: std::sync::OnceLock<Arc<str>>,
     /// The listener that accepted it: an upgraded connection's tunnel is
     /// held by it (see [`Serving::hold`]).
     pub accepted_by: Arc<Serving>,
@@ -71,6 +74,7 @@ impl ConnState {
             peer,
             destination,
             peer_header,
+            peer_text: std::sync::OnceLock::new(),
             accepted_by,
             slot,
             in_flight,
@@ -82,6 +86,11 @@ impl ConnState {
             waiting: Streams::new(max_streams as usize),
             tls,
         }
+    }
+
+    /// The client's `ip:port`, formatted once per connection.
+    pub fn peer_text(&self) -> Arc<str> {
+        self.peer_text.get_or_init(|| self.peer.to_string().into()).clone()
     }
 
     /// The client's verified certificate identity (mTLS).

@@ -108,7 +108,7 @@ async fn proxy(
     let mut run = None;
     if let Some(chain) = &route.chain {
         let identity = conn.identity().cloned();
-        let facts = Facts { request_id, peer: conn.peer, route: route.name.clone(), identity };
+        let facts = Facts { request_id, peer: conn.peer_text(), route: route.name.clone(), identity };
         let (verdict, r) = chain.on_request(&mut parts, facts, &mut exchange.generations).await;
         if let Some(reply) = settle(verdict, exchange)? {
             return reply_through(&r, reply, exchange);

@@ -8,7 +8,6 @@
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The head a phase works on, moved (not copied) in for the call.
@@ -46,8 +45,8 @@ pub struct Chunk {
 pub struct Facts {
     /// `x-request-id`.
     pub request_id: HeaderValue,
-    /// Client address.
-    pub peer: SocketAddr,
+    /// Client address, `ip:port`.
+    pub peer: Arc<str>,
     /// Route name.
     pub route: Arc<str>,
     /// The client's verified certificate identity (mTLS), if any.
@@ -437,7 +436,7 @@ mod tests {
     fn facts() -> Facts {
         Facts {
             request_id: HeaderValue::from_static("rid"),
-            peer: "127.0.0.1:1".parse().expect("addr"),
+            peer: "127.0.0.1:1".into(),
             route: "r".into(),
             identity: None,
         }
