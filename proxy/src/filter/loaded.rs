@@ -296,7 +296,7 @@ impl LoadedFilter {
                 // The version matched at load; types that do not are an older text of it.
                 let handler = handler.load(&mut store, &instance).map_err(|e| {
                     InitError::Instantiate(format!(
-                        "{}: the component's exports do not match wasp:filter@{WIT_VERSION} as this wasp                          serves it (a build against a pre-release 0.2.0, before `registration` gained                          standing edits?); rebuild it with this wasp's wasp-sdk",
+                        "{}: the component's exports do not match wasp:filter@{WIT_VERSION} as this wasp serves it (a build against a pre-release 0.2.0, before `registration` gained standing edits?); rebuild it with this wasp's wasp-sdk",
                         root_cause(&e)
                     ))
                 })?;

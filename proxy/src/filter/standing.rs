@@ -63,6 +63,17 @@ impl Standing {
     /// (framing, hop-by-hop), no second host on a request, text that a
     /// header value may hold.
     pub fn check(request: Vec<types::StandingEdit>, response: Vec<types::StandingEdit>) -> Result<Self, String> {
+        // Bounded: a header map holds at most 32,768 names, and every
+        // value is filled in per request, outside the guest's limits.
+        for (side, edits) in [("request", &request), ("response", &response)] {
+            if edits.len() > MAX_EDITS {
+                return Err(format!("{side}-edits: {} edits, more than {MAX_EDITS}", edits.len()));
+            }
+            let text: usize = edits.iter().map(text_len).sum();
+            if text > MAX_TEXT {
+                return Err(format!("{side}-edits: {text} bytes of names and text, more than {MAX_TEXT}"));
+            }
+        }
         let ops = |edits: Vec<types::StandingEdit>, side: &str| {
             edits
                 .into_iter()
@@ -103,6 +114,22 @@ fn make(req: &mut http::request::Parts, e: Edit) {
     match e {
         Edit::Authority(a, v) => set_host(req, a, v),
         e => edit_headers(&mut req.headers, e),
+    }
+}
+
+/// Standing edits per side, at most.
+const MAX_EDITS: usize = 64;
+/// Bytes of names and template text per side, at most.
+const MAX_TEXT: usize = 16 * 1024;
+
+fn text_len(e: &types::StandingEdit) -> usize {
+    use types::StandingEdit as S;
+    let parts =
+        |v: &[types::Part]| v.iter().map(|p| if let types::Part::Text(t) = p { t.len() } else { 0 }).sum::<usize>();
+    match e {
+        S::SetHeader(h) | S::AppendHeader(h) => h.name.len() + parts(&h.value),
+        S::RemoveHeader(n) => n.len(),
+        S::RenameHeader(r) => r.from.len() + r.to.len(),
     }
 }
 
@@ -357,6 +384,10 @@ mod tests {
         for (got, want) in cases {
             assert!(got.starts_with(want), "{got:?} should start with {want:?}");
         }
+        let many: Vec<S> = (0..65).map(|i| set(&format!("x-{i}"), vec![text("1")])).collect();
+        assert!(refused(many, vec![]).starts_with("request-edits: 65 edits, more than 64"));
+        let huge = vec![set("x-big", vec![text(&"a".repeat(20_000))])];
+        assert!(refused(vec![], huge).starts_with("response-edits: 20005 bytes of names and text, more than 16384"));
         // On a response, `host` is a header like any other.
         Standing::check(vec![], vec![S::AppendHeader(HeaderTemplate { name: "host".into(), value: vec![] })])
             .expect("a response's host header");
