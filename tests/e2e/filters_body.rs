@@ -172,3 +172,46 @@ async fn request_trailers_survive_a_buffering_filter() {
         assert_eq!(seen["trailers"]["x-checksum"], "def", "{protocol}, from HTTP/1.1: {seen}");
     }
 }
+
+#[tokio::test]
+async fn a_reply_from_a_request_body_phase_goes_through_the_filters_before_it_only() {
+    // before (response header by a standing edit) → body (asks for a response
+    // header, then answers 403 from its body phase) → after (response header).
+    let upstream = Upstream::start("app").await;
+    let rewrite = wasm("header-rewrite");
+    for mode in ["buffer", "stream"] {
+        let yaml = format!(
+            r#"admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: ingress
+    address: 127.0.0.1:0
+    routes:
+      - {{ name: r, cluster: app, filters: [before, body, after] }}
+clusters:
+  - {{ name: app, endpoints: ["{}"], protocol: http1 }}
+filters:
+  - {{ name: before, module: {rw}, config: {{ response: {{ set: {{ x-before: "1" }} }} }} }}
+  - {{ name: body, module: {body}, config: {{ request: {mode}, deny: forbidden, mark: true }} }}
+  - {{ name: after, module: {rw}, config: {{ response: {{ set: {{ x-after: "1" }} }} }} }}
+"#,
+            upstream.addr,
+            rw = rewrite.display(),
+            body = wasm("test-body").display(),
+        );
+        let proxy = TestProxy::new(yaml).start();
+        let passed =
+            send(&client::h1(), post(proxy.url("ingress", "/echo"), client::full("fine"))).await.expect("send");
+        assert_eq!(passed.status, 200, "{mode}");
+        for h in ["x-before", "x-body-filter", "x-after"] {
+            assert!(passed.header(h).is_some(), "{mode}: an upstream answer gets {h}");
+        }
+        let denied = send(&client::h1(), post(proxy.url("ingress", "/echo"), client::full("a forbidden word")))
+            .await
+            .expect("send");
+        assert_eq!(denied.status, 403, "{mode}");
+        assert_eq!(denied.body, "body mentions forbidden\n", "{mode}");
+        assert_eq!(denied.header("x-before"), Some("1"), "{mode}: the filter before the replying one edits its reply");
+        assert_eq!(denied.header("x-body-filter"), None, "{mode}: a filter's response edits skip its own reply");
+        assert_eq!(denied.header("x-after"), None, "{mode}: the filters after the replying one do not see its reply");
+    }
+}

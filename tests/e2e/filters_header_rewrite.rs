@@ -149,6 +149,8 @@ async fn a_config_the_filter_rejects_fails_the_load_with_its_message() {
             "{ response: { set: { Content-Length: \"3\" } } }",
             "response.set: \"Content-Length\" is a framing or hop-by-hop header; wasp manages it",
         ),
+        ("{ request: { add: { Host: a.example } } }", "request.add: a request has one host; use request.set.host"),
+        ("{ request: { rename: { x-h: host } } }", "request.rename: a request has one host; use request.set.host"),
     ];
     for (rules, message) in cases {
         for stderr in refused(&config(rules)) {

@@ -79,6 +79,16 @@ fn edits(rules: Rules, side: &str) -> Result<Vec<StandingEdit>, String> {
         check_name(side, "rename", from)?;
         check_name(side, "rename", to)?;
     }
+    // A request has one host (wasp keeps `Host` and the URI's authority as one).
+    if side == "request" {
+        let host = |n: &String| n.eq_ignore_ascii_case("host");
+        if rules.add.keys().any(host) {
+            return Err("request.add: a request has one host; use request.set.host".into());
+        }
+        if rules.rename.values().any(host) {
+            return Err("request.rename: a request has one host; use request.set.host".into());
+        }
+    }
     let template = |op: &str, name: &str, value: &str| {
         Template::parse(value).map_err(|e| format!("{side}.{op}.{name}: {e}"))
     };

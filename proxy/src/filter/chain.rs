@@ -193,13 +193,18 @@ impl Run {
         let mut slots = std::mem::take(&mut self.lock().slots);
         let mut msg = MessageState { body, ..MessageState::head(Head::Request(take_request(parts)), &self.facts) };
         let mut verdict = Verdict::Continue;
-        for slot in slots.iter_mut().filter(|s| s.request_body.is_some()) {
+        for i in 0..slots.len() {
+            let slot = &mut slots[i];
+            if slot.request_body.is_none() {
+                continue;
+            }
             let Some(lease) = slot.lease.as_mut() else { continue };
             let (back, outcome) = call_and_wait(lease, Phase::RequestBody, msg).await;
             msg = back;
             slot.response_edits.append(&mut msg.response_edits);
             if let Some(v) = slot.settle(Side::Request, outcome) {
                 verdict = v;
+                slots.truncate(i); // a reply goes through the filters before this one only
                 break;
             }
             slot.request_body = None; // the whole body: its request phases are done
@@ -257,11 +262,11 @@ impl Run {
     pub fn on_response_body(&self, parts: &mut http::response::Parts, body: Chunk) -> (Verdict, Chunk) {
         let mut state = self.lock();
         let msg = MessageState { body, ..MessageState::head(Head::Response(take_response(parts)), &self.facts) };
-        let (msg, stop) = body_phases(state.slots.iter_mut().rev(), Side::Response, msg);
+        let (msg, stop) = body_phases(&mut state.slots, Side::Response, msg);
         if let Head::Response(p) = msg.head {
             *parts = p;
         }
-        (stop.unwrap_or(Verdict::Continue), msg.body)
+        (stop.map_or(Verdict::Continue, |(_, v)| v), msg.body)
     }
 
     /// Passes one chunk of a streamed body through the filters that asked to
@@ -271,12 +276,12 @@ impl Run {
         let mut state = self.lock();
         let Slots { slots, abort } = &mut *state;
         let msg = MessageState { body: chunk, ..MessageState::head(Head::Sent, &self.facts) };
-        let (msg, stop) = match side {
-            Side::Request => body_phases(slots.iter_mut(), side, msg),
-            Side::Response => body_phases(slots.iter_mut().rev(), side, msg),
-        };
+        let (msg, stop) = body_phases(slots, side, msg);
         match stop {
-            Some(verdict) => {
+            Some((at, verdict)) => {
+                if side == Side::Request {
+                    slots.truncate(at); // a reply goes through the filters before this one only
+                }
                 *abort = Some(verdict);
                 None
             }
@@ -332,26 +337,29 @@ impl Slot {
     }
 }
 
-/// Runs `side`'s body phase of the filters in `slots` (in the order given)
-/// that asked for that body, each on the message the one before left. A
-/// verdict other than go on stops there.
-fn body_phases<'a>(
-    slots: impl Iterator<Item = &'a mut Slot>,
-    side: Side,
-    mut msg: MessageState,
-) -> (MessageState, Option<Verdict>) {
+/// Runs `side`'s body phase of the filters in `slots` that asked for that
+/// body (in route order for the request, reverse for the response), each on
+/// the message the one before left. A verdict other than go on stops there:
+/// it comes back with the index of the slot that gave it.
+fn body_phases(slots: &mut [Slot], side: Side, mut msg: MessageState) -> (MessageState, Option<(usize, Verdict)>) {
     let phase = match side {
         Side::Request => Phase::RequestBody,
         Side::Response => Phase::ResponseBody,
     };
     let end = msg.body.end;
-    for slot in slots.filter(|s| s.wants(side).is_some()) {
+    let n = slots.len();
+    for k in 0..n {
+        let i = if side == Side::Request { k } else { n - 1 - k };
+        let slot = &mut slots[i];
+        if slot.wants(side).is_none() {
+            continue;
+        }
         let Some(lease) = slot.lease.as_mut() else { continue };
         let (back, outcome) = lease.call(phase, msg);
         msg = back;
         slot.response_edits.append(&mut msg.response_edits);
         if let Some(verdict) = slot.settle(side, outcome) {
-            return (msg, Some(verdict));
+            return (msg, Some((i, verdict)));
         }
         if end && side == Side::Request {
             slot.request_body = None; // the last chunk: its request phases are done

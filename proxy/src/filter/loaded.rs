@@ -110,7 +110,7 @@ enum Abi {
 /// An instance's exports, per ABI.
 pub(super) enum Exports {
     V01(v01::handler::Guest, Option<v01::connection::Guest>),
-    V02(v02::handler::Guest, Option<v02::connection::Guest>, Registration),
+    V02(v02::handler::Guest, Option<v02::connection::Guest>, Arc<Registration>),
 }
 
 /// One instance and its store.
@@ -131,8 +131,9 @@ pub struct LoadedFilter {
     pub max_body: usize,
     pre: InstancePre<HostState>,
     abi: Abi,
-    /// What its first instance registered (0.1: everything).
-    registration: Registration,
+    /// What its first instance registered (0.1: everything); every later
+    /// instance must register the same, and shares this one.
+    registration: Arc<Registration>,
     shared: Arc<FilterShared>,
     config_json: String,
     memory: usize,
@@ -257,14 +258,14 @@ impl LoadedFilter {
             max_body: cfg.max_body,
             pre,
             abi,
-            registration: Registration::all(),
+            registration: Arc::new(Registration::all()),
             config_json: cfg.config_json.clone(),
             memory: cfg.memory,
             timeout: cfg.timeout,
             idle: Mutex::new(Vec::new()),
         };
         let mut filter = filter;
-        let first = filter.instantiate().map_err(|e| e.to_string())?;
+        let first = filter.instantiate(true).map_err(|e| e.to_string())?;
         if let Exports::V02(_, _, registration) = &first.exports {
             filter.registration = registration.clone();
         }
@@ -272,8 +273,10 @@ impl LoadedFilter {
         Ok(filter)
     }
 
-    /// A new instance, initialised with the filter's config (init gets [`INIT_BUDGET`] times a call's time).
-    fn instantiate(&self) -> Result<Instance, InitError> {
+    /// A new instance, initialised with the filter's config (init gets
+    /// [`INIT_BUDGET`] times a call's time). Only the `first` instance's
+    /// registration is kept; a later one that registers otherwise is refused.
+    fn instantiate(&self, first: bool) -> Result<Instance, InitError> {
         let state = HostState::new(self.shared.clone(), self.memory);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(HostState::limiter);
@@ -305,6 +308,15 @@ impl LoadedFilter {
                 let registration =
                     handler.call_init(&mut store, &self.config_json).map_err(trapped)?.map_err(InitError::Rejected)?;
                 let registration = Registration::check(registration).map_err(InitError::Registration)?;
+                let registration = if first {
+                    Arc::new(registration)
+                } else if registration == *self.registration {
+                    self.registration.clone()
+                } else {
+                    return Err(InitError::Registration(
+                        "this instance's init registered other phases, facts, headers or standing edits than the filter's first one; a registration must follow from the config alone".into(),
+                    ));
+                };
                 Exports::V02(handler, connection, registration)
             }
         };
@@ -317,7 +329,7 @@ impl LoadedFilter {
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let instance = match pooled {
             Some(i) => i,
-            None => self.instantiate().map_err(|e| {
+            None => self.instantiate(false).map_err(|e| {
                 tracing::warn!(filter = %self.name, error = %e, "cannot create a filter instance");
                 self.count(Failure::Unavailable);
                 Failure::Unavailable

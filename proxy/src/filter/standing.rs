@@ -13,7 +13,7 @@ use super::v02::types;
 use http::{HeaderName, HeaderValue};
 
 /// A fact a template reads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fact {
     Method,
     Path,
@@ -25,14 +25,14 @@ enum Fact {
 }
 
 /// A template's piece.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(String),
     Fact(Fact),
 }
 
 /// A header value, as registered.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Value {
     /// Text only: made once, at load.
     Fixed(HeaderValue),
@@ -41,7 +41,7 @@ enum Value {
 }
 
 /// A standing edit, checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Op {
     Set(HeaderName, Value),
     Append(HeaderName, Value),
@@ -52,7 +52,7 @@ enum Op {
 }
 
 /// A filter's standing edits, checked at load.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Standing {
     request: Vec<Op>,
     response: Vec<Op>,

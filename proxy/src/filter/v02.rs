@@ -22,7 +22,7 @@ pub use self::wasp::filter::types;
 pub use exports::wasp::filter::{connection, handler};
 
 /// Which headers a phase gets.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum HeaderSet {
     None,
     Names(Vec<HeaderName>),
@@ -30,7 +30,7 @@ enum HeaderSet {
 }
 
 /// What a 0.2 filter registered at `init`, checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     phases: types::Phases,
     facts: types::Facts,

@@ -2,7 +2,9 @@
 //! bodies, buffered or streamed as configured, and reports what it saw.
 //!
 //! Config: `{ "request": "buffer"|"stream", "response": "buffer"|"stream",
-//! "deny": "word" }` (each optional). Buffered request: sets
+//! "deny": "word", "mark": true }` (each optional). `mark` asks, in the
+//! request headers phase, for response header `x-body-filter: seen`.
+//! Buffered request: sets
 //! `x-body-len` (the length it saw) and answers 403 if the body contains
 //! `deny`. Buffered response: sets `x-filtered-len`. Streamed response:
 //! counts chunks and, at the end, sets trailer `x-chunks` and echoes the
@@ -16,6 +18,8 @@ struct Config {
     request: Option<Mode>,
     response: Option<Mode>,
     deny: Option<String>,
+    #[serde(default)]
+    mark: bool,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -46,6 +50,9 @@ impl Filter for Body {
 
     fn on_request_headers(&mut self, request: &mut Request<'_>) -> Decision {
         self.chunks = 0;
+        if self.config.mark {
+            let _ = request.set_response_header("x-body-filter", "seen");
+        }
         if let Some(mode) = self.config.request {
             request.read_body(mode.into());
         }
