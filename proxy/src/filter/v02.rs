@@ -147,9 +147,14 @@ pub fn body(chunk: &Chunk) -> types::Body {
     }
 }
 
-fn edit(e: types::Edit) -> Result<Edit, Refused> {
+/// A guest's edit, checked. Only a request's `host` is its authority: on a
+/// response it is a header like any other.
+fn edit(e: types::Edit, on_request: bool) -> Result<Edit, Refused> {
     use types::Edit as E;
     match e {
+        E::SetHeader(h) if !on_request && h.name.eq_ignore_ascii_case("host") => {
+            super::message::header_pair(&h.name, h.value).map(|(n, v)| Edit::SetHeader(n, v)).map_err(Refused::Invalid)
+        }
         E::SetHeader(h) => Edit::set_header(&h.name, h.value),
         E::AppendHeader(h) => Edit::append_header(&h.name, h.value),
         E::RemoveHeader(n) => Edit::remove_header(&n),
@@ -194,8 +199,9 @@ pub fn settle(
         }
     }
     let mut edits = Vec::with_capacity(outcome.edits.len());
+    let on_request = matches!(msg.head, Head::Request(_));
     for e in outcome.edits {
-        let e = edit(e).map_err(refused)?;
+        let e = edit(e, on_request).map_err(refused)?;
         if matches!(e, Edit::Body(_) | Edit::Trailer(..)) && !body_phase {
             return Err("set-body and set-trailer are only allowed in body phases".into());
         }
@@ -207,7 +213,7 @@ pub fn settle(
         return Err("response-edits are only allowed from request phases".into());
     }
     for e in outcome.response_edits {
-        match edit(e).map_err(refused)? {
+        match edit(e, false).map_err(refused)? {
             Edit::Authority(_, v) => later.push(Edit::SetHeader(http::header::HOST, v)),
             e @ (Edit::SetHeader(..)
             | Edit::AppendHeader(..)
@@ -252,3 +258,52 @@ pub fn settle(
 impl types::Host for HostState {}
 
 super::host::bind_host_imports!(types, host);
+
+#[cfg(test)]
+mod tests {
+    use super::super::message::Facts;
+    use super::*;
+
+    fn set(name: &str, value: &str) -> types::Edit {
+        types::Edit::SetHeader(types::Header { name: name.into(), value: value.as_bytes().to_vec() })
+    }
+
+    fn outcome(edits: Vec<types::Edit>, response_edits: Vec<types::Edit>) -> types::Outcome {
+        types::Outcome { decision: types::Decision::Continue, edits, read_body: None, response_edits }
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            request_id: http::HeaderValue::from_static("rid"),
+            peer: "127.0.0.1:1".into(),
+            route: "r".into(),
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn host_is_the_authority_on_a_request_and_a_plain_header_on_a_response() {
+        let reg = Registration::all();
+        let req = http::Request::builder().uri("/").header("host", "a.example").body(()).expect("request");
+        let mut msg = MessageState::head(Head::Request(req.into_parts().0), &facts());
+        let not_authority = settle(
+            outcome(vec![set("host", "not an/authority")], vec![]),
+            &mut msg,
+            Phase::RequestHeaders,
+            &reg,
+            false,
+        );
+        assert!(not_authority.is_err(), "a request's host must be an authority");
+        // A response edit asked for from the request phase, and one made in a response phase.
+        settle(outcome(vec![], vec![set("host", "any text")]), &mut msg, Phase::RequestHeaders, &reg, false)
+            .expect("response edit");
+        assert!(
+            matches!(&msg.response_edits[..], [Edit::SetHeader(n, v)] if n == http::header::HOST && v == "any text")
+        );
+        let resp = http::Response::builder().status(200).body(()).expect("response");
+        let mut msg = MessageState::head(Head::Response(resp.into_parts().0), &facts());
+        settle(outcome(vec![set("host", "any text")], vec![]), &mut msg, Phase::ResponseHeaders, &reg, false)
+            .expect("response phase");
+        assert_eq!(msg.headers().expect("head")["host"], "any text");
+    }
+}
