@@ -12,7 +12,7 @@
 #
 # Usage: examples/deploy/build-image-root.sh OUT_DIR
 # Environment:
-#   WASP_BIN=FILE      use this wasp binary instead of `cargo build --release`
+#   WASP_BIN=FILE      use this wasp binary instead of `cargo build --profile dist`
 #                      (the tests pass their debug build: a release build of
 #                      wasmtime takes most of an hour on a small machine)
 #   WASP_FILTERS=DIR   use the filter components built in DIR (<crate_name>.wasm,
@@ -24,8 +24,8 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cargo=${CARGO:-cargo}
 
 if [ -z "${WASP_BIN:-}" ]; then
-    "$cargo" build --release --locked -p wasp --manifest-path "$root/Cargo.toml"
-    WASP_BIN=${CARGO_TARGET_DIR:-$root/target}/release/wasp
+    "$cargo" build --profile dist --locked -p wasp --manifest-path "$root/Cargo.toml"
+    WASP_BIN=${CARGO_TARGET_DIR:-$root/target}/dist/wasp
 fi
 if [ -z "${WASP_FILTERS:-}" ]; then
     # The same command and target folder as the tests' filter builds.
