@@ -59,7 +59,7 @@ pub struct Pending {
 /// Checks a filter's request and turns it into a call to `cluster`.
 pub fn prepare(
     cluster: Arc<Cluster>,
-    mut request: CallRequest,
+    request: CallRequest,
 ) -> Result<Pin<Box<dyn Future<Output = Answer> + Send>>, String> {
     let method =
         Method::from_bytes(request.method.as_bytes()).map_err(|_| format!("invalid method {:?}", request.method))?;
@@ -67,8 +67,7 @@ pub fn prepare(
         return Err(format!("path {:?} must start with '/'", request.path));
     }
     let path = request.path.parse().map_err(|_| format!("invalid path {:?}", request.path))?;
-    let (mut headers, framing) =
-        header_map(request.headers.iter_mut().map(|(n, v)| (n.as_str(), Bytes::from(std::mem::take(v)))))?;
+    let (mut headers, framing) = header_map(request.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())))?;
     if let Some(name) = framing.first() {
         return Err(format!("header {name:?} is managed by wasp (framing or hop-by-hop); not allowed in a call"));
     }

@@ -456,15 +456,14 @@ fn judge(f: &Arc<LoadedFilter>, outcome: Result<Decision, Failure>) -> Step {
 
 /// Checks a guest's reply: a final status (200–599) and valid headers;
 /// framing fields are left out (hyper frames the reply from its body) and named.
-fn local_reply(mut reply: Reply) -> Result<(http::response::Parts, Bytes, Vec<http::HeaderName>), String> {
+fn local_reply(reply: Reply) -> Result<(http::response::Parts, Bytes, Vec<http::HeaderName>), String> {
     let status = StatusCode::from_u16(reply.status)
         .ok()
         .filter(|s| (200..=599).contains(&s.as_u16()))
         .ok_or_else(|| format!("status {} is not a final HTTP status (200-599)", reply.status))?;
     let mut resp = http::Response::new(());
     *resp.status_mut() = status;
-    let (headers, framing) =
-        header_map(reply.headers.iter_mut().map(|(n, v)| (n.as_str(), Bytes::from(std::mem::take(v)))))?;
+    let (headers, framing) = header_map(reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())))?;
     *resp.headers_mut() = headers;
     Ok((resp.into_parts().0, Bytes::from(reply.body), framing))
 }

@@ -274,7 +274,7 @@ impl std::fmt::Display for Refused {
 
 impl Edit {
     /// `set-header`: on a request, `host` sets the authority.
-    pub fn set_header(name: &str, value: impl Into<Bytes>) -> Result<Edit, Refused> {
+    pub fn set_header(name: &str, value: &[u8]) -> Result<Edit, Refused> {
         let (n, v) = header(name, value)?;
         if n == http::header::HOST {
             let text = v.to_str().map_err(|_| Refused::Invalid(format!("invalid authority {v:?}")))?;
@@ -284,7 +284,7 @@ impl Edit {
     }
 
     /// `append-header`.
-    pub fn append_header(name: &str, value: impl Into<Bytes>) -> Result<Edit, Refused> {
+    pub fn append_header(name: &str, value: &[u8]) -> Result<Edit, Refused> {
         let (n, v) = header(name, value)?;
         Ok(Edit::AppendHeader(n, v))
     }
@@ -331,7 +331,7 @@ impl Edit {
     }
 
     /// `set-trailer`.
-    pub fn trailer(name: &str, value: impl Into<Bytes>) -> Result<Edit, Refused> {
+    pub fn trailer(name: &str, value: &[u8]) -> Result<Edit, Refused> {
         let (n, v) = header(name, value)?;
         Ok(Edit::Trailer(n, v))
     }
@@ -366,7 +366,7 @@ pub(super) fn header_name(name: &str) -> Result<HeaderName, Refused> {
 }
 
 /// A guest's header name and value, checked, framing refused.
-fn header(name: &str, value: impl Into<Bytes>) -> Result<(HeaderName, HeaderValue), Refused> {
+fn header(name: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), Refused> {
     let (n, v) = header_pair(name, value).map_err(Refused::Invalid)?;
     if is_framing(&n) {
         return Err(Refused::Framing(n));
@@ -374,11 +374,10 @@ fn header(name: &str, value: impl Into<Bytes>) -> Result<(HeaderName, HeaderValu
     Ok((n, v))
 }
 
-/// A guest's header name and value, checked. The value's bytes become the
-/// header value's as they are (a lifted `Vec<u8>` is not copied again).
-pub fn header_pair(name: &str, value: impl Into<Bytes>) -> Result<(HeaderName, HeaderValue), String> {
+/// A guest's header name and value, checked.
+pub fn header_pair(name: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), String> {
     let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
-    let v = HeaderValue::from_maybe_shared(value.into()).map_err(|_| format!("invalid value for header {name:?}"))?;
+    let v = HeaderValue::from_bytes(value).map_err(|_| format!("invalid value for header {name:?}"))?;
     Ok((n, v))
 }
 
@@ -386,7 +385,7 @@ pub fn header_pair(name: &str, value: impl Into<Bytes>) -> Result<(HeaderName, H
 /// or value. Framing and hop-by-hop fields are left out (wasp owns them) and
 /// returned separately, for the caller to report.
 pub fn header_map<'a>(
-    headers: impl ExactSizeIterator<Item = (&'a str, Bytes)>,
+    headers: impl ExactSizeIterator<Item = (&'a str, &'a [u8])>,
 ) -> Result<(HeaderMap, Vec<HeaderName>), String> {
     let mut map = HeaderMap::with_capacity(headers.len());
     let mut dropped = Vec::new();
@@ -471,11 +470,11 @@ mod tests {
     #[test]
     fn the_host_moves_with_the_uri_authority_and_a_connect_request_has_no_path() {
         let mut m = request("http://old.example/p?q", &[("host", "old.example")]);
-        edit(&mut m, Edit::set_header("host", Bytes::from_static(b"new.example:8080"))).expect("host");
+        edit(&mut m, Edit::set_header("host", b"new.example:8080")).expect("host");
         let Head::Request(p) = &m.head else { panic!("a request") };
         assert_eq!(p.uri.to_string(), "http://new.example:8080/p?q");
         assert_eq!(p.headers["host"], "new.example:8080");
-        assert!(edit(&mut m, Edit::set_header("host", Bytes::from_static(b"a/b"))).is_err(), "not an authority");
+        assert!(edit(&mut m, Edit::set_header("host", b"a/b")).is_err(), "not an authority");
 
         let mut connect = request("old.example:443", &[]);
         let refused = edit(&mut connect, Edit::path("/x")).expect_err("no path on CONNECT");
@@ -485,25 +484,25 @@ mod tests {
     #[test]
     fn framing_and_hop_by_hop_fields_are_refused_by_every_header_edit() {
         for name in ["content-length", "transfer-encoding", "connection", "te", "upgrade", "trailer", "keep-alive"] {
-            assert!(matches!(Edit::set_header(name, Bytes::from_static(b"1")), Err(Refused::Framing(_))), "{name}");
-            assert!(matches!(Edit::append_header(name, Bytes::from_static(b"1")), Err(Refused::Framing(_))), "{name}");
+            assert!(matches!(Edit::set_header(name, b"1"), Err(Refused::Framing(_))), "{name}");
+            assert!(matches!(Edit::append_header(name, b"1"), Err(Refused::Framing(_))), "{name}");
             assert!(matches!(Edit::remove_header(name), Err(Refused::Framing(_))), "{name}");
             assert!(matches!(Edit::rename_header("x-a", name), Err(Refused::Framing(_))), "{name}");
-            assert!(matches!(Edit::trailer(name, Bytes::from_static(b"1")), Err(Refused::Framing(_))), "{name}");
+            assert!(matches!(Edit::trailer(name, b"1"), Err(Refused::Framing(_))), "{name}");
         }
-        assert!(matches!(Edit::set_header("x-v", Bytes::from_static(b"a\r\nb: c")), Err(Refused::Invalid(_))));
+        assert!(matches!(Edit::set_header("x-v", b"a\r\nb: c"), Err(Refused::Invalid(_))));
         assert!(matches!(Edit::status(42), Err(Refused::Invalid(_))));
     }
 
     #[test]
     fn edits_that_do_not_fit_the_message_are_refused() {
         let mut sent = MessageState::head(Head::Sent, &facts());
-        assert!(edit(&mut sent, Edit::set_header("x-a", Bytes::from_static(b"1"))).is_err(), "headers already sent");
-        assert!(edit(&mut sent, Edit::trailer("x-t", Bytes::from_static(b"1"))).is_err(), "not the end of the body");
+        assert!(edit(&mut sent, Edit::set_header("x-a", b"1")).is_err(), "headers already sent");
+        assert!(edit(&mut sent, Edit::trailer("x-t", b"1")).is_err(), "not the end of the body");
         sent.body.end = true;
-        edit(&mut sent, Edit::trailer("x-t", Bytes::from_static(b"1"))).expect("a trailer at the end");
+        edit(&mut sent, Edit::trailer("x-t", b"1")).expect("a trailer at the end");
         let mut req = request("/", &[("host", "h")]);
         assert!(edit(&mut req, Edit::status(200)).is_err(), "a request has no status");
-        assert!(edit(&mut req, Edit::append_header("host", Bytes::from_static(b"h2"))).is_err(), "one host");
+        assert!(edit(&mut req, Edit::append_header("host", b"h2")).is_err(), "one host");
     }
 }

@@ -153,10 +153,10 @@ fn edit(e: types::Edit, on_request: bool) -> Result<Edit, Refused> {
     use types::Edit as E;
     match e {
         E::SetHeader(h) if !on_request && h.name.eq_ignore_ascii_case("host") => {
-            super::message::header_pair(&h.name, h.value).map(|(n, v)| Edit::SetHeader(n, v)).map_err(Refused::Invalid)
+            super::message::header_pair(&h.name, &h.value).map(|(n, v)| Edit::SetHeader(n, v)).map_err(Refused::Invalid)
         }
-        E::SetHeader(h) => Edit::set_header(&h.name, h.value),
-        E::AppendHeader(h) => Edit::append_header(&h.name, h.value),
+        E::SetHeader(h) => Edit::set_header(&h.name, &h.value),
+        E::AppendHeader(h) => Edit::append_header(&h.name, &h.value),
         E::RemoveHeader(n) => Edit::remove_header(&n),
         E::RenameHeader(r) => Edit::rename_header(&r.from, &r.to),
         E::SetMethod(m) => Edit::method(&m),
@@ -164,7 +164,7 @@ fn edit(e: types::Edit, on_request: bool) -> Result<Edit, Refused> {
         E::SetAuthority(a) => Edit::authority(&a),
         E::SetStatus(s) => Edit::status(s),
         E::SetBody(b) => Ok(Edit::Body(b.into())),
-        E::SetTrailer(h) => Edit::trailer(&h.name, h.value),
+        E::SetTrailer(h) => Edit::trailer(&h.name, &h.value),
     }
 }
 
@@ -194,8 +194,7 @@ pub fn settle(
     if let types::Decision::Reply(r) = &outcome.decision {
         super::message::Edit::status(r.status).map_err(refused)?;
         for h in &r.headers {
-            super::message::header_pair(&h.name, bytes::Bytes::copy_from_slice(&h.value))
-                .map_err(|why| format!("local reply: {why}"))?;
+            super::message::header_pair(&h.name, &h.value).map_err(|why| format!("local reply: {why}"))?;
         }
     }
     let mut edits = Vec::with_capacity(outcome.edits.len());
