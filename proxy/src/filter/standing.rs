@@ -208,7 +208,7 @@ fn value(parts: Vec<types::Part>, name: &HeaderName) -> Result<Value, String> {
 fn edit(op: &Op, req: &http::request::Parts, facts: &Facts, filter: &str) -> Option<Edit> {
     let filled = |v: &Value, name: &str| {
         let out = fill(v, req, facts);
-        if out.is_none() {
+        if out.is_none() && may_warn() {
             tracing::warn!(
                 filter,
                 header = name,
@@ -225,10 +225,12 @@ fn edit(op: &Op, req: &http::request::Parts, facts: &Facts, filter: &str) -> Opt
             match v.to_str().map_err(|_| ()).and_then(|a| Edit::authority(a).map_err(|_| ())) {
                 Ok(e) => e,
                 Err(()) => {
-                    tracing::warn!(
-                        filter,
-                        "a standing edit's host is not a valid authority for this request; left out"
-                    );
+                    if may_warn() {
+                        tracing::warn!(
+                            filter,
+                            "a standing edit's host is not a valid authority for this request; left out"
+                        );
+                    }
                     return None;
                 }
             }
@@ -236,6 +238,16 @@ fn edit(op: &Op, req: &http::request::Parts, facts: &Facts, filter: &str) -> Opt
         Op::Remove(n) => Edit::RemoveHeader(n.clone()),
         Op::Rename(from, to) => Edit::RenameHeader(from.clone(), to.clone()),
     })
+}
+
+/// Whether a warning about a value left out may be logged now: at most one
+/// a second in the process, since what a client sends (its path, host or
+/// certificate) can make every request's value invalid.
+fn may_warn() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    LAST.swap(now, Ordering::Relaxed) != now
 }
 
 fn fill(v: &Value, req: &http::request::Parts, facts: &Facts) -> Option<HeaderValue> {
@@ -352,6 +364,14 @@ mod tests {
         assert!(req.headers.get("x-who").is_none());
         assert!(req.headers.get("x-injected").is_none());
         assert_eq!(req.headers["x-ok"], "1");
+    }
+
+    #[test]
+    fn warnings_about_values_left_out_are_at_most_one_a_second() {
+        // 1,000 calls take far less than a second: at most the first and one
+        // after a second boundary may warn.
+        let warned = (0..1000).filter(|_| may_warn()).count();
+        assert!(warned <= 2, "{warned} warnings");
     }
 
     #[test]
