@@ -2,7 +2,7 @@
 # Builds wasp and the filters in filters/ and lays out the image's runtime
 # filesystem in OUT_DIR; the Dockerfile's runtime stage copies OUT_DIR to /.
 #
-#   OUT_DIR/usr/local/bin/wasp                     the proxy (release, debug info stripped)
+#   OUT_DIR/usr/local/bin/wasp                     the proxy (`dist` profile: fat LTO; debug info stripped)
 #   OUT_DIR/usr/lib/wasp/filters/<crate>.wasm      every filter in filters/ (wasm32-wasip2)
 #   OUT_DIR/etc/wasp/wasp.yaml                     the default config (examples/deploy/wasp.yaml)
 #   OUT_DIR/var/cache/wasp/                        compiled-filter cache (XDG_CACHE_HOME=/var/cache)

@@ -215,3 +215,34 @@ filters:
         assert_eq!(denied.header("x-after"), None, "{mode}: the filters after the replying one do not see its reply");
     }
 }
+
+#[tokio::test]
+async fn a_filter_failing_open_in_its_request_body_phase_is_skipped_for_the_rest_of_the_request() {
+    // Its request headers phase asked for a response header; its body phase
+    // traps. Fail-open: the request goes on, and the filter's response phase
+    // and response edits are skipped, as when a headers phase fails.
+    let upstream = Upstream::start("app").await;
+    let yaml = format!(
+        r#"admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: ingress
+    address: 127.0.0.1:0
+    routes:
+      - {{ name: r, cluster: app, filters: [body] }}
+clusters:
+  - {{ name: app, endpoints: ["{}"], protocol: http1 }}
+filters:
+  - {{ name: body, module: {}, config: {{ request: buffer, mark: true, fail: true }}, on_error: fail-open }}
+"#,
+        upstream.addr,
+        wasm("test-body").display(),
+    );
+    let proxy = TestProxy::new(yaml).start();
+    let reply = send(&client::h1(), post(proxy.url("ingress", "/reflect"), client::full("abc"))).await.expect("send");
+    assert_eq!(reply.status, 200, "fail-open: the request goes on");
+    assert_eq!(reply.body, "abc", "the upstream got the body as sent");
+    assert_eq!(reply.header("x-body-filter"), None, "the failed filter's response edits are skipped");
+    let m = crate::support::metrics(&proxy).await;
+    assert!(m.contains("wasp_filter_errors_total{filter=\"body\",reason=\"trap\"} 1"), "{m}");
+    assert!(m.contains("wasp_filter_errors_total{filter=\"body\",reason=\"unavailable\"} 0"), "no second failure: {m}");
+}

@@ -14,7 +14,8 @@
 //! response phase runs. A 0.2 filter's standing edits (registered at
 //! `init`, see [`super::standing`]) are made by wasp when its turn comes,
 //! before its request phase, and stay made whatever that phase does; its
-//! standing response edits too, unless the chain stops at this filter.
+//! standing response edits too, unless the chain stops (a local reply or
+//! a fail-closed failure) at this filter or one before it.
 
 use super::lease::{Lease, Phase};
 use super::loaded::{Failure, LoadedFilter};
@@ -65,12 +66,17 @@ struct Slot {
     request_body: Option<BodyMode>,
     response_body: Option<BodyMode>,
     response_edits: Vec<Edit>,
+    /// How many of `response_edits` are standing ones (the first), which
+    /// are wasp's and stay when the filter fails open.
+    standing: usize,
 }
 
 struct Slots {
     slots: Vec<Slot>,
-    /// How a streamed phase ended the exchange, for the request path to answer with.
-    abort: Option<Verdict>,
+    /// How a streamed phase ended the exchange, for the request path to
+    /// answer with, and at which slot (a request-side reply goes through
+    /// the slots before it only).
+    abort: Option<(usize, Side, Verdict)>,
 }
 
 /// One request's pass through a chain. Shared with streamed bodies, which
@@ -112,12 +118,14 @@ impl Chain {
             for versioned in &self.filters {
                 let f = &versioned.current();
                 generations.push((f.name.clone(), f.generation));
+                let response_edits = standing_edits(f, parts, &facts);
                 let mut slot = Slot {
                     filter: f.clone(),
                     lease: None,
                     request_body: None,
                     response_body: None,
-                    response_edits: standing_edits(f, parts, &facts),
+                    standing: response_edits.len(),
+                    response_edits,
                 };
                 if !f.has(Phase::RequestHeaders) && f.releases_early() {
                     slot.keep_edits(&mut slots); // a 0.2 filter with no phase for requests
@@ -279,19 +287,23 @@ impl Run {
         let (msg, stop) = body_phases(slots, side, msg);
         match stop {
             Some((at, verdict)) => {
-                if side == Side::Request {
-                    slots.truncate(at); // a reply goes through the filters before this one only
-                }
-                *abort = Some(verdict);
+                *abort = Some((at, side, verdict));
                 None
             }
             None => Some(msg.body),
         }
     }
 
-    /// What ended a streamed body early, if a filter did.
+    /// What ended a streamed body early, if a filter did. Taken when the
+    /// request path answers with it: a request-side reply then goes
+    /// through the filters before the one that gave it only.
     pub fn take_abort(&self) -> Option<Verdict> {
-        self.lock().abort.take()
+        let mut state = self.lock();
+        let (at, side, verdict) = state.abort.take()?;
+        if side == Side::Request {
+            state.slots.truncate(at);
+        }
+        Some(verdict)
     }
 }
 
@@ -304,13 +316,21 @@ impl Slot {
     }
 
     /// Judges a body phase's outcome; `Some` stops the chain. A fail-open
-    /// filter that failed sees no more of this body.
+    /// filter that failed sees no more of this body; failing in a request
+    /// body phase, it is skipped for the rest of the request, as in its
+    /// request headers phase: no response phase, and of its response edits
+    /// only the standing ones (wasp's).
     fn settle(&mut self, side: Side, outcome: Result<Decision, Failure>) -> Option<Verdict> {
         let continued = matches!(outcome, Ok(Decision::Continue));
         match judge(&self.filter, outcome) {
             Step::Next if !continued => {
                 match side {
-                    Side::Request => self.request_body = None,
+                    Side::Request => {
+                        self.request_body = None;
+                        self.response_body = None;
+                        self.lease = None;
+                        self.response_edits.truncate(self.standing);
+                    }
                     Side::Response => self.response_body = None,
                 }
                 None

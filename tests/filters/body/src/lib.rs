@@ -3,7 +3,8 @@
 //!
 //! Config: `{ "request": "buffer"|"stream", "response": "buffer"|"stream",
 //! "deny": "word", "mark": true }` (each optional). `mark` asks, in the
-//! request headers phase, for response header `x-body-filter: seen`.
+//! request headers phase, for response header `x-body-filter: seen`;
+//! `fail` makes its request body phase trap.
 //! Buffered request: sets
 //! `x-body-len` (the length it saw) and answers 403 if the body contains
 //! `deny`. Buffered response: sets `x-filtered-len`. Streamed response:
@@ -20,6 +21,8 @@ struct Config {
     deny: Option<String>,
     #[serde(default)]
     mark: bool,
+    #[serde(default)]
+    fail: bool,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -60,6 +63,9 @@ impl Filter for Body {
     }
 
     fn on_request_body(&mut self, request: &mut Request<'_>) -> Decision {
+        if self.config.fail {
+            panic!("the request body phase fails, as configured");
+        }
         let body = request.body().to_vec();
         if let Some(word) = &self.config.deny
             && body.windows(word.len()).any(|w| w == word.as_bytes())
