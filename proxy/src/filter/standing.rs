@@ -95,16 +95,9 @@ impl Standing {
     /// that comes out invalid for this request is left out, with a warning.
     pub fn apply(&self, req: &mut http::request::Parts, facts: &Facts, filter: &str) -> Vec<Edit> {
         let response: Vec<Edit> = self.response.iter().filter_map(|op| edit(op, req, facts, filter)).collect();
-        if let [op] = self.request.as_slice() {
-            // The common single edit needs no list.
-            if let Some(e) = edit(op, req, facts, filter) {
-                make(req, e);
-            }
-        } else {
-            let edits: Vec<Edit> = self.request.iter().filter_map(|op| edit(op, req, facts, filter)).collect();
-            for e in edits {
-                make(req, e);
-            }
+        let edits: Vec<Edit> = self.request.iter().filter_map(|op| edit(op, req, facts, filter)).collect();
+        for e in edits {
+            make(req, e);
         }
         response
     }
