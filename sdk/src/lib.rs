@@ -43,7 +43,7 @@ mod standing;
 pub mod host;
 
 pub use connection::{Connection, ConnectionDecision};
-pub use message::{BodyMode, Request, Response};
+pub use message::{BodyMode, Request, Response, is_header_name, is_managed_header};
 pub use registration::{Facts, Phases, Registration};
 pub use reply::{Decision, Reply};
 pub use standing::{Fact, StandingEdit, Template};

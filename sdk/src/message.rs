@@ -136,6 +136,20 @@ fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| TOKEN[usize::from(b)])
 }
 
+/// Whether `name` is a valid header name (an RFC 9110 token), for
+/// filters that check header names in their config at `new`.
+pub fn is_header_name(name: &str) -> bool {
+    is_token(name)
+}
+
+/// Whether `name` (any case) is a framing or hop-by-hop header, which wasp
+/// manages and refuses changes to: `content-length`, `transfer-encoding`,
+/// `connection`, `keep-alive`, `upgrade`, `te`, `trailer`,
+/// `proxy-connection`.
+pub fn is_managed_header(name: &str) -> bool {
+    managed(&name.to_ascii_lowercase())
+}
+
 /// A header name as wasp accepts it (an RFC 9110 token, not one wasp
 /// manages), lower-cased.
 fn checked_name(name: &str) -> Result<String, String> {

@@ -305,9 +305,7 @@ fn compile_api_keys(a: ApiKeysConfig, subject_header: &str, errors: &mut Vec<Str
 
 /// `value` lower-cased, if it is a valid header name; else an error for `path`.
 fn header_name(path: &str, value: &str, errors: &mut Vec<String>) -> String {
-    let valid =
-        !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid {
+    if !wasp_sdk::is_header_name(value) {
         errors.push(format!("{path}: {value:?} is not a valid header name"));
     }
     value.to_ascii_lowercase()

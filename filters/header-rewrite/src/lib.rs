@@ -46,18 +46,13 @@ struct PrefixRewrite {
     to: String,
 }
 
-/// Framing and hop-by-hop fields: wasp sets them from the body it sends and
-/// refuses a filter's changes to them, so a rule naming one is a mistake.
-const MANAGED: [&str; 8] =
-    ["content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer", "proxy-connection"];
-
-/// RFC 9110 token characters: what a header name may contain; and not one wasp manages.
+/// A valid header name, and not one wasp manages (framing, hop-by-hop): a
+/// rule naming one is a mistake.
 fn check_name(side: &str, op: &str, name: &str) -> Result<(), String> {
-    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !ok {
+    if !wasp_sdk::is_header_name(name) {
         return Err(format!("{side}.{op}: invalid header name {name:?}"));
     }
-    if MANAGED.iter().any(|m| m.eq_ignore_ascii_case(name)) {
+    if wasp_sdk::is_managed_header(name) {
         return Err(format!("{side}.{op}: {name:?} is a framing or hop-by-hop header; wasp manages it"));
     }
     Ok(())
@@ -89,9 +84,8 @@ fn edits(rules: Rules, side: &str) -> Result<Vec<StandingEdit>, String> {
             return Err("request.rename: a request has one host; use request.set.host".into());
         }
     }
-    let template = |op: &str, name: &str, value: &str| {
-        Template::parse(value).map_err(|e| format!("{side}.{op}.{name}: {e}"))
-    };
+    let template =
+        |op: &str, name: &str, value: &str| Template::parse(value).map_err(|e| format!("{side}.{op}.{name}: {e}"));
     let mut out: Vec<StandingEdit> = rules.remove.into_iter().map(StandingEdit::Remove).collect();
     out.extend(rules.rename.into_iter().map(|(from, to)| StandingEdit::Rename(from, to)));
     for (name, value) in rules.set {

@@ -15,8 +15,8 @@ wit_bindgen::generate!({ path: "../../../wit", world: "http-filter" });
 
 use exports::wasp::filter::handler::Guest;
 use wasp::filter::types::{
-    BodyMode, CallResponse, Decision, Edit, Fact, Facts, Header, HeaderSet, HeaderTemplate, LocalReply, Outcome,
-    Part, Phases, Registration, Rename, Request, Response, StandingEdit,
+    BodyMode, CallResponse, Decision, Edit, Fact, Facts, Header, HeaderSet, HeaderTemplate, LocalReply, Outcome, Part,
+    Phases, Registration, Rename, Request, Response, StandingEdit,
 };
 
 struct Raw;
@@ -46,7 +46,10 @@ impl Guest for Raw {
             "standing-crlf" => (vec![set("x-v", vec![text("a\r\nx-injected: 1")])], vec![]),
             "standing-bad-name" => (vec![set("bad name", vec![text("1")])], vec![]),
             "standing-second-host" => (
-                vec![StandingEdit::AppendHeader(HeaderTemplate { name: "host".into(), value: vec![text("evil.example")] })],
+                vec![StandingEdit::AppendHeader(HeaderTemplate {
+                    name: "host".into(),
+                    value: vec![text("evil.example")],
+                })],
                 vec![],
             ),
             "standing-response-hop-by-hop" => (vec![], vec![StandingEdit::RemoveHeader("transfer-encoding".into())]),
