@@ -14,23 +14,29 @@ use sha2::{Digest, Sha256};
 
 /// A proxy with one route through the body test filter configured with `config`.
 fn proxy(upstream: &Upstream, protocol: &str, config: &str, body_limit: &str) -> crate::support::Running {
+    let entry = format!(
+        "  - {{ name: body, module: {}, config: {config}, limits: {{ body: {body_limit} }} }}",
+        wasm("test-body").display()
+    );
+    chain(upstream, protocol, "[body]", &entry)
+}
+
+/// A proxy with one route through `filters` (a YAML list of names), whose
+/// entries are `entries` (YAML list items).
+fn chain(upstream: &Upstream, protocol: &str, filters: &str, entries: &str) -> crate::support::Running {
     let yaml = format!(
         r#"admin: {{ address: 127.0.0.1:0 }}
 listeners:
   - name: ingress
     address: 127.0.0.1:0
     routes:
-      - {{ name: r, cluster: app, filters: [body] }}
+      - {{ name: r, cluster: app, filters: {filters} }}
 clusters:
   - {{ name: app, endpoints: ["{}"], protocol: {protocol} }}
 filters:
-  - name: body
-    module: {}
-    config: {config}
-    limits: {{ body: {body_limit} }}
+{entries}
 "#,
-        upstream.addr,
-        wasm("test-body").display()
+        upstream.addr
     );
     TestProxy::new(yaml).start()
 }
@@ -180,25 +186,14 @@ async fn a_reply_from_a_request_body_phase_goes_through_the_filters_before_it_on
     let upstream = Upstream::start("app").await;
     let rewrite = wasm("header-rewrite");
     for mode in ["buffer", "stream"] {
-        let yaml = format!(
-            r#"admin: {{ address: 127.0.0.1:0 }}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    routes:
-      - {{ name: r, cluster: app, filters: [before, body, after] }}
-clusters:
-  - {{ name: app, endpoints: ["{}"], protocol: http1 }}
-filters:
-  - {{ name: before, module: {rw}, config: {{ response: {{ set: {{ x-before: "1" }} }} }} }}
-  - {{ name: body, module: {body}, config: {{ request: {mode}, deny: forbidden, mark: true }} }}
-  - {{ name: after, module: {rw}, config: {{ response: {{ set: {{ x-after: "1" }} }} }} }}
-"#,
-            upstream.addr,
+        let entries = format!(
+            "  - {{ name: before, module: {rw}, config: {{ response: {{ set: {{ x-before: \"1\" }} }} }} }}\n\
+             \x20 - {{ name: body, module: {body}, config: {{ request: {mode}, deny: forbidden, mark: true }} }}\n\
+             \x20 - {{ name: after, module: {rw}, config: {{ response: {{ set: {{ x-after: \"1\" }} }} }} }}",
             rw = rewrite.display(),
             body = wasm("test-body").display(),
         );
-        let proxy = TestProxy::new(yaml).start();
+        let proxy = chain(&upstream, "http1", "[before, body, after]", &entries);
         let passed =
             send(&client::h1(), post(proxy.url("ingress", "/echo"), client::full("fine"))).await.expect("send");
         assert_eq!(passed.status, 200, "{mode}");
@@ -222,22 +217,11 @@ async fn a_filter_failing_open_in_its_request_body_phase_is_skipped_for_the_rest
     // traps. Fail-open: the request goes on, and the filter's response phase
     // and response edits are skipped, as when a headers phase fails.
     let upstream = Upstream::start("app").await;
-    let yaml = format!(
-        r#"admin: {{ address: 127.0.0.1:0 }}
-listeners:
-  - name: ingress
-    address: 127.0.0.1:0
-    routes:
-      - {{ name: r, cluster: app, filters: [body] }}
-clusters:
-  - {{ name: app, endpoints: ["{}"], protocol: http1 }}
-filters:
-  - {{ name: body, module: {}, config: {{ request: buffer, mark: true, fail: true }}, on_error: fail-open }}
-"#,
-        upstream.addr,
-        wasm("test-body").display(),
+    let entry = format!(
+        "  - {{ name: body, module: {}, config: {{ request: buffer, mark: true, fail: true }}, on_error: fail-open }}",
+        wasm("test-body").display()
     );
-    let proxy = TestProxy::new(yaml).start();
+    let proxy = chain(&upstream, "http1", "[body]", &entry);
     let reply = send(&client::h1(), post(proxy.url("ingress", "/reflect"), client::full("abc"))).await.expect("send");
     assert_eq!(reply.status, 200, "fail-open: the request goes on");
     assert_eq!(reply.body, "abc", "the upstream got the body as sent");
