@@ -325,12 +325,7 @@ impl Slot {
         match judge(&self.filter, outcome) {
             Step::Next if !continued => {
                 match side {
-                    Side::Request => {
-                        self.request_body = None;
-                        self.response_body = None;
-                        self.lease = None;
-                        self.response_edits.truncate(self.standing);
-                    }
+                    Side::Request => self.skip(),
                     Side::Response => self.response_body = None,
                 }
                 None
@@ -340,11 +335,22 @@ impl Slot {
         }
     }
 
+    /// Skips the filter for the rest of the request: no more phases (its
+    /// instance goes back), and of its response edits only the standing
+    /// ones, which are wasp's.
+    fn skip(&mut self) {
+        self.request_body = None;
+        self.response_body = None;
+        self.lease = None;
+        self.response_edits.truncate(self.standing);
+    }
+
     /// Keeps a slot whose filter is skipped (or has no phase) for its
     /// response edits alone, if it has any.
-    fn keep_edits(self, slots: &mut Vec<Slot>) {
+    fn keep_edits(mut self, slots: &mut Vec<Slot>) {
+        self.skip();
         if !self.response_edits.is_empty() {
-            slots.push(Slot { lease: None, request_body: None, response_body: None, ..self });
+            slots.push(self);
         }
     }
 

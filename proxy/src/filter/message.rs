@@ -273,10 +273,11 @@ impl std::fmt::Display for Refused {
 }
 
 impl Edit {
-    /// `set-header`: on a request, `host` sets the authority.
-    pub fn set_header(name: &str, value: &[u8]) -> Result<Edit, Refused> {
+    /// `set-header`. Only a request's `host` is its authority (`on_request`):
+    /// on a response it is a header like any other.
+    pub fn set_header(name: &str, value: &[u8], on_request: bool) -> Result<Edit, Refused> {
         let (n, v) = header(name, value)?;
-        if n == http::header::HOST {
+        if on_request && n == http::header::HOST {
             let text = v.to_str().map_err(|_| Refused::Invalid(format!("invalid authority {v:?}")))?;
             return Ok(Edit::Authority(parse_authority(text)?, v));
         }
@@ -470,11 +471,11 @@ mod tests {
     #[test]
     fn the_host_moves_with_the_uri_authority_and_a_connect_request_has_no_path() {
         let mut m = request("http://old.example/p?q", &[("host", "old.example")]);
-        edit(&mut m, Edit::set_header("host", b"new.example:8080")).expect("host");
+        edit(&mut m, Edit::set_header("host", b"new.example:8080", true)).expect("host");
         let Head::Request(p) = &m.head else { panic!("a request") };
         assert_eq!(p.uri.to_string(), "http://new.example:8080/p?q");
         assert_eq!(p.headers["host"], "new.example:8080");
-        assert!(edit(&mut m, Edit::set_header("host", b"a/b")).is_err(), "not an authority");
+        assert!(edit(&mut m, Edit::set_header("host", b"a/b", true)).is_err(), "not an authority");
 
         let mut connect = request("old.example:443", &[]);
         let refused = edit(&mut connect, Edit::path("/x")).expect_err("no path on CONNECT");
@@ -484,20 +485,20 @@ mod tests {
     #[test]
     fn framing_and_hop_by_hop_fields_are_refused_by_every_header_edit() {
         for name in ["content-length", "transfer-encoding", "connection", "te", "upgrade", "trailer", "keep-alive"] {
-            assert!(matches!(Edit::set_header(name, b"1"), Err(Refused::Framing(_))), "{name}");
+            assert!(matches!(Edit::set_header(name, b"1", true), Err(Refused::Framing(_))), "{name}");
             assert!(matches!(Edit::append_header(name, b"1"), Err(Refused::Framing(_))), "{name}");
             assert!(matches!(Edit::remove_header(name), Err(Refused::Framing(_))), "{name}");
             assert!(matches!(Edit::rename_header("x-a", name), Err(Refused::Framing(_))), "{name}");
             assert!(matches!(Edit::trailer(name, b"1"), Err(Refused::Framing(_))), "{name}");
         }
-        assert!(matches!(Edit::set_header("x-v", b"a\r\nb: c"), Err(Refused::Invalid(_))));
+        assert!(matches!(Edit::set_header("x-v", b"a\r\nb: c", true), Err(Refused::Invalid(_))));
         assert!(matches!(Edit::status(42), Err(Refused::Invalid(_))));
     }
 
     #[test]
     fn edits_that_do_not_fit_the_message_are_refused() {
         let mut sent = MessageState::head(Head::Sent, &facts());
-        assert!(edit(&mut sent, Edit::set_header("x-a", b"1")).is_err(), "headers already sent");
+        assert!(edit(&mut sent, Edit::set_header("x-a", b"1", true)).is_err(), "headers already sent");
         assert!(edit(&mut sent, Edit::trailer("x-t", b"1")).is_err(), "not the end of the body");
         sent.body.end = true;
         edit(&mut sent, Edit::trailer("x-t", b"1")).expect("a trailer at the end");

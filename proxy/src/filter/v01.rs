@@ -133,15 +133,7 @@ impl types::HostMessage for HostState {
 
     fn set_header(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
         let is_request = matches!(self.table.get(&m)?.head, Head::Request(_));
-        let edit = match Edit::set_header(&name, &value) {
-            // Only a request's host is its authority; elsewhere `host` is a header like any other.
-            Ok(Edit::Authority(_, v)) if !is_request => Ok(Edit::SetHeader(http::header::HOST, v)),
-            Err(Refused::Invalid(_)) if !is_request && name.eq_ignore_ascii_case("host") => {
-                super::message::header_pair(&name, &value).map(|(n, v)| Edit::SetHeader(n, v)).map_err(Refused::Invalid)
-            }
-            other => other,
-        };
-        self.edit(&m, edit)
+        self.edit(&m, Edit::set_header(&name, &value, is_request))
     }
 
     fn append_header(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {

@@ -147,15 +147,11 @@ pub fn body(chunk: &Chunk) -> types::Body {
     }
 }
 
-/// A guest's edit, checked. Only a request's `host` is its authority: on a
-/// response it is a header like any other.
+/// A guest's edit, checked, for a request's head (`on_request`) or another.
 fn edit(e: types::Edit, on_request: bool) -> Result<Edit, Refused> {
     use types::Edit as E;
     match e {
-        E::SetHeader(h) if !on_request && h.name.eq_ignore_ascii_case("host") => {
-            super::message::header_pair(&h.name, &h.value).map(|(n, v)| Edit::SetHeader(n, v)).map_err(Refused::Invalid)
-        }
-        E::SetHeader(h) => Edit::set_header(&h.name, &h.value),
+        E::SetHeader(h) => Edit::set_header(&h.name, &h.value, on_request),
         E::AppendHeader(h) => Edit::append_header(&h.name, &h.value),
         E::RemoveHeader(n) => Edit::remove_header(&n),
         E::RenameHeader(r) => Edit::rename_header(&r.from, &r.to),
