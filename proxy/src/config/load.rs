@@ -77,7 +77,9 @@ fn push_key(out: &mut String, key: &str) {
     if !out.is_empty() {
         out.push('.');
     }
-    out.push_str(key);
+    // An empty key (or one that is not text: a bare `?` line's null key) is
+    // still named, so the error has a location.
+    out.push_str(if key.is_empty() { "\"\"" } else { key });
 }
 
 #[cfg(test)]
@@ -95,6 +97,15 @@ mod tests {
     fn unknown_fields_are_all_reported_with_paths() {
         let text = "listeners:\n  - name: a\n    address: 127.0.0.1:0\n    colour: red\n    routes:\n      - name: r\n        cluster: c\n        wieght: 3\nclusters:\n  - name: c\n    endpoints: [127.0.0.1:1]\n";
         assert_eq!(errors(text), "listeners[0].colour: unknown field\nlisteners[0].routes[0].wieght: unknown field");
+    }
+
+    #[test]
+    fn an_empty_or_null_key_is_named_in_the_error() {
+        let clusters = "clusters:\n  - name: c\n    endpoints: [127.0.0.1:1]\n";
+        for text in [format!("?\n{clusters}"), format!("\"\": 1\n{clusters}")] {
+            let e = errors(&text);
+            assert_eq!(e.lines().next(), Some("\"\": unknown field"), "{e}");
+        }
     }
 
     #[test]
