@@ -95,6 +95,7 @@ async fn valid_0_2_edits_are_applied_natively_and_unregistered_phases_never_run(
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     assert_eq!(reply.header("x-raw-response"), Some("1"), "a response edit from the request phase");
     assert_eq!(reply.header("x-upstream"), None, "a response removal from the request phase");
+    assert_eq!(reply.header("host"), Some("not an/authority"), "a response's host is a plain header");
     let echo = reply.json();
     assert_eq!(echo["path"], "/rewritten?q=1");
     assert_eq!(echo["method"], "PUT");

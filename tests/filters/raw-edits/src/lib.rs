@@ -80,7 +80,12 @@ impl Guest for Raw {
                     Edit::SetMethod("PUT".into()),
                     Edit::SetAuthority("rewritten.example:8080".into()),
                 ],
-                vec![Edit::SetHeader(h("x-raw-response", "1")), Edit::RemoveHeader("x-upstream".into())],
+                vec![
+                    Edit::SetHeader(h("x-raw-response", "1")),
+                    Edit::RemoveHeader("x-upstream".into()),
+                    // On a response `host` is a header like any other, not an authority.
+                    Edit::SetHeader(h("host", "not an/authority")),
+                ],
             ),
             "/seen" => {
                 let headers: Vec<String> = request
