@@ -154,9 +154,11 @@ pub fn add_forwarding(
     if !trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
-    let request_id = match headers.get(&X_REQUEST_ID) {
-        Some(id) if trusted && is_sane_request_id(id) => id.clone(),
-        _ => {
+    // From a client, any id it sent is replaced: not looked up.
+    let kept = if trusted { headers.get(&X_REQUEST_ID).filter(|id| is_sane_request_id(id)) } else { None };
+    let request_id = match kept {
+        Some(id) => id.clone(),
+        None => {
             let id = new_request_id();
             headers.insert(X_REQUEST_ID.clone(), id.clone());
             id

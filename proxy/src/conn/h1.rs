@@ -225,9 +225,9 @@ impl Connection {
         let mut response = Response::new(Full::new(Bytes::from(text)));
         *response.status_mut() = status;
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        let (mut parts, body) = response.into_parts();
+        let (parts, body) = response.into_parts();
         let to = Answering { head_request: false, http10: false, close: true };
-        let written = Writer::response(&mut parts, body, &to, &mut self.wire.lock().out);
+        let written = Writer::response(parts, body, &to, &mut self.wire.lock().out);
         self.stage = written.map_or(Stage::Done, Stage::Refusing);
     }
 
@@ -246,14 +246,14 @@ impl Connection {
         // likely close the connection after the response: said so up front
         // (RFC 9112 §9.6), so the client sends nothing more on it.
         let unread = !inner.body_buffered();
-        let (mut parts, body) = response.into_parts();
+        let (parts, body) = response.into_parts();
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS && asked.upgrade.is_some();
         let to = Answering {
             head_request: asked.head_request,
             http10: asked.http10,
             close: !switching && (self.closing || !asked.keep_alive || unread),
         };
-        let written = Writer::response(&mut parts, body, &to, &mut inner.out);
+        let written = Writer::response(parts, body, &to, &mut inner.out);
         drop(inner);
         self.stage = match written {
             Ok(writer) => {

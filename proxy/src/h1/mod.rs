@@ -8,6 +8,7 @@
 pub mod body;
 pub mod date;
 pub mod request;
+pub mod spare;
 pub mod wire;
 pub mod write;
 

@@ -7,9 +7,10 @@
 //! over the listener's limits (431).
 
 use super::body::{Framed, Framing, Refused, RequestFraming};
+use super::spare;
 use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, EXPECT, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -83,12 +84,14 @@ pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, Refusal
         refuse(status, format!("malformed request target ({e})"))
     })?;
     // Room for the fields wasp adds (forwarding, request id) without a regrowth.
-    let mut headers = HeaderMap::with_capacity(s.fields.len() + ADDED_FIELDS);
-    for (name, span) in s.fields {
+    let mut fields = s.fields;
+    let mut headers = spare::map(fields.len() + ADDED_FIELDS);
+    for (name, span) in fields.drain(..) {
         let value = HeaderValue::from_maybe_shared(raw.slice(span))
             .map_err(|_| refuse(StatusCode::BAD_REQUEST, format!("malformed value of field {name}")))?;
         headers.append(name, value);
     }
+    spare::give_spans(fields);
     if s.framing.drop_length {
         headers.remove(CONTENT_LENGTH);
     } else if s.framing.repeated_length
@@ -121,7 +124,7 @@ struct Scanned {
     method: Method,
     http10: bool,
     target: Range<usize>,
-    fields: Vec<(HeaderName, Range<usize>)>,
+    fields: spare::Spans,
     framed: Framed,
     framing: RequestFraming,
     expect_continue: bool,
@@ -157,7 +160,7 @@ fn scan(
     let base = buf.as_ptr() as usize;
     let Some(path) = req.path else { return Err(refuse(StatusCode::BAD_REQUEST, "no request target")) };
     let target = span(base, path.as_bytes());
-    let mut fields = Vec::with_capacity(req.headers.len());
+    let mut fields = spare::spans();
     let mut framed = Framed::default();
     let (mut expect_continue, mut upgrade) = (false, false);
     for field in req.headers.iter() {

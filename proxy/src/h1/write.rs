@@ -13,6 +13,7 @@
 
 use super::BoxError;
 use super::body::parse_length;
+use super::spare;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -77,8 +78,9 @@ where
 {
     /// Encodes the head of request `parts` (origin-form target, headers as
     /// given) and prepares to send `body` after it. The head is encoded in
-    /// `out`, the connection's buffer, reused once the last head is written.
-    pub fn request(parts: &mut http::request::Parts, body: B, out: &mut BytesMut) -> Result<Self, WriteError> {
+    /// `out`, the connection's buffer, reused once the last head is written;
+    /// its header map goes to the thread's [`spare`]s.
+    pub fn request(mut parts: http::request::Parts, body: B, out: &mut BytesMut) -> Result<Self, WriteError> {
         let headers = &mut parts.headers;
         let (framing, size) = choose(headers, &body, true, false)?;
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -91,6 +93,7 @@ where
         head.put_slice(b" HTTP/1.1\r\n");
         put_fields(head, headers);
         head.put_slice(b"\r\n");
+        spare::give_map(parts.headers);
         let empty = matches!(framing, Framing::None);
         let writer = Writer::new(head.split().freeze(), body, framing);
         Ok(if empty { writer.without_body() } else { writer })
@@ -98,9 +101,10 @@ where
 
     /// Encodes the head of response `parts` to a request as `to` describes
     /// (adding `Date` if it has none, and `Connection` as needed) and
-    /// prepares to send `body` after it; the head is encoded in `out`.
+    /// prepares to send `body` after it; the head is encoded in `out`, its
+    /// header map goes to the thread's [`spare`]s.
     pub fn response(
-        parts: &mut http::response::Parts,
+        mut parts: http::response::Parts,
         body: B,
         to: &Answering,
         out: &mut BytesMut,
@@ -137,6 +141,7 @@ where
         head.put_slice(b"\r\n");
         put_fields(head, headers);
         head.put_slice(b"\r\n");
+        spare::give_map(parts.headers);
         Ok(Writer::new(head.split().freeze(), body, framing))
     }
 
@@ -372,9 +377,9 @@ mod tests {
         let frames = futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from(data)))])
             .chain(futures_util::stream::pending());
         let body = RequestBody::new(Source::Boxed(BodyExt::boxed(StreamBody::new(frames)))).0;
-        let (mut parts, ()) = http::Request::post("/").header("host", "app").body(()).expect("request").into_parts();
+        let (parts, ()) = http::Request::post("/").header("host", "app").body(()).expect("request").into_parts();
         let mut out = BytesMut::new();
-        let mut writer = Writer::request(&mut parts, body, &mut out).map_err(|_| "writer").expect("writer");
+        let mut writer = Writer::request(parts, body, &mut out).map_err(|_| "writer").expect("writer");
         tokio::spawn(async move { std::future::poll_fn(|cx| writer.poll_write(cx, &mut c)).await.map_err(|_| ()) });
         let mut got = Vec::new();
         let mut buf = vec![0u8; 16 * 1024];

@@ -29,8 +29,11 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
-/// Bytes asked of the socket per read.
+/// Bytes asked of the socket per read of a body.
 const READ_SIZE: usize = 16 * 1024;
+/// Bytes asked of the socket per read of a response head: an idle pooled
+/// connection holds this much, and most responses fit in it whole.
+const HEAD_READ_SIZE: usize = 4 * 1024;
 
 /// An open HTTP/1.1 connection to an endpoint, and what it holds.
 pub struct Conn {
@@ -64,9 +67,9 @@ impl Conn {
         matches!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.buf), Poll::Pending)
     }
 
-    /// Reads more into the buffer; `Ok(false)` at end of stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        crate::h1::poll_fill(&mut self.io, &mut self.buf, READ_SIZE, cx)
+    /// Reads more into the buffer, about `size` bytes; `Ok(false)` at end of stream.
+    fn poll_fill(&mut self, size: usize, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        crate::h1::poll_fill(&mut self.io, &mut self.buf, size, cx)
     }
 }
 
@@ -77,10 +80,10 @@ pub async fn send(
     req: Request<RequestBody>,
     pool: &Arc<H1Pool>,
 ) -> Result<Response<H1Body>, ProxyError> {
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let head_request = parts.method == Method::HEAD;
     let upgrade = crate::headers::is_upgrade(&parts.headers);
-    let mut writer = Some(Writer::request(&mut parts, body, &mut conn.out).map_err(write_failed)?);
+    let mut writer = Some(Writer::request(parts, body, &mut conn.out).map_err(write_failed)?);
     // Set when writing failed on the upstream's side: its response may
     // still be readable (it answered early and closed), else this error stands.
     let mut write_error = None;
@@ -107,7 +110,7 @@ pub async fn send(
                 Ok(Parsed::Partial) => {}
                 Err(e) => return Poll::Ready(Err(ProxyError::with(Kind::UpstreamProtocol, e))),
             }
-            match std::task::ready!(conn.poll_fill(cx)) {
+            match std::task::ready!(conn.poll_fill(HEAD_READ_SIZE, cx)) {
                 Ok(true) => {}
                 Ok(false) if conn.buf.is_empty() => {
                     let cause = write_error.take().unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into());
@@ -221,7 +224,7 @@ impl http_body::Body for H1Body {
                     this.release_if_ended();
                     return Poll::Ready(None);
                 }
-                Step::NeedMore => match std::task::ready!(conn.poll_fill(cx)) {
+                Step::NeedMore => match std::task::ready!(conn.poll_fill(READ_SIZE, cx)) {
                     Ok(more) => {
                         eof = !more;
                         continue;

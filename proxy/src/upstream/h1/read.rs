@@ -10,6 +10,7 @@
 
 use crate::h1::body::{Framed, MAX_FIELDS, invalid};
 pub use crate::h1::body::{Framing, Invalid, Step};
+use crate::h1::spare;
 use bytes::{Buf, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use std::mem::MaybeUninit;
@@ -59,7 +60,7 @@ pub fn head(buf: &mut BytesMut, head_request: bool, upgrade: bool) -> Result<Par
         let status = StatusCode::from_u16(code).map_err(|_| invalid(format!("status code {code}")))?;
         let version = if resp.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
         let base = buf.as_ptr() as usize;
-        let mut spans = Vec::with_capacity(resp.headers.len());
+        let mut spans = spare::spans();
         let mut framed = Framed::default();
         for field in resp.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
@@ -73,12 +74,13 @@ pub fn head(buf: &mut BytesMut, head_request: bool, upgrade: bool) -> Result<Par
         let raw = buf.split_to(len).freeze();
         // Sized to the fields: on the way to the client, fields are usually
         // only removed (a larger map would cost more than the rare regrowth).
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for (name, span) in spans {
+        let mut headers = spare::map(spans.len());
+        for (name, span) in spans.drain(..) {
             let value = HeaderValue::from_maybe_shared(raw.slice(span))
                 .map_err(|_| invalid(format!("value of field {name}")))?;
             headers.append(name, value);
         }
+        spare::give_spans(spans);
         let keep_alive = version == Version::HTTP_11 && !framed.close;
         let body = if status == StatusCode::SWITCHING_PROTOCOLS {
             if !upgrade {
