@@ -192,3 +192,44 @@ async fn a_head_dribbled_byte_by_byte_is_parsed_when_it_ends() {
     assert!(text.starts_with("http/1.1 501") && text.contains("\r\ndate: "), "{text}");
     assert_eq!(upstream.hits(), 2);
 }
+
+/// Header maps are reused from one message to the next (`h1::spare`):
+/// nothing of a request's fields may reach the upstream with the next
+/// request on the connection, and nothing of an upstream's response fields
+/// may reach the client with the next response.
+#[tokio::test]
+async fn no_field_of_one_message_is_carried_into_the_next() {
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
+    let mut conn = Conn::open(proxy.addr("ingress")).await;
+    let mut first =
+        b"GET /first HTTP/1.1\r\nhost: x\r\nx-secret: one\r\nx-secret: two\r\nauthorization: Bearer good\r\n".to_vec();
+    for i in 0..40 {
+        first.extend_from_slice(format!("x-filler-{i}: {i}\r\n").as_bytes());
+    }
+    first.extend_from_slice(b"\r\nGET /second HTTP/1.1\r\nhost: x\r\n\r\n");
+    conn.send(&first).await;
+    let one = json(&conn.response(false).await.expect("first").body);
+    assert_eq!(
+        (one["headers"]["x-secret"].as_str(), one["headers"]["x-filler-39"].as_str()),
+        (Some("one|two"), Some("39"))
+    );
+    let two = json(&conn.response(false).await.expect("second").body);
+    assert_eq!(two["path"], "/second");
+    let sent: Vec<&String> = two["headers"].as_object().expect("headers").keys().collect();
+    assert!(
+        sent.iter().all(|k| !k.starts_with("x-secret") && !k.starts_with("x-filler") && *k != "authorization"),
+        "the upstream got fields of the request before: {sent:?}"
+    );
+
+    // The response side: an answer with `x-user`, then one without, on the
+    // same client and upstream connections.
+    conn.send(b"GET /authz/a HTTP/1.1\r\nhost: x\r\nauthorization: Bearer good\r\n\r\nGET /authz/b HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let allowed = conn.response(false).await.expect("allowed");
+    assert_eq!((allowed.status, allowed.header("x-user")), (200, Some("alice")));
+    let denied = conn.response(false).await.expect("denied");
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    assert_eq!(denied.header("x-user"), None, "the client got a field of the response before");
+    assert!(denied.header("www-authenticate").is_some());
+}
