@@ -238,9 +238,9 @@ fn edit(op: &Op, req: &http::request::Parts, facts: &Facts, filter: &str) -> Opt
 /// a second in the process, since what a client sends (its path, host or
 /// certificate) can make every request's value invalid.
 fn may_warn() -> bool {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    first_in_second(&LAST, now)
+    // No second yet: the process's clock starts at 0.
+    static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
+    first_in_second(&LAST, crate::io::clock_ms() / 1000)
 }
 
 /// Whether `now` (a second) is a later one than the last one `last` saw.
