@@ -5,7 +5,8 @@
 use crate::bindings::wasp::filter::host as wit;
 use crate::bindings::wasp::filter::types::Level;
 
-/// Structured logs, written by wasp with the filter's name.
+/// Structured logs, written by wasp with the filter's name (and the
+/// route and request id when the call is about a request).
 pub mod log {
     use super::*;
 

@@ -106,7 +106,10 @@ async fn a_slow_service_is_cut_off_at_the_check_timeout() {
     let reply = call(&proxy, "Bearer slow", &[]).await;
     assert_eq!(reply.status, 403, "timed out: a service error, denied");
     assert!(start.elapsed() < std::time::Duration::from_secs(2), "not held for the service's 2 s");
-    proxy.wait_stderr("timed out after 100ms");
+    // The filter's own log line: wasp adds the filter, the route and the request id.
+    let line: serde_json::Value = serde_json::from_str(&proxy.wait_stderr("timed out after 100ms")).expect("JSON log");
+    assert_eq!((line["filter"].as_str(), line["route"].as_str()), (Some("authz"), Some("r")), "{line}");
+    assert!(line["request_id"].as_str().is_some_and(|id| id.len() >= 16), "{line}");
 }
 
 #[tokio::test]

@@ -49,10 +49,14 @@ impl Filter for Auth {
 
     /// The request headers phase only, with the credential headers it
     /// reads (not the ones it strips: removing needs no read), the path
-    /// for public prefixes, the peer identity when identity rules are set,
-    /// and the route and request id for its debug log.
+    /// when there are public prefixes, and the peer identity when identity
+    /// rules are set. (Its debug log needs no route or request id: wasp
+    /// adds those to a filter's log lines.)
     fn registration(&self) -> Registration {
-        let mut facts = Facts::PATH | Facts::ROUTE | Facts::REQUEST_ID;
+        let mut facts = Facts::empty();
+        if !self.settings.public_paths.is_empty() {
+            facts |= Facts::PATH;
+        }
         if self.settings.identities.is_some() {
             facts |= Facts::PEER_IDENTITY;
         }
@@ -70,13 +74,7 @@ impl Filter for Auth {
             }
             Err(failure) => {
                 metrics::counter_add("auth_denied", 1);
-                log::debug(&format!(
-                    "auth: {} ({}) route={} request_id={}",
-                    failure.status(),
-                    failure.describe(),
-                    req.route(),
-                    req.request_id()
-                ));
+                log::debug(&format!("auth: {} ({})", failure.status(), failure.describe()));
                 Decision::Reply(deny::reply(&self.settings, &failure))
             }
         }

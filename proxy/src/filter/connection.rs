@@ -39,14 +39,14 @@ impl ConnectionFacts {
         ConnectionFacts { peer, local, sni: None, alpn: None, identity: None }
     }
 
-    fn info(&self) -> ConnectionInfo {
-        let text = |v: &Option<Arc<str>>| v.as_deref().map(str::to_string);
+    /// The facts as a filter gets them, with the addresses as text.
+    fn info<'a>(&'a self, peer: &'a str, local: &'a str) -> ConnectionInfo<'a> {
         ConnectionInfo {
-            peer: self.peer.to_string(),
-            local: self.local.to_string(),
-            sni: text(&self.sni),
-            alpn: text(&self.alpn),
-            identity: text(&self.identity),
+            peer,
+            local,
+            sni: self.sni.as_deref(),
+            alpn: self.alpn.as_deref(),
+            identity: self.identity.as_deref(),
         }
     }
 }
@@ -81,7 +81,8 @@ impl ConnectionFilters {
         if self.filters.is_empty() {
             return Ok(());
         }
-        let info = facts.info();
+        let (peer, local) = (facts.peer.to_string(), facts.local.to_string());
+        let info = facts.info(&peer, &local);
         for (versioned, denied) in &self.filters {
             let f = versioned.current();
             let outcome = f.lease().and_then(|mut lease| lease.on_connection(&info));

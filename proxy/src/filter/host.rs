@@ -7,11 +7,11 @@
 use super::call::{CallRequest, MAX_PENDING, Pending, prepare};
 use super::clock::CallClock;
 use super::kv::Kv;
-use super::message::MessageState;
+use super::message::{Facts, MessageState};
 use crate::config::model::Capability;
 use crate::metrics::Metrics;
 use crate::upstream::Cluster;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -72,6 +72,9 @@ pub struct HostState {
     pub next_call: u64,
     /// Time spent in the current call, against its limit.
     pub clock: CallClock,
+    /// The route and request id of the request the current call is about,
+    /// which wasp adds to the filter's log lines.
+    request: Option<(Arc<str>, HeaderValue)>,
 }
 
 /// The `message` resource of 0.1 is backed by this.
@@ -89,7 +92,15 @@ impl HostState {
             calls: Vec::new(),
             next_call: 0,
             clock: CallClock::default(),
+            request: None,
         }
+    }
+
+    /// Before a call: no HTTP calls prepared yet, and the request it is
+    /// about (`None` for a connection).
+    pub fn begin(&mut self, request: Option<&Facts>) {
+        self.calls.clear();
+        self.request = request.map(|f| (f.route.clone(), f.request_id.clone()));
     }
 
     /// The limiter wasmtime consults on memory growth.
@@ -102,12 +113,16 @@ impl HostState {
         self.shared.require(Capability::Log)?;
         let filter = &*self.shared.name;
         let message = truncate(message, 4096);
+        let (route, request_id) = match &self.request {
+            Some((route, id)) => (Some(&**route), id.to_str().ok()),
+            None => (None, None),
+        };
         match level {
-            tracing::Level::TRACE => tracing::trace!(filter, "{message}"),
-            tracing::Level::DEBUG => tracing::debug!(filter, "{message}"),
-            tracing::Level::INFO => tracing::info!(filter, "{message}"),
-            tracing::Level::WARN => tracing::warn!(filter, "{message}"),
-            tracing::Level::ERROR => tracing::error!(filter, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(filter, route, request_id, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(filter, route, request_id, "{message}"),
+            tracing::Level::INFO => tracing::info!(filter, route, request_id, "{message}"),
+            tracing::Level::WARN => tracing::warn!(filter, route, request_id, "{message}"),
+            tracing::Level::ERROR => tracing::error!(filter, route, request_id, "{message}"),
         }
         Ok(())
     }
@@ -184,28 +199,11 @@ impl HostState {
 }
 
 /// Binds one version's `wasp:filter/host` imports to the implementations
-/// above, and defines `answer`, a call's answer in that version's types.
-/// `$types` and `$host` are the version's generated `types` and `host`
+/// above. `$types` and `$host` are the version's generated `types` and `host`
 /// modules (in scope where it is used): the two versions' interfaces are
 /// the same, only their generated types differ.
 macro_rules! bind_host_imports {
     ($types:ident, $host:ident) => {
-        /// The answer to a call, as this version passes it.
-        pub fn answer(answer: &$crate::filter::call::Answer) -> Result<$types::CallResponse, String> {
-            match answer {
-                Ok(r) => Ok($types::CallResponse {
-                    status: r.status,
-                    headers: r
-                        .headers
-                        .iter()
-                        .map(|(n, v)| $types::Header { name: n.clone(), value: v.clone() })
-                        .collect(),
-                    body: r.body.clone(),
-                }),
-                Err(e) => Err(e.clone()),
-            }
-        }
-
         impl $host::Host for $crate::filter::host::HostState {
             fn log(&mut self, level: $types::Level, message: String) -> wasmtime::Result<()> {
                 let level = match level {

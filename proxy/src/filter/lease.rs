@@ -58,18 +58,21 @@ impl Lease {
     /// Asks the filter's `on-connection` whether a connection is served.
     /// A component without that export is `Unavailable` (the registry
     /// refuses those as connection filters, at load and on reload).
-    pub fn on_connection(&mut self, info: &ConnectionInfo) -> Result<ConnectionDecision, Failure> {
+    pub fn on_connection(&mut self, info: &ConnectionInfo<'_>) -> Result<ConnectionDecision, Failure> {
         if !self.filter.has_connection_hook() {
             tracing::warn!(filter = %self.filter.name, "filter has no on-connection export");
             self.filter.count(Failure::Unavailable);
             return Err(Failure::Unavailable);
         }
-        self.guarded(CONNECTION, |inst| match &inst.exports {
-            Exports::V02(_, Some(hook), _) => hook.call_on_connection(&mut inst.store, info),
-            Exports::V01(_, Some(hook)) => {
-                hook.call_on_connection(&mut inst.store, &v01::connection_info(info)).map(v01::connection_decision)
+        self.guarded(CONNECTION, |inst| {
+            inst.store.data_mut().begin(None);
+            match &inst.exports {
+                Exports::V02(_, Some(hook), _) => hook.call_on_connection(&mut inst.store, info.clone()),
+                Exports::V01(_, Some(hook)) => {
+                    hook.call_on_connection(&mut inst.store, &v01::connection_info(info)).map(v01::connection_decision)
+                }
+                _ => wasmtime::bail!("no on-connection export"),
             }
-            _ => wasmtime::bail!("no on-connection export"),
         })
     }
 
@@ -98,24 +101,30 @@ impl Lease {
         let result = self.guarded(phase as usize, |inst| {
             let Instance { store, exports } = inst;
             let Exports::V02(handler, _, reg) = &*exports else { wasmtime::bail!("not a 0.2 instance") };
-            store.data_mut().calls.clear();
+            store.data_mut().begin(Some(&m.facts));
             let outcome = match (phase, answer) {
-                (Phase::RequestHeaders, _) => handler.call_on_request_headers(&mut *store, &v02::request(m, reg)),
-                (Phase::RequestBody, _) => {
-                    handler.call_on_request_body(&mut *store, &v02::request(m, reg), &v02::body(&m.body))
+                (Phase::RequestHeaders, _) => {
+                    let headers = v02::request_headers(m, reg);
+                    handler.call_on_request_headers(&mut *store, v02::request(m, reg, &headers))
                 }
-                (Phase::ResponseHeaders, _) => handler.call_on_response_headers(&mut *store, &v02::response(m, reg)),
+                (Phase::RequestBody, _) => {
+                    let (headers, trailers) = (v02::request_headers(m, reg), v02::trailers(&m.body));
+                    let (req, body) = (v02::request(m, reg, &headers), v02::body(&m.body, &trailers));
+                    handler.call_on_request_body(&mut *store, req, body)
+                }
+                (Phase::ResponseHeaders, _) => {
+                    let headers = v02::response_headers(m, reg);
+                    handler.call_on_response_headers(&mut *store, v02::response(m, &headers))
+                }
                 (Phase::ResponseBody, _) => {
-                    handler.call_on_response_body(&mut *store, &v02::response(m, reg), &v02::body(&m.body))
+                    let (headers, trailers) = (v02::response_headers(m, reg), v02::trailers(&m.body));
+                    let (resp, body) = (v02::response(m, &headers), v02::body(&m.body, &trailers));
+                    handler.call_on_response_body(&mut *store, resp, body)
                 }
                 (Phase::CallResponse, Some((id, answer))) => {
-                    let answer = v02::answer(answer);
-                    handler.call_on_call_response(
-                        &mut *store,
-                        &v02::request(m, reg),
-                        id,
-                        answer.as_ref().map_err(String::as_str),
-                    )
+                    let (headers, answer_headers) = (v02::request_headers(m, reg), v02::answer_headers(answer));
+                    let req = v02::request(m, reg, &headers);
+                    handler.call_on_call_response(&mut *store, req, id, v02::answer(answer, &answer_headers))
                 }
                 (Phase::CallResponse, None) => wasmtime::bail!("on-call-response without an answer"),
             }?;
@@ -149,7 +158,7 @@ impl Lease {
         let Some(inst) = self.instance.as_mut() else {
             return (msg, Err(Failure::Unavailable));
         };
-        inst.store.data_mut().calls.clear();
+        inst.store.data_mut().begin(Some(&msg.facts));
         let lent = match inst.store.data_mut().table.push(msg) {
             Ok(r) => r,
             Err(_) => unreachable_table(),

@@ -34,13 +34,14 @@ impl From<types::Decision> for Decision {
 }
 
 /// The connection facts, as 0.1 passes them.
-pub fn connection_info(info: &super::v02::types::ConnectionInfo) -> types::ConnectionInfo {
+pub fn connection_info(info: &super::v02::types::ConnectionInfo<'_>) -> types::ConnectionInfo {
+    let text = |v: Option<&str>| v.map(str::to_string);
     types::ConnectionInfo {
-        peer: info.peer.clone(),
-        local: info.local.clone(),
-        sni: info.sni.clone(),
-        alpn: info.alpn.clone(),
-        identity: info.identity.clone(),
+        peer: info.peer.to_string(),
+        local: info.local.to_string(),
+        sni: text(info.sni),
+        alpn: text(info.alpn),
+        identity: text(info.identity),
     }
 }
 
@@ -194,6 +195,18 @@ impl types::HostMessage for HostState {
     fn drop(&mut self, m: Resource<MessageState>) -> Res<()> {
         self.table.delete(m)?;
         Ok(())
+    }
+}
+
+/// The answer to a call, as 0.1 passes it.
+pub fn answer(answer: &super::call::Answer) -> Result<types::CallResponse, String> {
+    match answer {
+        Ok(r) => Ok(types::CallResponse {
+            status: r.status,
+            headers: r.headers.iter().map(|(n, v)| types::Header { name: n.clone(), value: v.clone() }).collect(),
+            body: r.body.clone(),
+        }),
+        Err(e) => Err(e.clone()),
     }
 }
 

@@ -15,6 +15,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "http-filter",
     imports: { default: trappable },
+    ownership: Borrowing { duplicate_if_necessary: true },
 });
 
 use self::wasp::filter::host;
@@ -94,11 +95,12 @@ impl Registration {
     }
 }
 
-fn headers(map: Option<&http::HeaderMap>, set: &HeaderSet) -> Vec<types::Header> {
-    let header = |n: &HeaderName, v: &http::HeaderValue| types::Header {
-        name: n.as_str().to_string(),
-        value: v.as_bytes().to_vec(),
-    };
+/// The headers of `map` that `set` names, borrowed for a call (a phase's
+/// arguments are lowered straight from wasp's own head: nothing is copied
+/// on the host's side first).
+fn headers<'a>(map: Option<&'a http::HeaderMap>, set: &'a HeaderSet) -> Vec<types::HeaderParam<'a>> {
+    let header =
+        |n: &'a HeaderName, v: &'a http::HeaderValue| types::HeaderParam { name: n.as_str(), value: v.as_bytes() };
     match (map, set) {
         (None, _) | (_, HeaderSet::None) => Vec::new(),
         (Some(map), HeaderSet::All) => map.iter().map(|(n, v)| header(n, v)).collect(),
@@ -108,8 +110,22 @@ fn headers(map: Option<&http::HeaderMap>, set: &HeaderSet) -> Vec<types::Header>
     }
 }
 
-/// The request as `reg` asked to see it.
-pub fn request(msg: &MessageState, reg: &Registration) -> types::Request {
+/// The request headers `reg` asked for, for [`request`].
+pub fn request_headers<'a>(msg: &'a MessageState, reg: &'a Registration) -> Vec<types::HeaderParam<'a>> {
+    headers(msg.headers(), &reg.request_headers)
+}
+
+/// The response headers `reg` asked for, for [`response`].
+pub fn response_headers<'a>(msg: &'a MessageState, reg: &'a Registration) -> Vec<types::HeaderParam<'a>> {
+    headers(msg.headers(), &reg.response_headers)
+}
+
+/// The request as `reg` asked to see it, with its `headers`.
+pub fn request<'a>(
+    msg: &'a MessageState,
+    reg: &Registration,
+    headers: &'a [types::HeaderParam<'a>],
+) -> types::Request<'a> {
     use types::Facts as F;
     let want = |f: F| reg.facts.contains(f);
     let req = match &msg.head {
@@ -118,32 +134,52 @@ pub fn request(msg: &MessageState, reg: &Registration) -> types::Request {
     };
     let facts = &msg.facts;
     types::Request {
-        method: req.filter(|_| want(F::METHOD)).map(|p| p.method.as_str().to_string()),
-        path: msg.path().filter(|_| want(F::PATH)).map(str::to_string),
-        authority: msg.authority().filter(|_| want(F::AUTHORITY)).map(str::to_string),
-        request_id: want(F::REQUEST_ID).then(|| facts.request_id.to_str().unwrap_or_default().to_string()),
-        peer: want(F::PEER).then(|| facts.peer.to_string()),
-        route: want(F::ROUTE).then(|| facts.route.to_string()),
-        peer_identity: facts.identity.as_deref().filter(|_| want(F::PEER_IDENTITY)).map(str::to_string),
-        headers: headers(msg.headers(), &reg.request_headers),
+        method: req.filter(|_| want(F::METHOD)).map(|p| p.method.as_str()),
+        path: msg.path().filter(|_| want(F::PATH)),
+        authority: msg.authority().filter(|_| want(F::AUTHORITY)),
+        request_id: want(F::REQUEST_ID).then(|| facts.request_id.to_str().unwrap_or_default()),
+        peer: want(F::PEER).then_some(&*facts.peer),
+        route: want(F::ROUTE).then_some(&*facts.route),
+        peer_identity: facts.identity.as_deref().filter(|_| want(F::PEER_IDENTITY)),
+        headers,
     }
 }
 
-/// The response as `reg` asked to see it.
-pub fn response(msg: &MessageState, reg: &Registration) -> types::Response {
+/// The response as it goes to a filter, with the `headers` it asked for.
+pub fn response<'a>(msg: &MessageState, headers: &'a [types::HeaderParam<'a>]) -> types::Response<'a> {
     let status = match &msg.head {
         Head::Response(p) => p.status.as_u16(),
         _ => 0,
     };
-    types::Response { status, headers: headers(msg.headers(), &reg.response_headers) }
+    types::Response { status, headers }
 }
 
-/// A body phase's body.
-pub fn body(chunk: &Chunk) -> types::Body {
-    types::Body {
-        data: chunk.data.to_vec(),
-        end_of_stream: chunk.end,
-        trailers: chunk.trailers.as_ref().map_or_else(Vec::new, |t| headers(Some(t), &HeaderSet::All)),
+/// A body phase's trailers, for [`body`].
+pub fn trailers(chunk: &Chunk) -> Vec<types::HeaderParam<'_>> {
+    headers(chunk.trailers.as_ref(), &HeaderSet::All)
+}
+
+/// A body phase's body, with its `trailers`.
+pub fn body<'a>(chunk: &'a Chunk, trailers: &'a [types::HeaderParam<'a>]) -> types::Body<'a> {
+    types::Body { data: &chunk.data, end_of_stream: chunk.end, trailers }
+}
+
+/// The answer to a call's headers, for [`answer`].
+pub fn answer_headers(answer: &super::call::Answer) -> Vec<types::HeaderParam<'_>> {
+    answer.as_ref().map_or_else(
+        |_| Vec::new(),
+        |r| r.headers.iter().map(|(n, v)| types::HeaderParam { name: n, value: v }).collect(),
+    )
+}
+
+/// The answer to a call, as 0.2 passes it, with its `headers`.
+pub fn answer<'a>(
+    answer: &'a super::call::Answer,
+    headers: &'a [types::HeaderParam<'a>],
+) -> Result<types::CallResponse<'a>, &'a str> {
+    match answer {
+        Ok(r) => Ok(types::CallResponse { status: r.status, headers, body: &r.body }),
+        Err(e) => Err(e),
     }
 }
 
@@ -260,7 +296,7 @@ mod tests {
     use super::*;
 
     fn set(name: &str, value: &str) -> types::Edit {
-        types::Edit::SetHeader(types::Header { name: name.into(), value: value.as_bytes().to_vec() })
+        types::Edit::SetHeader(types::HeaderResult { name: name.into(), value: value.as_bytes().to_vec() })
     }
 
     fn outcome(edits: Vec<types::Edit>, response_edits: Vec<types::Edit>) -> types::Outcome {
