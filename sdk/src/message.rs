@@ -114,18 +114,20 @@ fn managed(lower: &str) -> bool {
     )
 }
 
-/// RFC 9110 `tchar`s, by byte: what header names and methods are made of
-/// (a table, as the guest checks every name a filter sets on every call).
-const TOKEN: [bool; 256] = {
-    let mut table = [false; 256];
+/// RFC 9110 `tchar`s, by byte: 0 for a byte that is not one, 2 for an
+/// upper-case letter, 1 for any other (a table, as the guest checks every
+/// name a filter sets on every call).
+const TCHAR: [u8; 256] = {
+    let mut table = [0; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
+        let tchar = c.is_ascii_alphanumeric()
             || matches!(
                 c,
                 b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
             );
+        table[b] = if c.is_ascii_uppercase() { 2 } else { tchar as u8 };
         b += 1;
     }
     table
@@ -133,7 +135,7 @@ const TOKEN: [bool; 256] = {
 
 /// Whether `s` is an RFC 9110 token.
 fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| TOKEN[usize::from(b)])
+    !s.is_empty() && s.bytes().all(|b| TCHAR[usize::from(b)] != 0)
 }
 
 /// Whether `name` is a valid header name (an RFC 9110 token), for
@@ -153,10 +155,17 @@ pub fn is_managed_header(name: &str) -> bool {
 /// A header name as wasp accepts it (an RFC 9110 token, not one wasp
 /// manages), lower-cased.
 fn checked_name(name: &str) -> Result<String, String> {
-    if !is_token(name) {
+    // One pass over the name: whether each byte is a `tchar`, and whether any is upper-case.
+    let (mut valid, mut upper) = (!name.is_empty(), false);
+    for b in name.bytes() {
+        let class = TCHAR[usize::from(b)];
+        valid &= class != 0;
+        upper |= class == 2;
+    }
+    if !valid {
         return Err(format!("invalid header name {name:?}"));
     }
-    let lower = name.to_ascii_lowercase();
+    let lower = if upper { name.to_ascii_lowercase() } else { name.to_owned() };
     if managed(&lower) {
         return Err(format!("header {lower:?} is managed by wasp (framing or hop-by-hop); not changed"));
     }

@@ -60,6 +60,20 @@ fn encode(tokens: f64, at: u64) -> [u8; 17] {
     v
 }
 
+/// `n` in decimal, written into `buf` (three numbers on every answer: no
+/// `String` for each).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
 impl RateLimit {
     fn key_of(&self, req: &Request<'_>) -> String {
         let by_header = match &self.key {
@@ -141,9 +155,10 @@ impl Filter for RateLimit {
         let key = self.key_of(req);
         match self.take(&key) {
             Ok(left) => {
-                let _ = req.set_response_header("ratelimit-limit", (self.burst as u64).to_string());
-                let _ = req.set_response_header("ratelimit-remaining", (left.floor() as u64).to_string());
-                let _ = req.set_response_header("ratelimit-reset", self.reset_secs(left).to_string());
+                let mut buf = [0; 20];
+                let _ = req.set_response_header("ratelimit-limit", decimal(self.burst as u64, &mut buf));
+                let _ = req.set_response_header("ratelimit-remaining", decimal(left.floor() as u64, &mut buf));
+                let _ = req.set_response_header("ratelimit-reset", decimal(self.reset_secs(left), &mut buf));
                 Decision::Continue
             }
             Err(wait) => {
@@ -167,7 +182,15 @@ wasp_sdk::export!(RateLimit);
 
 #[cfg(test)]
 mod tests {
-    use super::{encode, parse};
+    use super::{decimal, encode, parse};
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        let mut buf = [0; 20];
+        for n in [0, 7, 10, 1_000_000_000, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn bucket_state_round_trips_and_anything_else_is_a_full_bucket() {
