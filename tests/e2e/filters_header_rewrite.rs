@@ -131,6 +131,7 @@ filters:
     }
     let m = metrics(&proxy).await;
     assert!(m.contains("wasp_filter_duration_seconds_count{filter=\"rewrite\",phase=\"request_headers\"} 0"), "{m}");
+    assert!(m.contains("wasp_filter_standing_values_left_out_total{filter=\"rewrite\"} 0"), "{m}");
 }
 
 #[tokio::test]

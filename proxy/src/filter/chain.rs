@@ -401,7 +401,7 @@ fn standing_edits(f: &LoadedFilter, parts: &mut http::request::Parts, facts: &Fa
     if f.standing().is_empty() {
         return Vec::new();
     }
-    f.standing().apply(parts, facts, &f.name)
+    f.standing().apply(parts, facts, &f.name, &f.values_left_out)
 }
 
 /// Calls a request phase; while it answers `wait`, sends the calls it

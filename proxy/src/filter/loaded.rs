@@ -29,7 +29,7 @@ use super::v02::Registration;
 use super::{v01, v02};
 use crate::config::FilterConfig;
 use crate::config::model::FailurePolicy;
-use prometheus::{Histogram, IntCounterVec};
+use prometheus::{Histogram, IntCounter, IntCounterVec};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -140,6 +140,8 @@ pub struct LoadedFilter {
     pub(super) timeout: Duration,
     idle: Mutex<Vec<Instance>>,
     errors: IntCounterVec,
+    /// Its standing edits left out of a request (a value invalid there).
+    pub values_left_out: IntCounter,
     /// Call duration per [`Phase`].
     pub durations: [Histogram; 6],
 }
@@ -252,6 +254,7 @@ impl LoadedFilter {
             }),
             durations: Phase::LABELS.map(|phase| metrics.filter_duration.with_label_values(&[&cfg.name, phase])),
             errors: metrics.filter_errors.clone(),
+            values_left_out: metrics.filter_values_left_out.with_label_values(&[&cfg.name]),
             name,
             generation,
             policy: cfg.on_error,

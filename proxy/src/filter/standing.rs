@@ -11,6 +11,7 @@
 use super::message::{Edit, Facts, Refused, edit_headers, header_name, request_authority, request_path, set_host};
 use super::v02::types;
 use http::{HeaderName, HeaderValue};
+use prometheus::IntCounter;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A fact a template reads.
@@ -92,10 +93,24 @@ impl Standing {
 
     /// Makes the request edits on `req` and returns the response edits,
     /// every value filled in from `req` (and `facts`) as it is now. A value
-    /// that comes out invalid for this request is left out, with a warning.
-    pub fn apply(&self, req: &mut http::request::Parts, facts: &Facts, filter: &str) -> Vec<Edit> {
-        let response: Vec<Edit> = self.response.iter().filter_map(|op| edit(op, req, facts, filter)).collect();
-        let edits: Vec<Edit> = self.request.iter().filter_map(|op| edit(op, req, facts, filter)).collect();
+    /// that comes out invalid for this request is left out, counted in
+    /// `left_out` (and a warning, at most one a second).
+    pub fn apply(
+        &self,
+        req: &mut http::request::Parts,
+        facts: &Facts,
+        filter: &str,
+        left_out: &IntCounter,
+    ) -> Vec<Edit> {
+        let edit = |op| {
+            let e = edit(op, req, facts, filter);
+            if e.is_none() {
+                left_out.inc();
+            }
+            e
+        };
+        let response: Vec<Edit> = self.response.iter().filter_map(edit).collect();
+        let edits: Vec<Edit> = self.request.iter().filter_map(edit).collect();
         for e in edits {
             make(req, e);
         }
@@ -338,7 +353,9 @@ mod tests {
         )
         .expect("valid");
         let mut req = request("/p?q=1", &[("host", "old.example"), ("x-list", "a"), ("x-secret", "s"), ("x-old", "o")]);
-        let response = s.apply(&mut req, &facts(None), "f");
+        let left_out = IntCounter::new("left_out", "-").expect("counter");
+        let response = s.apply(&mut req, &facts(None), "f", &left_out);
+        assert_eq!(left_out.get(), 0);
         let h = &req.headers;
         assert_eq!(h["x-all"], "PATCH /p?q=1 old.example rid-1 127.0.0.1:4000 api []");
         assert_eq!(h["host"], "new.example");
@@ -358,7 +375,9 @@ mod tests {
         )
         .expect("valid");
         let mut req = request("/", &[]);
-        s.apply(&mut req, &facts(Some("spiffe://a\r\nx-injected: 1")), "f");
+        let left_out = IntCounter::new("left_out", "-").expect("counter");
+        s.apply(&mut req, &facts(Some("spiffe://a\r\nx-injected: 1")), "f", &left_out);
+        assert_eq!(left_out.get(), 1, "counted");
         assert!(req.headers.get("x-who").is_none());
         assert!(req.headers.get("x-injected").is_none());
         assert_eq!(req.headers["x-ok"], "1");

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub access_log_errors: IntCounter,
     /// `wasp_filter_errors_total{filter,reason}`
     pub filter_errors: IntCounterVec,
+    /// `wasp_filter_standing_values_left_out_total{filter}`
+    pub filter_values_left_out: IntCounterVec,
     /// `wasp_filter_duration_seconds{filter,phase}`
     pub filter_duration: HistogramVec,
     /// `wasp_filter_reloads_total{filter,result}`
@@ -174,6 +176,15 @@ impl Metrics {
                 &["filter", "reason"],
             )
             .expect("valid metric"),
+            filter_values_left_out: IntCounterVec::new(
+                Opts::new(
+                    "wasp_filter_standing_values_left_out_total",
+                    "Standing edits a filter registered that were left out of one request: \
+                     their value filled in was not a valid header value (or host) for it",
+                ),
+                &["filter"],
+            )
+            .expect("valid metric"),
             filter_duration: HistogramVec::new(
                 HistogramOpts::new("wasp_filter_duration_seconds", "Time spent in one filter call, by phase").buckets(
                     vec![
@@ -268,6 +279,7 @@ impl Metrics {
             Box::new(m.access_log_dropped.clone()),
             Box::new(m.access_log_errors.clone()),
             Box::new(m.filter_errors.clone()),
+            Box::new(m.filter_values_left_out.clone()),
             Box::new(m.filter_duration.clone()),
             Box::new(m.filter_reloads.clone()),
             Box::new(m.filter_connections_denied.clone()),
