@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod date;
+pub mod names;
 pub mod request;
 pub mod spare;
 pub mod wire;

@@ -10,7 +10,7 @@ use super::body::{Framed, Framing, Refused, RequestFraming};
 use super::spare;
 use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, EXPECT, UPGRADE};
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, StatusCode, Uri, Version};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -164,7 +164,7 @@ fn scan(
     let mut framed = Framed::default();
     let (mut expect_continue, mut upgrade) = (false, false);
     for field in req.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
+        let name = super::names::parse(field.name.as_bytes())
             .map_err(|_| refuse(StatusCode::BAD_REQUEST, format!("malformed field name {:?}", field.name)))?;
         if framed.note(&name, field.value) {
             continue; // `Connection: keep-alive` or `close`: noted, not passed on

@@ -12,7 +12,7 @@ use crate::h1::body::{Framed, MAX_FIELDS, invalid};
 pub use crate::h1::body::{Framing, Invalid, Step};
 use crate::h1::spare;
 use bytes::{Buf, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, StatusCode, Version};
 use std::mem::MaybeUninit;
 
 /// Largest response head (status line and fields) wasp reads.
@@ -63,7 +63,7 @@ pub fn head(buf: &mut BytesMut, head_request: bool, upgrade: bool) -> Result<Par
         let mut spans = spare::spans();
         let mut framed = Framed::default();
         for field in resp.headers.iter() {
-            let name = HeaderName::from_bytes(field.name.as_bytes())
+            let name = crate::h1::names::parse(field.name.as_bytes())
                 .map_err(|_| invalid(format!("field name {:?}", field.name)))?;
             if framed.note(&name, field.value) {
                 continue; // `Connection: keep-alive` or `close`: noted, not passed on
