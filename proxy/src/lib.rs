@@ -50,6 +50,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod boxed;
 pub mod cli;
 pub mod config;
 pub mod conn;

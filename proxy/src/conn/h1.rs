@@ -213,7 +213,7 @@ impl Connection {
         let request = request.map(|()| Source::H1(body));
         // Each request is routed by the handler serving when it arrives.
         let listener = self.state.accepted_by.http().unwrap_or_else(|| self.listener.clone());
-        let handling = Box::pin(crate::forward::handle(request, listener, self.state.clone()));
+        let handling = crate::boxed::boxed!(crate::forward::handle(request, listener, self.state.clone()));
         self.stage = Stage::Handling(handling, asked);
     }
 

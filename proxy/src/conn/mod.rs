@@ -118,7 +118,7 @@ impl Connection<'_> {
                 let current = state.accepted_by.http().unwrap_or_else(|| listener.clone());
                 // Boxed: hyper spawns a task per HTTP/2 stream and moves its
                 // future there, and a small future is cheap to move.
-                Box::pin(crate::forward::handle(req.map(Source::Incoming), current, state.clone()))
+                crate::boxed::boxed!(crate::forward::handle(req.map(Source::Incoming), current, state.clone()))
             })
         };
         if let Some(Err(e)) = self.drive(self.listener.h2.serve_connection(io, svc)).await {

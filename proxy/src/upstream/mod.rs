@@ -220,8 +220,9 @@ impl Cluster {
         // Kept to ask, after a timeout, whether the client had sent its whole body.
         let streamed = body.streamed().cloned();
         // Boxed: the attempts' future is a few KB, and moving it into the timeout and
-        // with it (how often depends on inlining) cost more than the allocation.
-        let attempt = Box::pin(self.attempt_all(head, body, policy, attempts));
+        // with it (how often depends on inlining) cost more than the allocation;
+        // boxed in place, not copied there.
+        let attempt = crate::boxed::boxed!(self.attempt_all(head, body, policy, attempts));
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
             Err(_) => {
