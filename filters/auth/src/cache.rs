@@ -108,7 +108,7 @@ fn same(a: &str, b: &str) -> bool {
     let ((aw, ar), (bw, br)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
     let words = aw.iter().zip(bw).fold(0, |d, (x, y)| d | (u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y)));
     let rest = ar.iter().zip(br).fold(0, |d, (x, y)| d | (x ^ y));
-    words == 0 && rest == 0
+    (words | u64::from(rest)) == 0
 }
 
 #[cfg(test)]

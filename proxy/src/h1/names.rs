@@ -36,17 +36,21 @@ pub fn parse(raw: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
         return HeaderName::from_bytes(raw);
     }
     let mix = len ^ usize::from(raw[0]) << 1 ^ usize::from(raw[len / 2]) << 2 ^ usize::from(raw[len - 1]) << 3;
-    NAMES.with_borrow_mut(|slots| {
-        let slot = &mut slots[mix % SLOTS];
-        if let Some(name) = slot.name.as_ref().filter(|_| slot.len == len && slot.raw[..len] == *raw) {
-            return Ok(name.clone());
-        }
-        let name = HeaderName::from_bytes(raw)?;
-        slot.raw[..len].copy_from_slice(raw);
-        slot.len = len;
-        slot.name = Some(name.clone());
-        Ok(name)
-    })
+    // While the thread's locals are being torn down: parsed, not kept.
+    NAMES
+        .try_with(|names| {
+            let slots = &mut *names.borrow_mut();
+            let slot = &mut slots[mix % SLOTS];
+            if let Some(name) = slot.name.as_ref().filter(|_| slot.len == len && slot.raw[..len] == *raw) {
+                return Ok(name.clone());
+            }
+            let name = HeaderName::from_bytes(raw)?;
+            slot.raw[..len].copy_from_slice(raw);
+            slot.len = len;
+            slot.name = Some(name.clone());
+            Ok(name)
+        })
+        .unwrap_or_else(|_| HeaderName::from_bytes(raw))
 }
 
 #[cfg(test)]
