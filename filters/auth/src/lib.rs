@@ -191,27 +191,27 @@ impl Auth {
 
 /// The token in `header` after `prefix` (case-insensitive), if the header
 /// is there and has that prefix.
-fn bearer_token(req: &Request<'_>, header: &str, prefix: &str) -> Result<Option<String>, Failure> {
+fn bearer_token<'r>(req: &'r Request<'_>, header: &str, prefix: &str) -> Result<Option<&'r str>, Failure> {
     let Some(value) = single_value(req, header, "more than one token header")? else { return Ok(None) };
-    let value = String::from_utf8(value).map_err(|_| Failure::InvalidToken("malformed token"))?;
+    let value = std::str::from_utf8(value).map_err(|_| Failure::InvalidToken("malformed token"))?;
     let n = prefix.len();
     if !value.as_bytes().get(..n).is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes())) {
         // Another scheme (e.g. `Basic`): no bearer token here.
         return Ok(None);
     }
     match value.get(n..).map(|token| token.trim_matches(' ')) {
-        Some(token) if !token.is_empty() => Ok(Some(token.to_string())),
+        Some(token) if !token.is_empty() => Ok(Some(token)),
         _ => Err(Failure::InvalidToken("malformed token")),
     }
 }
 
 /// The one value of `header`; a request with several is refused, since
 /// the upstream might read another one than the filter checked.
-fn single_value(req: &Request<'_>, header: &str, several: &'static str) -> Result<Option<Vec<u8>>, Failure> {
+fn single_value<'r>(req: &'r Request<'_>, header: &str, several: &'static str) -> Result<Option<&'r [u8]>, Failure> {
     let mut values = req.header_all(header);
     match values.len() {
         0 => Ok(None),
-        1 => Ok(values.pop().map(<[u8]>::to_vec)),
+        1 => Ok(values.pop()),
         _ => Err(Failure::BadRequest(several)),
     }
 }

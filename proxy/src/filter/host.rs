@@ -12,6 +12,7 @@ use crate::config::model::Capability;
 use crate::metrics::Metrics;
 use crate::upstream::Cluster;
 use http::{HeaderName, HeaderValue};
+use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -75,12 +76,18 @@ pub struct HostState {
     /// The route and request id of the request the current call is about,
     /// which wasp adds to the filter's log lines.
     request: Option<(Arc<str>, HeaderValue)>,
+    /// The counters this instance added to, by name, resolved once (a
+    /// filter adds to the same few on every request).
+    counters: Vec<(Box<str>, Option<IntCounter>)>,
 }
 
 /// The `message` resource of 0.1 is backed by this.
 pub type Message = MessageState;
 
 type Res<T> = wasmtime::Result<T>;
+
+/// Counter names an instance keeps resolved.
+const MAX_COUNTERS: usize = 32;
 
 impl HostState {
     /// A fresh store's data for `shared`'s filter, with memory capped at `memory` bytes.
@@ -93,6 +100,7 @@ impl HostState {
             next_call: 0,
             clock: CallClock::default(),
             request: None,
+            counters: Vec::new(),
         }
     }
 
@@ -130,7 +138,25 @@ impl HostState {
     /// `counter-add`.
     pub fn counter_add(&mut self, name: &str, value: u64) -> Res<()> {
         self.shared.require(Capability::Metrics)?;
-        self.shared.metrics.filter_counter(&self.shared.name, name, value);
+        let known = self.counters.iter().position(|(n, _)| **n == *name);
+        let i = match known {
+            Some(i) => i,
+            // As many names as the proxy-wide cap; past it, none is kept.
+            None if self.counters.len() < MAX_COUNTERS => {
+                let counter = self.shared.metrics.filter_counter(&self.shared.name, name);
+                self.counters.push((name.into(), counter));
+                self.counters.len() - 1
+            }
+            None => {
+                if let Some(c) = self.shared.metrics.filter_counter(&self.shared.name, name) {
+                    c.inc_by(value);
+                }
+                return Ok(());
+            }
+        };
+        if let Some(c) = &self.counters[i].1 {
+            c.inc_by(value);
+        }
         Ok(())
     }
 

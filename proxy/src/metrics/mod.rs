@@ -333,18 +333,17 @@ impl Metrics {
         }
     }
 
-    /// Adds to a filter-defined counter `wasp_filter_<name>_total{filter}`.
-    /// Invalid names, and names past the proxy-wide cap, are ignored.
-    pub fn filter_counter(&self, filter: &str, name: &str, value: u64) {
+    /// `filter`'s series of a filter-defined counter
+    /// `wasp_filter_<name>_total{filter}`; `None` for an invalid name, or one
+    /// past the proxy-wide cap.
+    pub fn filter_counter(&self, filter: &str, name: &str) -> Option<IntCounter> {
         let family = self.filter_family(&self.filter_counters, name, |n| {
             IntCounterVec::new(
                 Opts::new(format!("wasp_filter_{n}_total"), format!("Filter-defined counter {n}")),
                 &["filter"],
             )
         });
-        if let Some(f) = family {
-            f.with_label_values(&[filter]).inc_by(value);
-        }
+        family.map(|f| f.with_label_values(&[filter]))
     }
 
     /// Records a sample in a filter-defined histogram `wasp_filter_<name>{filter}`.
