@@ -22,6 +22,7 @@ use config::{JwtSettings, Settings};
 use deny::Failure;
 use jwt::Claims;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::rc::Rc;
 use wasp_sdk::host::{clock, log, metrics};
 use wasp_sdk::{Connection, ConnectionDecision, Decision, Facts, Filter, Phases, Registration, Request};
@@ -218,14 +219,14 @@ fn single_value<'r>(req: &'r Request<'_>, header: &str, several: &'static str) -
 
 /// A claim as header text: strings as they are, numbers and booleans as
 /// JSON, arrays of those joined with `,`, objects as compact JSON.
-fn claim_text(value: &Value) -> Option<String> {
+fn claim_text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
         Value::Null => None,
-        Value::String(s) => Some(s.clone()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
         Value::Array(items) if items.iter().all(|v| !v.is_array() && !v.is_object()) => {
-            Some(items.iter().filter_map(claim_text).collect::<Vec<_>>().join(","))
+            Some(Cow::Owned(items.iter().filter_map(claim_text).collect::<Vec<_>>().join(",")))
         }
-        other => Some(other.to_string()),
+        other => Some(Cow::Owned(other.to_string())),
     }
 }
 

@@ -34,6 +34,8 @@ struct RateLimit {
     rate: f64,
     burst: f64,
     key: Key,
+    /// The bucket key of the request at hand (kept: no allocation a request).
+    bucket: String,
 }
 
 /// Bucket state as stored: a 0 byte (never in the text older versions
@@ -75,7 +77,8 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 impl RateLimit {
-    fn key_of(&self, req: &Request<'_>) -> String {
+    /// Writes the request's bucket key into `key`.
+    fn key_of(&self, req: &Request<'_>, key: &mut String) {
         let by_header = match &self.key {
             Key::Header(name) => req.header(name).filter(|v| !v.is_empty()),
             Key::Peer => None,
@@ -88,10 +91,9 @@ impl RateLimit {
                 ("ip:", peer.rsplit_once(':').map_or(peer, |(ip, _)| ip))
             }
         };
-        let mut key = String::with_capacity(prefix.len() + id.len());
+        key.clear();
         key.push_str(prefix);
         key.push_str(id);
-        key
     }
 
     /// Takes one token; `Err(seconds)` when the bucket is empty.
@@ -138,7 +140,7 @@ impl Filter for RateLimit {
                 _ => return Err(format!("key {other:?}: expected \"peer\", \"subject\" or \"header:<name>\"")),
             },
         };
-        Ok(RateLimit { rate: c.rate, burst: f64::from(c.burst), key })
+        Ok(RateLimit { rate: c.rate, burst: f64::from(c.burst), key, bucket: String::new() })
     }
 
     /// The request headers phase only (the `ratelimit-*` response headers
@@ -152,8 +154,11 @@ impl Filter for RateLimit {
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>) -> Decision {
-        let key = self.key_of(req);
-        match self.take(&key) {
+        let mut key = std::mem::take(&mut self.bucket);
+        self.key_of(req, &mut key);
+        let taken = self.take(&key);
+        self.bucket = key;
+        match taken {
             Ok(left) => {
                 let mut buf = [0; 20];
                 let _ = req.set_response_header("ratelimit-limit", decimal(self.burst as u64, &mut buf));
