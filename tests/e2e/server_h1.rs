@@ -198,6 +198,30 @@ async fn a_head_dribbled_byte_by_byte_is_parsed_when_it_ends() {
 /// request on the connection, and nothing of an upstream's response fields
 /// may reach the client with the next response.
 #[tokio::test]
+async fn a_field_name_is_what_its_own_bytes_say_whatever_came_before() {
+    // Names kept from earlier messages on the thread (h1/names.rs) must not
+    // stand in for a different name, nor make an invalid one valid.
+    let upstream = Upstream::start("app").await;
+    let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();
+    let mut conn = Conn::open(proxy.addr("ingress")).await;
+    // Same length and first, middle and last bytes (one cache slot), then a case variant.
+    conn.send(b"GET /1 HTTP/1.1\r\nhost: x\r\nX-aaa-Y: 1\r\n\r\nGET /2 HTTP/1.1\r\nhost: x\r\nX-bab-Y: 2\r\n\r\nGET /3 HTTP/1.1\r\nhost: x\r\nx-AAA-y: 3\r\n\r\n")
+        .await;
+    for (path, name, other, value) in
+        [("/1", "x-aaa-y", "x-bab-y", "1"), ("/2", "x-bab-y", "x-aaa-y", "2"), ("/3", "x-aaa-y", "x-bab-y", "3")]
+    {
+        let echo = json(&conn.response(false).await.expect("echo").body);
+        assert_eq!(echo["path"], path);
+        assert_eq!(echo["headers"][name], value, "{echo}");
+        assert!(echo["headers"].get(other).is_none(), "{echo}");
+    }
+    // A name with a space, the same length and ends as one just kept: refused, never forwarded.
+    conn.send(b"GET /4 HTTP/1.1\r\nhost: x\r\nX-a a-Y: 4\r\n\r\n").await;
+    assert_eq!(conn.response(false).await.expect("refused").status, 400);
+    assert_eq!(upstream.hits(), 3);
+}
+
+#[tokio::test]
 async fn no_field_of_one_message_is_carried_into_the_next() {
     let upstream = Upstream::start("app").await;
     let proxy = TestProxy::new(one_route(&[upstream.addr], "http1", "", "")).start();

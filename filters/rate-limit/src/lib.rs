@@ -76,10 +76,10 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
-impl RateLimit {
-    /// Writes the request's bucket key into `key`.
-    fn key_of(&self, req: &Request<'_>, key: &mut String) {
-        let by_header = match &self.key {
+impl Key {
+    /// Writes the bucket key of `req` into `key`.
+    fn write(&self, req: &Request<'_>, key: &mut String) {
+        let by_header = match self {
             Key::Header(name) => req.header(name).filter(|v| !v.is_empty()),
             Key::Peer => None,
         };
@@ -95,7 +95,9 @@ impl RateLimit {
         key.push_str(prefix);
         key.push_str(id);
     }
+}
 
+impl RateLimit {
     /// Takes one token; `Err(seconds)` when the bucket is empty.
     fn take(&self, key: &str) -> Result<f64, f64> {
         let ttl_ms = ((self.burst / self.rate) * 1000.0).ceil() as u64 + 1000;
@@ -154,11 +156,8 @@ impl Filter for RateLimit {
     }
 
     fn on_request_headers(&mut self, req: &mut Request<'_>) -> Decision {
-        let mut key = std::mem::take(&mut self.bucket);
-        self.key_of(req, &mut key);
-        let taken = self.take(&key);
-        self.bucket = key;
-        match taken {
+        self.key.write(req, &mut self.bucket);
+        match self.take(&self.bucket) {
             Ok(left) => {
                 let mut buf = [0; 20];
                 let _ = req.set_response_header("ratelimit-limit", decimal(self.burst as u64, &mut buf));

@@ -138,23 +138,21 @@ impl HostState {
     /// `counter-add`.
     pub fn counter_add(&mut self, name: &str, value: u64) -> Res<()> {
         self.shared.require(Capability::Metrics)?;
-        let known = self.counters.iter().position(|(n, _)| **n == *name);
-        let i = match known {
-            Some(i) => i,
-            // As many names as the proxy-wide cap; past it, none is kept.
-            None if self.counters.len() < MAX_COUNTERS => {
-                let counter = self.shared.metrics.filter_counter(&self.shared.name, name);
-                self.counters.push((name.into(), counter));
-                self.counters.len() - 1
-            }
+        let counter = match self.counters.iter().find(|(n, _)| **n == *name) {
+            Some((_, counter)) => counter,
             None => {
-                if let Some(c) = self.shared.metrics.filter_counter(&self.shared.name, name) {
+                let counter = self.shared.metrics.filter_counter(&self.shared.name, name);
+                if let Some(c) = &counter {
                     c.inc_by(value);
+                }
+                // Kept up to a bound: a filter cycling through names (or invalid ones) adds nothing here.
+                if self.counters.len() < MAX_COUNTERS {
+                    self.counters.push((name.into(), counter));
                 }
                 return Ok(());
             }
         };
-        if let Some(c) = &self.counters[i].1 {
+        if let Some(c) = counter {
             c.inc_by(value);
         }
         Ok(())

@@ -159,7 +159,7 @@ fn scan(
     let http10 = req.version == Some(0);
     let base = buf.as_ptr() as usize;
     let Some(path) = req.path else { return Err(refuse(StatusCode::BAD_REQUEST, "no request target")) };
-    let target = span(base, path.as_bytes());
+    let target = spare::span(base, path.as_bytes());
     let mut fields = spare::spans();
     let mut framed = Framed::default();
     let (mut expect_continue, mut upgrade) = (false, false);
@@ -174,18 +174,13 @@ fn scan(
         } else if name == UPGRADE {
             upgrade = true;
         }
-        fields.push((name, span(base, field.value)));
+        fields.push((name, spare::span(base, field.value)));
     }
     let framing = framed.request(http10).map_err(|e| match e {
         Refused::Bad(why) => refuse(StatusCode::BAD_REQUEST, why),
         Refused::Coding => refuse(StatusCode::NOT_IMPLEMENTED, "a transfer coding other than chunked"),
     })?;
     Ok(Some(Scanned { len, method, http10, target, fields, framed, framing, expect_continue, upgrade }))
-}
-
-fn span(base: usize, part: &[u8]) -> Range<usize> {
-    let start = part.as_ptr() as usize - base;
-    start..start + part.len()
 }
 
 #[cfg(test)]

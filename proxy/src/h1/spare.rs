@@ -56,6 +56,12 @@ pub fn give_map(mut map: HeaderMap) {
     SPARE_MAPS.set(maps);
 }
 
+/// Where `part`, a slice of a head whose bytes start at address `base`, lies in it.
+pub fn span(base: usize, part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - base;
+    start..start + part.len()
+}
+
 /// An empty span list.
 pub fn spans() -> Spans {
     SPARE_SPANS.take()

@@ -68,8 +68,7 @@ pub fn head(buf: &mut BytesMut, head_request: bool, upgrade: bool) -> Result<Par
             if framed.note(&name, field.value) {
                 continue; // `Connection: keep-alive` or `close`: noted, not passed on
             }
-            let start = field.value.as_ptr() as usize - base;
-            spans.push((name, start..start + field.value.len()));
+            spans.push((name, spare::span(base, field.value)));
         }
         let raw = buf.split_to(len).freeze();
         // Sized to the fields: on the way to the client, fields are usually
