@@ -142,9 +142,9 @@ impl Chain {
                     },
                 };
                 if f.has(Phase::RequestHeaders) {
-                    let msg = MessageState::head(Head::Request(take_request(parts)), &facts);
-                    let (mut msg, outcome) = call_and_wait(&mut lease, Phase::RequestHeaders, msg).await;
-                    if let Head::Request(p) = msg.head {
+                    let mut msg = MessageState::head(Head::Request(take_request(parts)), &facts);
+                    let outcome = call_and_wait(&mut lease, Phase::RequestHeaders, &mut msg).await;
+                    if let Head::Request(p) = std::mem::replace(&mut msg.head, Head::Sent) {
                         *parts = p;
                     }
                     let continued = matches!(outcome, Ok(Decision::Continue));
@@ -207,8 +207,7 @@ impl Run {
                 continue;
             }
             let Some(lease) = slot.lease.as_mut() else { continue };
-            let (back, outcome) = call_and_wait(lease, Phase::RequestBody, msg).await;
-            msg = back;
+            let outcome = call_and_wait(lease, Phase::RequestBody, &mut msg).await;
             slot.response_edits.append(&mut msg.response_edits);
             if let Some(v) = slot.settle(Side::Request, outcome) {
                 verdict = v;
@@ -249,8 +248,7 @@ impl Run {
             }
             let mut outcome = Ok(Decision::Continue);
             if let Some(lease) = slot.lease.as_mut().filter(|_| slot.filter.has(Phase::ResponseHeaders)) {
-                let (back, out) = lease.call(Phase::ResponseHeaders, msg);
-                (msg, outcome) = (back, out);
+                outcome = lease.call(Phase::ResponseHeaders, &mut msg);
                 slot.response_body = msg.wants;
             }
             if let Head::Response(p) = msg.head {
@@ -381,8 +379,7 @@ fn body_phases(slots: &mut [Slot], side: Side, mut msg: MessageState) -> (Messag
             continue;
         }
         let Some(lease) = slot.lease.as_mut() else { continue };
-        let (back, outcome) = lease.call(phase, msg);
-        msg = back;
+        let outcome = lease.call(phase, &mut msg);
         slot.response_edits.append(&mut msg.response_edits);
         if let Some(verdict) = slot.settle(side, outcome) {
             return (msg, Some((i, verdict)));
@@ -408,15 +405,11 @@ fn standing_edits(f: &LoadedFilter, parts: &mut http::request::Parts, facts: &Fa
 /// prepared and hands each answer to `on-call-response` (in the order the
 /// calls were made). A reply or failure stops at once; `wait` again sends
 /// the calls made meanwhile.
-async fn call_and_wait(
-    lease: &mut Lease,
-    phase: Phase,
-    msg: MessageState,
-) -> (MessageState, Result<Decision, Failure>) {
-    let (mut msg, mut outcome) = lease.call(phase, msg);
+async fn call_and_wait(lease: &mut Lease, phase: Phase, msg: &mut MessageState) -> Result<Decision, Failure> {
+    let mut outcome = lease.call(phase, msg);
     for _ in 0..MAX_WAIT_ROUNDS {
         if !matches!(outcome, Ok(Decision::Wait)) {
-            return (msg, outcome);
+            return outcome;
         }
         let calls = lease.take_calls();
         if calls.is_empty() {
@@ -425,12 +418,10 @@ async fn call_and_wait(
         let answers = join_all(calls.into_iter().map(|c| async move { (c.id, c.future.await) })).await;
         outcome = Ok(Decision::Continue);
         for (id, answer) in &answers {
-            let (back, out) = lease.call_response(msg, *id, answer);
-            msg = back;
-            match out {
+            match lease.call_response(msg, *id, answer) {
                 Ok(Decision::Continue) => {}
                 Ok(Decision::Wait) => outcome = Ok(Decision::Wait),
-                other => return (msg, other),
+                other => return other,
             }
         }
     }
@@ -439,7 +430,7 @@ async fn call_and_wait(
         lease.filter().count(Failure::InvalidOutput);
         outcome = Err(Failure::InvalidOutput);
     }
-    (msg, outcome)
+    outcome
 }
 
 enum Step {

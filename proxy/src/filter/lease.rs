@@ -6,7 +6,7 @@
 
 use super::call::{Answer, Pending};
 use super::loaded::{Exports, Failure, Instance, LoadedFilter, root_cause};
-use super::message::{Decision, MessageState};
+use super::message::{Decision, Head, MessageState};
 use super::v02::types::{ConnectionDecision, ConnectionInfo};
 use super::{v01, v02};
 use std::sync::Arc;
@@ -32,21 +32,16 @@ impl Lease {
         &self.filter
     }
 
-    /// Runs one phase within the filter's limits. The message always comes
-    /// back, even when the call fails; a failed instance is discarded and
-    /// the failure counted.
-    pub fn call(&mut self, phase: Phase, msg: MessageState) -> (MessageState, Result<Decision, Failure>) {
+    /// Runs one phase within the filter's limits, on `msg` where it is (a
+    /// message is a few hundred bytes: not moved in and out of each call).
+    /// A failed instance is discarded and the failure counted.
+    pub fn call(&mut self, phase: Phase, msg: &mut MessageState) -> Result<Decision, Failure> {
         self.dispatch(phase, msg, None)
     }
 
     /// Hands the answer of call `id` to the filter, with the request of the
     /// phase that made the call.
-    pub fn call_response(
-        &mut self,
-        msg: MessageState,
-        id: u64,
-        answer: &Answer,
-    ) -> (MessageState, Result<Decision, Failure>) {
+    pub fn call_response(&mut self, msg: &mut MessageState, id: u64, answer: &Answer) -> Result<Decision, Failure> {
         self.dispatch(Phase::CallResponse, msg, Some((id, answer)))
     }
 
@@ -79,9 +74,9 @@ impl Lease {
     fn dispatch(
         &mut self,
         phase: Phase,
-        msg: MessageState,
+        msg: &mut MessageState,
         answer: Option<(u64, &Answer)>,
-    ) -> (MessageState, Result<Decision, Failure>) {
+    ) -> Result<Decision, Failure> {
         // Without an instance, run_v02's guard answers `Unavailable`.
         match self.instance.as_ref().map(|i| &i.exports) {
             Some(Exports::V01(..)) => self.run_v01(phase, msg, answer),
@@ -94,10 +89,9 @@ impl Lease {
     fn run_v02(
         &mut self,
         phase: Phase,
-        mut msg: MessageState,
+        m: &mut MessageState,
         answer: Option<(u64, &Answer)>,
-    ) -> (MessageState, Result<Decision, Failure>) {
-        let m = &mut msg;
+    ) -> Result<Decision, Failure> {
         let result = self.guarded(phase as usize, |inst| {
             let Instance { store, exports } = inst;
             let Exports::V02(handler, _, reg) = &*exports else { wasmtime::bail!("not a 0.2 instance") };
@@ -135,7 +129,7 @@ impl Lease {
             }
             Ok(settled)
         });
-        let result = match result {
+        match result {
             Ok(Ok(decision)) => Ok(decision),
             Ok(Err(why)) => {
                 tracing::warn!(filter = %self.filter.name, "invalid outcome: {why}");
@@ -143,8 +137,7 @@ impl Lease {
                 Err(Failure::InvalidOutput)
             }
             Err(failure) => Err(failure),
-        };
-        (msg, result)
+        }
     }
 
     /// 0.1: the message is lent to the guest as a `message` resource and
@@ -152,14 +145,17 @@ impl Lease {
     fn run_v01(
         &mut self,
         phase: Phase,
-        msg: MessageState,
+        msg: &mut MessageState,
         answer: Option<(u64, &Answer)>,
-    ) -> (MessageState, Result<Decision, Failure>) {
+    ) -> Result<Decision, Failure> {
         let Some(inst) = self.instance.as_mut() else {
-            return (msg, Err(Failure::Unavailable));
+            return Err(Failure::Unavailable);
         };
         inst.store.data_mut().begin(Some(&msg.facts));
-        let lent = match inst.store.data_mut().table.push(msg) {
+        // Lent to the guest's resource table for the call, and put back after.
+        let facts = msg.facts.clone();
+        let lent = std::mem::replace(msg, MessageState::head(Head::Sent, &facts));
+        let lent = match inst.store.data_mut().table.push(lent) {
             Ok(r) => r,
             Err(_) => unreachable_table(),
         };
@@ -188,7 +184,8 @@ impl Lease {
             }
             result.map(Decision::from)
         });
-        (back.unwrap_or_else(|| unreachable_table()), result)
+        *msg = back.unwrap_or_else(|| unreachable_table());
+        result
     }
 
     /// Runs `call` on the leased instance within the filter's time limit,

@@ -5,6 +5,7 @@
 //! here: 0.1's `message` resource applies each call as one edit, 0.2
 //! checks a phase's whole edit list, then applies it.
 
+use crate::h1::names;
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -275,7 +276,7 @@ impl std::fmt::Display for Refused {
 impl Edit {
     /// `set-header`. Only a request's `host` is its authority (`on_request`):
     /// on a response it is a header like any other.
-    pub fn set_header(name: &str, value: &[u8], on_request: bool) -> Result<Edit, Refused> {
+    pub fn set_header(name: &str, value: Bytes, on_request: bool) -> Result<Edit, Refused> {
         let (n, v) = header(name, value)?;
         if on_request && n == http::header::HOST {
             let text = v.to_str().map_err(|_| Refused::Invalid(format!("invalid authority {v:?}")))?;
@@ -285,7 +286,7 @@ impl Edit {
     }
 
     /// `append-header`.
-    pub fn append_header(name: &str, value: &[u8]) -> Result<Edit, Refused> {
+    pub fn append_header(name: &str, value: Bytes) -> Result<Edit, Refused> {
         let (n, v) = header(name, value)?;
         Ok(Edit::AppendHeader(n, v))
     }
@@ -332,7 +333,7 @@ impl Edit {
     }
 
     /// `set-trailer`.
-    pub fn trailer(name: &str, value: &[u8]) -> Result<Edit, Refused> {
+    pub fn trailer(name: &str, value: Bytes) -> Result<Edit, Refused> {
         let (n, v) = header(name, value)?;
         Ok(Edit::Trailer(n, v))
     }
@@ -358,26 +359,26 @@ pub fn set_host(p: &mut http::request::Parts, authority: Authority, value: Heade
 }
 
 pub(super) fn header_name(name: &str) -> Result<HeaderName, Refused> {
-    let n = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| Refused::Invalid(format!("invalid header name {name:?}")))?;
+    let n = names::parse(name.as_bytes()).map_err(|_| Refused::Invalid(format!("invalid header name {name:?}")))?;
     if is_framing(&n) {
         return Err(Refused::Framing(n));
     }
     Ok(n)
 }
 
-/// A guest's header name and value, checked, framing refused.
-fn header(name: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), Refused> {
-    let (n, v) = header_pair(name, value).map_err(Refused::Invalid)?;
-    if is_framing(&n) {
-        return Err(Refused::Framing(n));
-    }
+/// A guest's header name and value, checked, framing refused. The value
+/// becomes the header's as it is (the guest's bytes were copied out of its
+/// memory once already).
+fn header(name: &str, value: Bytes) -> Result<(HeaderName, HeaderValue), Refused> {
+    let n = header_name(name)?;
+    let v = HeaderValue::from_maybe_shared(value)
+        .map_err(|_| Refused::Invalid(format!("invalid value for header {name:?}")))?;
     Ok((n, v))
 }
 
 /// A guest's header name and value, checked.
 pub fn header_pair(name: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), String> {
-    let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
+    let n = names::parse(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
     let v = HeaderValue::from_bytes(value).map_err(|_| format!("invalid value for header {name:?}"))?;
     Ok((n, v))
 }
@@ -471,11 +472,11 @@ mod tests {
     #[test]
     fn the_host_moves_with_the_uri_authority_and_a_connect_request_has_no_path() {
         let mut m = request("http://old.example/p?q", &[("host", "old.example")]);
-        edit(&mut m, Edit::set_header("host", b"new.example:8080", true)).expect("host");
+        edit(&mut m, Edit::set_header("host", Bytes::from_static(b"new.example:8080"), true)).expect("host");
         let Head::Request(p) = &m.head else { panic!("a request") };
         assert_eq!(p.uri.to_string(), "http://new.example:8080/p?q");
         assert_eq!(p.headers["host"], "new.example:8080");
-        assert!(edit(&mut m, Edit::set_header("host", b"a/b", true)).is_err(), "not an authority");
+        assert!(edit(&mut m, Edit::set_header("host", Bytes::from_static(b"a/b"), true)).is_err(), "not an authority");
 
         let mut connect = request("old.example:443", &[]);
         let refused = edit(&mut connect, Edit::path("/x")).expect_err("no path on CONNECT");
@@ -485,25 +486,31 @@ mod tests {
     #[test]
     fn framing_and_hop_by_hop_fields_are_refused_by_every_header_edit() {
         for name in ["content-length", "transfer-encoding", "connection", "te", "upgrade", "trailer", "keep-alive"] {
-            assert!(matches!(Edit::set_header(name, b"1", true), Err(Refused::Framing(_))), "{name}");
-            assert!(matches!(Edit::append_header(name, b"1"), Err(Refused::Framing(_))), "{name}");
+            assert!(
+                matches!(Edit::set_header(name, Bytes::from_static(b"1"), true), Err(Refused::Framing(_))),
+                "{name}"
+            );
+            assert!(matches!(Edit::append_header(name, Bytes::from_static(b"1")), Err(Refused::Framing(_))), "{name}");
             assert!(matches!(Edit::remove_header(name), Err(Refused::Framing(_))), "{name}");
             assert!(matches!(Edit::rename_header("x-a", name), Err(Refused::Framing(_))), "{name}");
-            assert!(matches!(Edit::trailer(name, b"1"), Err(Refused::Framing(_))), "{name}");
+            assert!(matches!(Edit::trailer(name, Bytes::from_static(b"1")), Err(Refused::Framing(_))), "{name}");
         }
-        assert!(matches!(Edit::set_header("x-v", b"a\r\nb: c", true), Err(Refused::Invalid(_))));
+        assert!(matches!(Edit::set_header("x-v", Bytes::from_static(b"a\r\nb: c"), true), Err(Refused::Invalid(_))));
         assert!(matches!(Edit::status(42), Err(Refused::Invalid(_))));
     }
 
     #[test]
     fn edits_that_do_not_fit_the_message_are_refused() {
         let mut sent = MessageState::head(Head::Sent, &facts());
-        assert!(edit(&mut sent, Edit::set_header("x-a", b"1", true)).is_err(), "headers already sent");
-        assert!(edit(&mut sent, Edit::trailer("x-t", b"1")).is_err(), "not the end of the body");
+        assert!(
+            edit(&mut sent, Edit::set_header("x-a", Bytes::from_static(b"1"), true)).is_err(),
+            "headers already sent"
+        );
+        assert!(edit(&mut sent, Edit::trailer("x-t", Bytes::from_static(b"1"))).is_err(), "not the end of the body");
         sent.body.end = true;
-        edit(&mut sent, Edit::trailer("x-t", b"1")).expect("a trailer at the end");
+        edit(&mut sent, Edit::trailer("x-t", Bytes::from_static(b"1"))).expect("a trailer at the end");
         let mut req = request("/", &[("host", "h")]);
         assert!(edit(&mut req, Edit::status(200)).is_err(), "a request has no status");
-        assert!(edit(&mut req, Edit::append_header("host", b"h2")).is_err(), "one host");
+        assert!(edit(&mut req, Edit::append_header("host", Bytes::from_static(b"h2"))).is_err(), "one host");
     }
 }

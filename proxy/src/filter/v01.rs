@@ -134,11 +134,11 @@ impl types::HostMessage for HostState {
 
     fn set_header(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
         let is_request = matches!(self.table.get(&m)?.head, Head::Request(_));
-        self.edit(&m, Edit::set_header(&name, &value, is_request))
+        self.edit(&m, Edit::set_header(&name, value.into(), is_request))
     }
 
     fn append_header(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
-        self.edit(&m, Edit::append_header(&name, &value))
+        self.edit(&m, Edit::append_header(&name, value.into()))
     }
 
     fn remove_header(&mut self, m: Resource<MessageState>, name: String) -> Res<()> {
@@ -189,7 +189,7 @@ impl types::HostMessage for HostState {
     }
 
     fn set_trailer(&mut self, m: Resource<MessageState>, name: String, value: Vec<u8>) -> Res<Result<(), String>> {
-        self.edit(&m, Edit::trailer(&name, &value))
+        self.edit(&m, Edit::trailer(&name, value.into()))
     }
 
     fn drop(&mut self, m: Resource<MessageState>) -> Res<()> {

@@ -187,8 +187,8 @@ pub fn answer<'a>(
 fn edit(e: types::Edit, on_request: bool) -> Result<Edit, Refused> {
     use types::Edit as E;
     match e {
-        E::SetHeader(h) => Edit::set_header(&h.name, &h.value, on_request),
-        E::AppendHeader(h) => Edit::append_header(&h.name, &h.value),
+        E::SetHeader(h) => Edit::set_header(&h.name, h.value.into(), on_request),
+        E::AppendHeader(h) => Edit::append_header(&h.name, h.value.into()),
         E::RemoveHeader(n) => Edit::remove_header(&n),
         E::RenameHeader(r) => Edit::rename_header(&r.from, &r.to),
         E::SetMethod(m) => Edit::method(&m),
@@ -196,7 +196,7 @@ fn edit(e: types::Edit, on_request: bool) -> Result<Edit, Refused> {
         E::SetAuthority(a) => Edit::authority(&a),
         E::SetStatus(s) => Edit::status(s),
         E::SetBody(b) => Ok(Edit::Body(b.into())),
-        E::SetTrailer(h) => Edit::trailer(&h.name, &h.value),
+        E::SetTrailer(h) => Edit::trailer(&h.name, h.value.into()),
     }
 }
 
