@@ -31,7 +31,7 @@
 #   VG_FILTER_INSTANCES=6 VG_FILTER_CONNS=5   valgrind runs of the filter rows: wasp's filter_instances, h2load -c
 #   FILTER_DIR       built filters (default: filters/target/wasm32-wasip2/release of this repository;
 #                    when given, the filters are not built)
-#   WASP_BIN         wasp binary (default: target/dist/wasp of this repository, the `dist` profile; when given, wasp
+#   WASP_BIN         wasp binary (default: target/pgo-use/<host>/dist/wasp of this repository, as examples/deploy/build-dist.sh builds it; when given, wasp
 #                    is not built)
 #   PINGORA_BIN      pingora proxy binary (default: bench/pingora/target/release/pingora-bench-proxy,
 #                    built by this script; when given, not built)
@@ -70,7 +70,7 @@ VG_FILTER_INSTANCES=${VG_FILTER_INSTANCES:-6}
 VG_FILTER_CONNS=${VG_FILTER_CONNS:-5}
 # A binary (or filter folder) given in the environment is used as it is: cargo builds only the defaults.
 WASP_GIVEN=${WASP_BIN:+1} FILTERS_GIVEN=${FILTER_DIR:+1} PINGORA_GIVEN=${PINGORA_BIN:+1}
-WASP_BIN=${WASP_BIN:-$ROOT/target/dist/wasp}
+WASP_BIN=${WASP_BIN:-$ROOT/target/pgo-use/$(rustc -vV | sed -n 's/^host: //p')/dist/wasp}
 FILTER_DIR=${FILTER_DIR:-$ROOT/filters/target/wasm32-wasip2/release}
 PINGORA_DIR=$HERE/pingora
 PINGORA_BIN=${PINGORA_BIN:-$PINGORA_DIR/target/release/pingora-bench-proxy}
@@ -759,8 +759,8 @@ main() {
     ensure_tools
     if [[ $SKIP_BUILD != 1 ]]; then
         if [[ -z $WASP_GIVEN ]]; then
-            log "building wasp (cargo build --profile dist -p wasp)"
-            (cd "$ROOT" && cargo build --profile dist -p wasp) || die "cargo build failed"
+            log "building wasp as it ships (examples/deploy/build-dist.sh: dist profile, profile-guided)"
+            WASP_BIN=$("$ROOT/examples/deploy/build-dist.sh" | tail -1) || die "examples/deploy/build-dist.sh failed"
         fi
         if [[ $SKIP_FILTERS != 1 && -z $FILTERS_GIVEN ]]; then
             log "building the filters (cargo build --manifest-path filters/Cargo.toml --target wasm32-wasip2 --release)"

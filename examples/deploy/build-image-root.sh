@@ -2,7 +2,8 @@
 # Builds wasp and the filters in filters/ and lays out the image's runtime
 # filesystem in OUT_DIR; the Dockerfile's runtime stage copies OUT_DIR to /.
 #
-#   OUT_DIR/usr/local/bin/wasp                     the proxy (`dist` profile: fat LTO; debug info stripped)
+#   OUT_DIR/usr/local/bin/wasp                     the proxy (examples/deploy/build-dist.sh: `dist` profile,
+#                                                  fat LTO, profile-guided; debug info stripped)
 #   OUT_DIR/usr/lib/wasp/filters/<crate>.wasm      every filter in filters/ (wasm32-wasip2)
 #   OUT_DIR/etc/wasp/wasp.yaml                     the default config (examples/deploy/wasp.yaml)
 #   OUT_DIR/var/cache/wasp/                        compiled-filter cache (XDG_CACHE_HOME=/var/cache)
@@ -12,7 +13,7 @@
 #
 # Usage: examples/deploy/build-image-root.sh OUT_DIR
 # Environment:
-#   WASP_BIN=FILE      use this wasp binary instead of `cargo build --profile dist`
+#   WASP_BIN=FILE      use this wasp binary instead of building it with build-dist.sh
 #                      (the tests pass their debug build: a release build of
 #                      wasmtime takes most of an hour on a small machine)
 #   WASP_FILTERS=DIR   use the filter components built in DIR (<crate_name>.wasm,
@@ -23,15 +24,15 @@ out=${1:?usage: build-image-root.sh OUT_DIR}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cargo=${CARGO:-cargo}
 
-if [ -z "${WASP_BIN:-}" ]; then
-    "$cargo" build --profile dist --locked -p wasp --manifest-path "$root/Cargo.toml"
-    WASP_BIN=${CARGO_TARGET_DIR:-$root/target}/dist/wasp
-fi
 if [ -z "${WASP_FILTERS:-}" ]; then
     # The same command and target folder as the tests' filter builds.
     CARGO_TARGET_DIR="$root/target/wasm" "$cargo" build --release --locked --target wasm32-wasip2 \
         --manifest-path "$root/filters/Cargo.toml"
     WASP_FILTERS=$root/target/wasm/wasm32-wasip2/release
+fi
+if [ -z "${WASP_BIN:-}" ]; then
+    # Trained on the filters just built (build-dist.sh: why, and PGO=0).
+    WASP_BIN=$(WASP_FILTERS=$WASP_FILTERS "$root/examples/deploy/build-dist.sh" | tail -1)
 fi
 
 mkdir -p "$out/usr/local/bin" "$out/usr/lib/wasp/filters" "$out/etc/wasp" "$out/var/cache/wasp"

@@ -73,6 +73,44 @@ fn the_build_script_lays_out_a_tree_whose_wasp_runs_and_whose_config_checks() {
     println!("image root (debug binary, debug info stripped): {total} bytes");
 }
 
+/// The PGO training the shipped build is laid out by (build-dist.sh) runs
+/// against the real binary here, so it cannot rot: wasp starts on its config
+/// (TLS, mTLS, HTTP/2 and TCP listeners and clusters, the filters), every
+/// request and echo gets the answer it expects, and wasp exits cleanly on
+/// SIGTERM (which is when an instrumented build writes its profile).
+#[test]
+fn the_pgo_training_runs_every_path_it_trains_and_each_answers_as_expected() {
+    for (tool, package) in [("python3", "python3"), ("openssl", "openssl")] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            // Fresh CI machines (Debian, as root) may lack them.
+            let install = || Command::new("apt-get").args(["install", "-y", "-qq", package]).output();
+            if !install().is_ok_and(|o| o.status.success()) {
+                let _ = Command::new("apt-get").args(["update", "-qq"]).output();
+                let _ = install();
+            }
+        }
+    }
+    let filters_dir = filters::wasm("header-rewrite").parent().expect("filter dir").to_path_buf();
+    for needed in ["auth", "rate-limit"] {
+        filters::wasm(needed);
+    }
+    let run = Command::new("python3")
+        .arg(root().join("examples/deploy/pgo-train.py"))
+        .args(["--wasp", env!("CARGO_BIN_EXE_wasp"), "--seconds", "2", "--filters"])
+        .arg(&filters_dir)
+        .output()
+        .expect("run pgo-train.py (python3 and openssl must be installed)");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    let total: u64 = stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in {stdout:?}"));
+    // 24 connections for 2 s and 20 handshakes: far more than this even on a debug build.
+    assert!(total > 100, "{stdout}");
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).expect("read dir").map(|e| e.expect("entry").path()) {
