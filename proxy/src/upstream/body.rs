@@ -63,17 +63,19 @@ impl Body for Source {
 }
 
 /// A body held whole: its data, then its trailers (a body filters buffered,
-/// a local reply). A clone sends it again.
+/// a local reply). A clone sends it again. The trailers, rare, are boxed:
+/// a body is moved several times on its way, and an inline `HeaderMap`
+/// would triple what each move copies.
 #[derive(Clone, Default)]
 pub struct Whole {
     data: Option<Bytes>,
-    trailers: Option<HeaderMap>,
+    trailers: Option<Box<HeaderMap>>,
 }
 
 impl Whole {
     /// `data`, then `trailers` if any.
     pub fn new(data: Bytes, trailers: Option<HeaderMap>) -> Self {
-        Whole { data: Some(data), trailers }
+        Whole { data: Some(data), trailers: trailers.map(Box::new) }
     }
 
     /// Whether nothing has been read from it yet.
@@ -90,7 +92,7 @@ impl Body for Whole {
         let this = self.get_mut();
         Poll::Ready(match this.data.take().filter(|d| !d.is_empty()) {
             Some(d) => Some(Ok(Frame::data(d))),
-            None => this.trailers.take().map(|t| Ok(Frame::trailers(t))),
+            None => this.trailers.take().map(|t| Ok(Frame::trailers(*t))),
         })
     }
 

@@ -42,14 +42,14 @@ pub struct H1Pool {
 /// Connections not in use, and the requests waiting for one (oldest first).
 #[derive(Default)]
 struct Idle {
-    conns: Vec<(Conn, Instant)>,
-    waiters: VecDeque<oneshot::Sender<Conn>>,
+    conns: Vec<(Box<Conn>, Instant)>,
+    waiters: VecDeque<oneshot::Sender<Box<Conn>>>,
 }
 
 /// What a request gets to send on.
 enum Slot {
     /// A connection that was idle, or handed over by the request before.
-    Conn(Conn),
+    Conn(Box<Conn>),
     /// Room to open a new one.
     Open(OwnedSemaphorePermit),
 }
@@ -70,7 +70,7 @@ impl H1Pool {
 
     /// A connection comes back: to the request that has waited longest, if
     /// any (so that newer requests cannot take it first), else to the pool.
-    pub(super) fn give_back(self: &Arc<Self>, mut conn: Conn) {
+    pub(super) fn give_back(self: &Arc<Self>, mut conn: Box<Conn>) {
         let mut idle = self.lock();
         while let Some(waiter) = idle.waiters.pop_front() {
             match waiter.send(conn) {

@@ -50,9 +50,11 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection over `io`, counted by `permit` and `own`.
-    pub fn new(io: Stream, permit: OwnedSemaphorePermit, own: OwnDial) -> Self {
-        Conn { io, buf: BytesMut::new(), out: BytesMut::new(), slot: Some(permit), _own: own }
+    /// A connection over `io`, counted by `permit` and `own`. Boxed: it is
+    /// held by the pool, by the request's future and by the response body
+    /// in turn, and a request's response is moved many times on its way.
+    pub fn new(io: Stream, permit: OwnedSemaphorePermit, own: OwnDial) -> Box<Self> {
+        Box::new(Conn { io, buf: BytesMut::new(), out: BytesMut::new(), slot: Some(permit), _own: own })
     }
 
     /// Whether an idle connection can carry a request: the upstream has
@@ -76,7 +78,7 @@ impl Conn {
 /// Sends `req` on `conn` and reads the response head; the body follows in
 /// the response, which gives the connection back to `pool` at its end.
 pub async fn send(
-    mut conn: Conn,
+    mut conn: Box<Conn>,
     req: Request<RequestBody>,
     pool: &Arc<H1Pool>,
 ) -> Result<Response<H1Body>, ProxyError> {
@@ -151,7 +153,7 @@ fn write_failed(e: WriteError) -> ProxyError {
 /// Its connection goes back to the pool once the body and the request
 /// have both ended cleanly, and closes if the body is dropped before.
 pub struct H1Body {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     /// What is left to write of the request.
     writer: Option<Box<Writer<RequestBody>>>,
     framing: Framing,
@@ -252,7 +254,7 @@ impl http_body::Body for H1Body {
 
 /// A connection the upstream switched to another protocol (101): bytes it
 /// sent after its response head come first, then the socket.
-pub struct Upgraded(Conn);
+pub struct Upgraded(Box<Conn>);
 
 impl AsyncRead for Upgraded {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
