@@ -18,6 +18,8 @@ pin_project_lite::pin_project! {
         inner: F,
         flag: Arc<Flag>,
         waker: Waker,
+        // The task's waker as `flag` holds it, until the flag fires (which takes it).
+        registered: Option<Waker>,
     }
 }
 
@@ -42,7 +44,7 @@ impl<F> Gated<F> {
     /// `inner`, to be polled on the first poll and then when it wakes.
     pub fn new(inner: F) -> Self {
         let flag = Arc::new(Flag { woken: AtomicBool::new(true), task: AtomicWaker::new() });
-        Gated { inner, waker: Waker::from(flag.clone()), flag }
+        Gated { inner, waker: Waker::from(flag.clone()), flag, registered: None }
     }
 
     /// The inner future, which must be polled on the next poll (e.g. after a
@@ -59,7 +61,19 @@ impl<F: Future> Future for Gated<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
+        // Not woken, and the flag still holds this task's waker: nothing to
+        // do, and nothing written (a connection's task polls four of these
+        // on each of its wake-ups; registering is two atomic exchanges). A
+        // wake-up racing this load sets `woken` before it takes the waker,
+        // and then wakes the task: it is seen on the next poll.
+        if !this.flag.woken.load(Ordering::Acquire) && this.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
         this.flag.task.register(cx.waker());
+        if !this.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *this.registered = Some(cx.waker().clone());
+        }
         if !this.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
@@ -108,6 +122,38 @@ mod tests {
         inner_waker.lock().expect("lock").take().expect("registered").wake();
         assert!(gated.as_mut().poll(&mut cx).is_ready());
         assert_eq!(polls.load(Ordering::Relaxed), 2);
+    }
+
+    /// Counts its wake-ups.
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_wake_up_reaches_the_waker_of_the_latest_poll() {
+        let (polls, ready) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let inner_waker = Arc::new(std::sync::Mutex::new(None));
+        let probe = Probe { polls: polls.clone(), ready: ready.clone(), waker: inner_waker.clone() };
+        let mut gated = std::pin::pin!(Gated::new(probe));
+        let (first, second) = (Arc::new(Counting(AtomicUsize::new(0))), Arc::new(Counting(AtomicUsize::new(0))));
+        let (w1, w2) = (Waker::from(first.clone()), Waker::from(second.clone()));
+        assert!(gated.as_mut().poll(&mut Context::from_waker(&w1)).is_pending());
+        assert!(gated.as_mut().poll(&mut Context::from_waker(&w1)).is_pending());
+        // The future moved to another task: its waker replaces the first.
+        assert!(gated.as_mut().poll(&mut Context::from_waker(&w2)).is_pending());
+        inner_waker.lock().expect("lock").take().expect("registered").wake();
+        assert_eq!((first.0.load(Ordering::Relaxed), second.0.load(Ordering::Relaxed)), (0, 1));
+        // Woken: polled again, and it registers again for the next wake-up.
+        assert!(gated.as_mut().poll(&mut Context::from_waker(&w2)).is_pending());
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
+        inner_waker.lock().expect("lock").take().expect("registered again").wake();
+        assert_eq!(second.0.load(Ordering::Relaxed), 2);
+        ready.store(true, Ordering::Relaxed);
+        assert!(gated.as_mut().poll(&mut Context::from_waker(&w2)).is_ready());
     }
 
     #[tokio::test]

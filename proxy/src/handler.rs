@@ -159,6 +159,7 @@ impl Serving {
             // Gated: polled when the kill fires, not on each of the connection's wake-ups.
             let killed = Gated::new(kill.cancelled());
             tokio::select! {
+                biased;
                 () = work => {}
                 () = killed => {}
             }

@@ -143,7 +143,9 @@ impl Connection<'_> {
         tokio::pin!(check, draining, abuse);
         let (mut closing, mut abusive) = (false, false);
         loop {
+            // Biased: in this order, without drawing a random start each poll.
             tokio::select! {
+                biased;
                 output = conn.as_mut() => return Some(output),
                 () = draining.as_mut(), if !closing => {
                     conn.as_mut().shut_down();
