@@ -32,6 +32,7 @@ use prometheus::{Histogram, IntCounter};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 /// A named group of endpoints and how to reach them.
@@ -219,13 +220,21 @@ impl Cluster {
         }
         // Kept to ask, after a timeout, whether the client had sent its whole body.
         let streamed = body.streamed().cloned();
-        // Boxed: the attempts' future is a few KB, and moving it into the timeout and
-        // with it (how often depends on inlining) cost more than the allocation;
-        // boxed in place, not copied there.
-        let attempt = crate::boxed::boxed!(self.attempt_all(head, body, policy, attempts));
-        let result = match tokio::time::timeout(timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => {
+        // The attempts' future (a few KB) stays where it is built, in this
+        // future's own state, beside the timer: no box, and no move into a
+        // `Timeout`.
+        let outcome = {
+            let mut attempt = std::pin::pin!(self.attempt_all(head, body, policy, &mut *attempts));
+            let mut expired = std::pin::pin!(tokio::time::sleep(timeout));
+            std::future::poll_fn(|cx| match attempt.as_mut().poll(cx) {
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+                Poll::Pending => expired.as_mut().poll(cx).map(|()| None),
+            })
+            .await
+        };
+        let result = match outcome {
+            Some(r) => r,
+            None => {
                 // Only the endpoint's own slowness counts: not a wait for a
                 // connection slot, nor for a client still sending its body.
                 let client_done = streamed.as_ref().is_none_or(|s| s.complete());
