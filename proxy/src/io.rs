@@ -86,6 +86,11 @@ impl<T, H> Watched<T, H> {
     pub fn get_ref(&self) -> &T {
         &self.inner
     }
+
+    /// When a read last moved bytes ([`clock_ms`]).
+    pub fn read_ms(&self) -> u64 {
+        self.progress.read_ms.load(Ordering::Relaxed)
+    }
 }
 
 impl<T, H: ReadHook> Watched<T, H> {

@@ -183,7 +183,9 @@ impl Connection {
             }
             let was_empty = inner.buf.is_empty();
             match std::task::ready!(inner.poll_fill(cx)) {
-                Ok(true) if was_empty && self.head_since.is_none() => self.head_since = Some(clock_ms()),
+                // When the read that just returned moved its bytes (the stream
+                // noted it): no second clock read.
+                Ok(true) if was_empty && self.head_since.is_none() => self.head_since = Some(inner.io.read_ms()),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(peer = %self.state.peer, error = %e, "connection failed while reading a request");
