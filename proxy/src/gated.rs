@@ -87,6 +87,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     /// Counts its polls; ready once `ready` is set and it was woken.
+    #[derive(Default)]
     struct Probe {
         polls: Arc<AtomicUsize>,
         ready: Arc<AtomicBool>,
@@ -107,9 +108,8 @@ mod tests {
 
     #[test]
     fn the_inner_future_is_polled_first_and_then_only_when_it_woke() {
-        let (polls, ready) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-        let inner_waker = Arc::new(std::sync::Mutex::new(None));
-        let probe = Probe { polls: polls.clone(), ready: ready.clone(), waker: inner_waker.clone() };
+        let probe = Probe::default();
+        let (polls, ready, inner_waker) = (probe.polls.clone(), probe.ready.clone(), probe.waker.clone());
         let mut gated = std::pin::pin!(Gated::new(probe));
         let task = Waker::noop();
         let mut cx = Context::from_waker(task);
@@ -135,9 +135,8 @@ mod tests {
 
     #[test]
     fn a_wake_up_reaches_the_waker_of_the_latest_poll() {
-        let (polls, ready) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-        let inner_waker = Arc::new(std::sync::Mutex::new(None));
-        let probe = Probe { polls: polls.clone(), ready: ready.clone(), waker: inner_waker.clone() };
+        let probe = Probe::default();
+        let (polls, ready, inner_waker) = (probe.polls.clone(), probe.ready.clone(), probe.waker.clone());
         let mut gated = std::pin::pin!(Gated::new(probe));
         let (first, second) = (Arc::new(Counting(AtomicUsize::new(0))), Arc::new(Counting(AtomicUsize::new(0))));
         let (w1, w2) = (Waker::from(first.clone()), Waker::from(second.clone()));
