@@ -18,8 +18,6 @@ pin_project_lite::pin_project! {
         inner: F,
         flag: Arc<Flag>,
         waker: Waker,
-        // The task's waker as `flag` holds it, until the flag fires (which takes it).
-        registered: Option<Waker>,
     }
 }
 
@@ -44,7 +42,7 @@ impl<F> Gated<F> {
     /// `inner`, to be polled on the first poll and then when it wakes.
     pub fn new(inner: F) -> Self {
         let flag = Arc::new(Flag { woken: AtomicBool::new(true), task: AtomicWaker::new() });
-        Gated { inner, waker: Waker::from(flag.clone()), flag, registered: None }
+        Gated { inner, waker: Waker::from(flag.clone()), flag }
     }
 
     /// The inner future, which must be polled on the next poll (e.g. after a
@@ -61,19 +59,11 @@ impl<F: Future> Future for Gated<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        // Not woken, and the flag still holds this task's waker: nothing to
-        // do, and nothing written (a connection's task polls four of these
-        // on each of its wake-ups; registering is two atomic exchanges). A
-        // wake-up racing this load sets `woken` before it takes the waker,
-        // and then wakes the task: it is seen on the next poll.
-        if !this.flag.woken.load(Ordering::Acquire) && this.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            return Poll::Pending;
-        }
+        // Registered on every poll: a fast path that skipped it while the
+        // flag seemed to hold the task's waker lost wake-ups to a wake on
+        // another thread that took the waker after the flag was read (the
+        // second review of e78a065); registering is two atomic exchanges.
         this.flag.task.register(cx.waker());
-        if !this.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            *this.registered = Some(cx.waker().clone());
-        }
         if !this.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }

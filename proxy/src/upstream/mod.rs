@@ -32,7 +32,6 @@ use prometheus::{Histogram, IntCounter};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
 /// A named group of endpoints and how to reach them.
@@ -221,20 +220,17 @@ impl Cluster {
         // Kept to ask, after a timeout, whether the client had sent its whole body.
         let streamed = body.streamed().cloned();
         // The attempts' future (a few KB) stays where it is built, in this
-        // future's own state, beside the timer: no box, and no move into a
-        // `Timeout`.
+        // future's own state: no box, and no move into the `Timeout`.
         let outcome = {
-            let mut attempt = std::pin::pin!(self.attempt_all(head, body, policy, &mut *attempts));
-            let mut expired = std::pin::pin!(tokio::time::sleep(timeout));
-            std::future::poll_fn(|cx| match attempt.as_mut().poll(cx) {
-                Poll::Ready(r) => Poll::Ready(Some(r)),
-                Poll::Pending => expired.as_mut().poll(cx).map(|()| None),
-            })
-            .await
+            let attempt = std::pin::pin!(self.attempt_all(head, body, policy, &mut *attempts));
+            // The timeout holds the pinned reference, not the future; its
+            // timer is polled even when the attempt used up the task's
+            // cooperative budget (as tokio's own `Timeout` does).
+            tokio::time::timeout(timeout, attempt).await
         };
         let result = match outcome {
-            Some(r) => r,
-            None => {
+            Ok(r) => r,
+            Err(_) => {
                 // Only the endpoint's own slowness counts: not a wait for a
                 // connection slot, nor for a client still sending its body.
                 let client_done = streamed.as_ref().is_none_or(|s| s.complete());
