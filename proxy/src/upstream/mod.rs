@@ -219,13 +219,11 @@ impl Cluster {
         }
         // Kept to ask, after a timeout, whether the client had sent its whole body.
         let streamed = body.streamed().cloned();
-        // The attempts' future (a few KB) stays where it is built, in this
-        // future's own state: no box, and no move into the `Timeout`.
+        // The attempts' future (a few KB) is built in place in this future's
+        // own state and the timeout holds only the pinned reference: no box,
+        // and no copy into the `Timeout`.
         let outcome = {
-            let attempt = std::pin::pin!(self.attempt_all(head, body, policy, &mut *attempts));
-            // The timeout holds the pinned reference, not the future; its
-            // timer is polled even when the attempt used up the task's
-            // cooperative budget (as tokio's own `Timeout` does).
+            let attempt = std::pin::pin!(self.attempt_all(head, body, policy, attempts));
             tokio::time::timeout(timeout, attempt).await
         };
         let result = match outcome {
