@@ -6,14 +6,14 @@
 //! none of them.
 
 use crate::handler::{Serving, Slot};
-use crate::io::clock_ms;
+use crate::io::{clock_ms, ms_at};
 use crate::stall::Streams;
 use crate::tls::Session;
 use http::HeaderValue;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Who a connection is from, and where it was headed.
@@ -105,10 +105,10 @@ impl ConnState {
     }
 
     /// A request's response ended; `reset` if the client reset it before
-    /// its response (an HTTP/2 stream cancelled early).
-    pub fn request_finished(&self, reset: bool) {
+    /// its response (an HTTP/2 stream cancelled early); `now`, when it ended.
+    pub fn request_finished(&self, reset: bool, now: Instant) {
         if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.idle_since_ms.store(clock_ms(), Ordering::Relaxed);
+            self.idle_since_ms.store(ms_at(now), Ordering::Relaxed);
         }
         if reset {
             let resets = self.early_resets.fetch_add(1, Ordering::Relaxed) + 1;

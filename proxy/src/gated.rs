@@ -5,10 +5,9 @@
 //! each signal again. [`Gated`] gives its future a waker of its own and
 //! skips the poll unless that waker was woken since the last one.
 
-use futures_util::task::AtomicWaker;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 pin_project_lite::pin_project! {
@@ -16,7 +15,7 @@ pin_project_lite::pin_project! {
     pub struct Gated<F> {
         #[pin]
         inner: F,
-        flag: Arc<Flag>,
+        task: Task,
         waker: Waker,
     }
 }
@@ -24,7 +23,13 @@ pin_project_lite::pin_project! {
 /// Set when the inner future's waker fires; wakes the task polling [`Gated`].
 struct Flag {
     woken: AtomicBool,
-    task: AtomicWaker,
+    /// The waker of the task polling [`Gated`]. It stays until that task's
+    /// waker changes (never, for a task that keeps its future): a poll that
+    /// finds its own waker already here takes no lock and no atomic
+    /// read-modify-write, only a load of `woken`. A wake-up does not take it
+    /// out, so no wake can leave the slot empty while the task thinks it is
+    /// registered.
+    task: Mutex<Option<Waker>>,
 }
 
 impl Wake for Flag {
@@ -33,23 +38,53 @@ impl Wake for Flag {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        // Set before the task is woken: the poll that wake causes sees it.
         self.woken.store(true, Ordering::Release);
-        self.task.wake();
+        if let Some(task) = &*self.task.lock().unwrap_or_else(PoisonError::into_inner) {
+            task.wake_by_ref();
+        }
+    }
+}
+
+/// The task registered in the flag, as this side last stored it; the
+/// registration ends with the [`Gated`] (the task's waker is not kept alive by
+/// a waker the inner future left somewhere).
+struct Task {
+    flag: Arc<Flag>,
+    stored: Option<Waker>,
+}
+
+impl Task {
+    #[inline]
+    fn register(&mut self, waker: &Waker) {
+        if self.stored.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            return;
+        }
+        *self.flag.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(waker.clone());
+        self.stored = Some(waker.clone());
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if self.stored.is_some() {
+            self.flag.task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        }
     }
 }
 
 impl<F> Gated<F> {
     /// `inner`, to be polled on the first poll and then when it wakes.
     pub fn new(inner: F) -> Self {
-        let flag = Arc::new(Flag { woken: AtomicBool::new(true), task: AtomicWaker::new() });
-        Gated { inner, waker: Waker::from(flag.clone()), flag }
+        let flag = Arc::new(Flag { woken: AtomicBool::new(true), task: Mutex::new(None) });
+        Gated { inner, waker: Waker::from(flag.clone()), task: Task { flag, stored: None } }
     }
 
     /// The inner future, which must be polled on the next poll (e.g. after a
     /// timer's deadline changed).
     pub fn inner_mut(self: Pin<&mut Self>) -> Pin<&mut F> {
         let this = self.project();
-        this.flag.woken.store(true, Ordering::Release);
+        this.task.flag.woken.store(true, Ordering::Release);
         this.inner
     }
 }
@@ -59,12 +94,12 @@ impl<F: Future> Future for Gated<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        // Registered on every poll: a fast path that skipped it while the
-        // flag seemed to hold the task's waker lost wake-ups to a wake on
-        // another thread that took the waker after the flag was read (the
-        // second review of e78a065); registering is two atomic exchanges.
-        this.flag.task.register(cx.waker());
-        if !this.flag.woken.swap(false, Ordering::AcqRel) {
+        // Registered before the flag is read: a wake that sets it after the
+        // read finds this task's waker and wakes it.
+        this.task.register(cx.waker());
+        // A load while nothing fired (almost every poll); the swap, which
+        // synchronises with the wake that set it, only when something did.
+        if !this.task.flag.woken.load(Ordering::Relaxed) || !this.task.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
         this.inner.poll(&mut Context::from_waker(this.waker))
@@ -143,6 +178,60 @@ mod tests {
         assert_eq!(second.0.load(Ordering::Relaxed), 2);
         ready.store(true, Ordering::Relaxed);
         assert!(gated.as_mut().poll(&mut Context::from_waker(&w2)).is_ready());
+    }
+
+    /// Ready once `seen` reaches `target`; counts its polls and keeps the
+    /// latest waker in `slot`.
+    #[derive(Clone, Default)]
+    struct Steps {
+        seen: Arc<AtomicUsize>,
+        polls: Arc<AtomicUsize>,
+        slot: Arc<std::sync::Mutex<Option<Waker>>>,
+    }
+
+    impl Future for Steps {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            *self.slot.lock().expect("lock") = Some(cx.waker().clone());
+            let seen = self.seen.load(Ordering::Acquire);
+            self.polls.fetch_add(1, Ordering::Release);
+            if seen >= STEPS { Poll::Ready(()) } else { Poll::Pending }
+        }
+    }
+
+    const STEPS: usize = 500;
+
+    #[test]
+    fn every_wake_up_from_another_thread_arrives() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        for _ in 0..10 {
+            let steps = Steps::default();
+            let s = steps.clone();
+            // One step at a time, each only once the last one reached the
+            // inner future: a wake-up lost anywhere stops the walk.
+            let stepper = std::thread::spawn(move || {
+                for step in 0..STEPS {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                    while s.polls.load(Ordering::Acquire) <= step {
+                        if std::time::Instant::now() > deadline {
+                            return Err(step);
+                        }
+                        std::thread::yield_now();
+                    }
+                    s.seen.fetch_add(1, Ordering::Release);
+                    let waker = s.slot.lock().expect("lock").clone();
+                    waker.expect("registered").wake();
+                }
+                Ok(())
+            });
+            // Polled by a task of its own, whose waker stays the same.
+            let gated = Gated::new(steps);
+            let done = runtime.block_on(async {
+                tokio::spawn(tokio::time::timeout(std::time::Duration::from_secs(10), gated)).await.expect("task")
+            });
+            assert_eq!(stepper.join().expect("stepper"), Ok(()), "a wake-up did not reach the inner future");
+            assert!(done.is_ok());
+        }
     }
 
     #[tokio::test]

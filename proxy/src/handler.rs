@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -116,6 +117,10 @@ impl HttpListener {
 /// become, which its drain waits for and its removal cuts off.
 pub struct Serving {
     handler: ArcSwap<Handler>,
+    /// Moves on with each [`Serving::store`]: an HTTP connection keeps the
+    /// handler it last loaded and loads again only once this moved (a plain
+    /// load a request instead of an `ArcSwap` load and a reference count).
+    generation: AtomicU64,
     /// This listener's connections.
     connections: TaskTracker,
     /// Fires when a removed listener's drain timeout passes: its connections close.
@@ -127,6 +132,7 @@ impl Serving {
     pub fn new(handler: Handler) -> Self {
         Serving {
             handler: ArcSwap::from_pointee(handler),
+            generation: AtomicU64::new(0),
             connections: TaskTracker::new(),
             kill: CancellationToken::new(),
         }
@@ -140,6 +146,13 @@ impl Serving {
     /// Serves new connections, and new requests on established HTTP connections, with `handler`.
     pub fn store(&self, handler: Handler) {
         self.handler.store(Arc::new(handler));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Which [`Serving::store`] is serving: read before [`Serving::http`], a
+    /// store between the two is noticed on the next read.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The HTTP handler serving now, if the listener is still HTTP.

@@ -85,7 +85,8 @@ impl Exchange {
     }
 
     fn finish(&mut self) {
-        let seconds = self.start.elapsed().as_secs_f64();
+        let now = Instant::now();
+        let seconds = now.saturating_duration_since(self.start).as_secs_f64();
         match &self.route {
             Some(route) => route.metrics.observe(self.status, self.answered, seconds),
             None => self.listener.no_route_metrics.observe(self.status, self.answered, seconds),
@@ -96,7 +97,7 @@ impl Exchange {
         // A stream the client reset early (within a second, as Envoy counts
         // them): a cancelled slow request or long poll is not rapid reset.
         let reset = self.status == 499 && self.version == Version::HTTP_2 && seconds < 1.0;
-        self.conn.request_finished(reset);
+        self.conn.request_finished(reset, now);
     }
 
     fn write_log(&self, seconds: f64) {

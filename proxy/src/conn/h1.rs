@@ -90,7 +90,10 @@ struct Then {
 /// A client's HTTP/1.1 connection being served.
 pub struct Connection {
     wire: Wire,
+    /// The handler routing requests: the one serving when the last request
+    /// arrived, as of `generation` (the one that accepted, before the first).
     listener: Arc<HttpListener>,
+    generation: u64,
     state: Arc<ConnState>,
     limits: request::Limits,
     stage: Stage,
@@ -117,6 +120,8 @@ impl Connection {
         Connection {
             wire,
             listener,
+            // Loaded again for the first request (a reload may have come since the accept).
+            generation: u64::MAX,
             state,
             limits,
             stage: Stage::Head,
@@ -214,7 +219,15 @@ impl Connection {
         };
         let request = request.map(|()| Source::H1(body));
         // Each request is routed by the handler serving when it arrives.
-        let listener = self.state.accepted_by.http().unwrap_or_else(|| self.listener.clone());
+        let serving = &self.state.accepted_by;
+        let generation = serving.generation();
+        if generation != self.generation {
+            self.generation = generation;
+            if let Some(current) = serving.http() {
+                self.listener = current;
+            }
+        }
+        let listener = self.listener.clone();
         let handling = crate::boxed::boxed!(crate::forward::handle(request, listener, self.state.clone()));
         self.stage = Stage::Handling(handling, asked);
     }
