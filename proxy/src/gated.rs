@@ -39,6 +39,8 @@ impl Wake for Flag {
 
     fn wake_by_ref(self: &Arc<Self>) {
         // Set before the task is woken: the poll that wake causes sees it.
+        // The task's waker is called under the lock: tokio's schedules the
+        // task, it never polls it in place (which would take the lock again).
         self.woken.store(true, Ordering::Release);
         if let Some(task) = &*self.task.lock().unwrap_or_else(PoisonError::into_inner) {
             task.wake_by_ref();

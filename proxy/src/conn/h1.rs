@@ -223,6 +223,8 @@ impl Connection {
         let generation = serving.generation();
         if generation != self.generation {
             self.generation = generation;
+            // A listener reloaded as TCP leaves the last HTTP handler this
+            // connection loaded in charge of it (the newest settings it saw).
             if let Some(current) = serving.http() {
                 self.listener = current;
             }

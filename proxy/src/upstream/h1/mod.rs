@@ -26,7 +26,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
 /// Bytes asked of the socket per read of a body.
@@ -63,6 +63,15 @@ impl Conn {
     pub fn usable(&mut self) -> bool {
         if !self.buf.is_empty() {
             return false;
+        }
+        // Plain TCP not readable since its last read (the usual case): asked
+        // of the readiness tokio keeps, without registering a waker as a read
+        // that finds nothing does (a lock, a waker stored and replaced). TLS
+        // may hold bytes already read from the socket: read through it below.
+        if let Stream::Plain(tcp) = &self.io
+            && tcp.try_io(Interest::READABLE, || Ok(())).is_err()
+        {
+            return true;
         }
         self.buf.reserve(64);
         let mut cx = Context::from_waker(Waker::noop());
