@@ -91,7 +91,8 @@ async fn proxy(
         req.headers_mut().insert(X_FORWARDED_CLIENT_CERT, xfcc);
     }
     let identity = conn.identity().map(|i| &**i);
-    let route = listener.router.route(&req, identity, conn.destination).ok_or(ProxyError::new(Kind::NoRoute))?.clone();
+    // Borrowed from the listener for the request; the exchange keeps its own reference.
+    let route = listener.router.route(&req, identity, conn.destination).ok_or(ProxyError::new(Kind::NoRoute))?;
     exchange.route = Some(route.clone());
     // Only the protocols the route allows are tunnelled; any other Upgrade
     // (h2c included) is removed and the request goes on as a plain one.
