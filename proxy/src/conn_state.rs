@@ -98,10 +98,13 @@ impl ConnState {
         self.tls.as_ref().and_then(Session::identity)
     }
 
-    /// A request began on this connection.
-    pub fn request_started(&self) {
+    /// A request began on this connection; `http2`: as one of its streams
+    /// (counted for rapid-reset detection, which only HTTP/2 has).
+    pub fn request_started(&self, http2: bool) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.streams.fetch_add(1, Ordering::Relaxed);
+        if http2 {
+            self.streams.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A request's response ended; `reset` if the client reset it before

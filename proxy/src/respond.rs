@@ -60,7 +60,7 @@ pub struct Exchange {
 impl Exchange {
     /// Starts recording a request that just arrived on `conn`.
     pub fn begin<B>(req: &http::Request<B>, listener: Arc<HttpListener>, conn: Arc<ConnState>) -> Box<Self> {
-        conn.request_started();
+        conn.request_started(req.version() == Version::HTTP_2);
         let line = listener.access_log.enabled().then(|| (req.method().clone(), req.uri().clone()));
         // Allocated first and written in place: `Box::new` would build the
         // exchange on the stack and copy it (328 bytes) into the box.
