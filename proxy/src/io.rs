@@ -4,7 +4,6 @@
 //! from one that is just slow. The bookkeeping is two relaxed stores per
 //! poll that moved bytes.
 
-use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,47 +12,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Readings of [`clock_ms`] a busy worker thread takes from one clock read.
-const CLOCK_SHARED_BY: u32 = 32;
-
-/// A worker thread's last clock read, shared by its next readings.
-#[derive(Clone, Copy)]
-struct Shared {
-    /// The thread's runtime calls [`runtime_woke`] (others read the clock every time).
-    worker: bool,
-    ms: u64,
-    /// Readings left before the clock is read again.
-    left: u32,
-}
-
-thread_local! {
-    static SHARED: Cell<Shared> = const { Cell::new(Shared { worker: false, ms: 0, left: 0 }) };
-}
-
-/// Milliseconds on a process-wide monotonic clock, for timeouts counted in
-/// whole milliseconds and longer (idle, stall, head read, rates). A worker
-/// thread reads the clock once when it wakes up and then shares that reading
-/// among its next [`CLOCK_SHARED_BY`] readings, as nginx reads its time once
-/// an event-loop turn: a reading is at most one turn's work old (when the
-/// thread stays busy, at most that many readings), so a connection's progress
-/// never looks older than it is by more than that.
+/// Milliseconds on a process-wide monotonic clock.
 pub fn clock_ms() -> u64 {
-    let shared = SHARED.get();
-    if shared.left > 0 {
-        SHARED.set(Shared { left: shared.left - 1, ..shared });
-        return shared.ms;
-    }
-    let ms = ms_at(Instant::now());
-    if shared.worker {
-        SHARED.set(Shared { worker: true, ms, left: CLOCK_SHARED_BY - 1 });
-    }
-    ms
-}
-
-/// A runtime worker thread woke up (the runtime's unpark hook): its next
-/// [`clock_ms`] reads the clock.
-pub fn runtime_woke() {
-    SHARED.set(Shared { worker: true, ms: 0, left: 0 });
+    ms_at(Instant::now())
 }
 
 /// `at` on the clock of [`clock_ms`], for a caller that has just read the
@@ -208,58 +169,5 @@ fn note_write(progress: &Progress, polled: &Poll<io::Result<usize>>) {
             progress.write_blocked.store(false, Ordering::Relaxed);
         }
         Poll::Ready(_) => progress.write_blocked.store(false, Ordering::Relaxed),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn after_a_tick() {
-        std::thread::sleep(Duration::from_millis(3));
-    }
-
-    #[test]
-    fn a_thread_outside_a_runtime_reads_the_clock_every_time() {
-        std::thread::spawn(|| {
-            let first = clock_ms();
-            after_a_tick();
-            assert!(clock_ms() > first);
-        })
-        .join()
-        .expect("thread");
-    }
-
-    #[test]
-    fn a_worker_shares_a_reading_a_bounded_number_of_times_and_reads_again_on_waking() {
-        std::thread::spawn(|| {
-            runtime_woke();
-            let first = clock_ms();
-            after_a_tick();
-            let shared: Vec<u64> = (1..CLOCK_SHARED_BY).map(|_| clock_ms()).collect();
-            assert!(shared.iter().all(|&ms| ms == first), "shared within one wake-up");
-            assert!(clock_ms() > first, "read again after {CLOCK_SHARED_BY} readings");
-            let before = clock_ms();
-            after_a_tick();
-            runtime_woke();
-            assert!(clock_ms() > before, "read again once the thread woke up");
-        })
-        .join()
-        .expect("thread");
-    }
-
-    #[test]
-    fn the_runtime_calls_the_wake_up_hook() {
-        let runtime = crate::server::runtime(1).expect("runtime");
-        let worker = runtime.block_on(async {
-            tokio::spawn(async {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                SHARED.get().worker
-            })
-            .await
-            .expect("task")
-        });
-        drop(runtime);
-        assert!(worker, "a runtime worker is marked by the unpark hook");
     }
 }

@@ -58,7 +58,7 @@ pub fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, StartError> {
         b.worker_threads(workers);
         b
     };
-    builder.enable_all().on_thread_unpark(crate::io::runtime_woke).build().map_err(StartError::Runtime)
+    builder.enable_all().build().map_err(StartError::Runtime)
 }
 
 /// Serves `config` until `stop` completes, then drains.
