@@ -26,7 +26,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
 /// Bytes asked of the socket per read of a body.
@@ -64,16 +64,15 @@ impl Conn {
         if !self.buf.is_empty() {
             return false;
         }
-        // Plain TCP not readable since its last read (the usual case): asked
-        // of the readiness tokio keeps, without registering a waker as a read
-        // that finds nothing does (a lock, a waker stored and replaced). TLS
-        // may hold bytes already read from the socket: read through it below.
-        if let Stream::Plain(tcp) = &self.io
-            && tcp.try_io(Interest::READABLE, || Ok(())).is_err()
-        {
-            return true;
-        }
         self.buf.reserve(64);
+        // Plain TCP: a read that neither registers a waker (a lock, a waker
+        // stored and replaced) nor depends on the task's cooperative budget
+        // (spent, a poll says Pending even for a socket the upstream closed);
+        // no system call unless tokio saw the socket become readable. TLS may
+        // hold bytes already read from the socket: read through it.
+        if let Stream::Plain(tcp) = &self.io {
+            return matches!(tcp.try_read_buf(&mut self.buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        }
         let mut cx = Context::from_waker(Waker::noop());
         matches!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.buf), Poll::Pending)
     }
