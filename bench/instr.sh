@@ -10,7 +10,9 @@
 # run. TOOL=callgrind (default) keeps a profile for callgrind_annotate;
 # TOOL=cachegrind is bench/run.sh's tool (the counts agree). Knobs: VG_N
 # (default 2000), VG_WARMUP (200), SCENARIOS ("h1 h2c"), TOP (0: no profile
-# printout), OUT (where outputs are kept; default a new temporary directory).
+# printout), OUT (where outputs are kept; default a new temporary directory),
+# ATOMICS=1 (callgrind only: also the atomic read-modify-write instructions
+# per request, by function with TOP, from bench/atomics.py).
 set -euo pipefail
 
 WASP_BIN=${1:-target/release/wasp}
@@ -19,6 +21,7 @@ VG_WARMUP=${VG_WARMUP:-200}
 SCENARIOS=${SCENARIOS:-"h1 h2c"}
 TOOL=${TOOL:-callgrind}
 TOP=${TOP:-0}
+ATOMICS=${ATOMICS:-0}
 OUT=${OUT:-$(mktemp -d /tmp/wasp-instr.XXXXXX)}
 SHARED=${SHARED:-/work/shared/bench}
 GEN_CPU=0 SRV_CPU=1
@@ -60,6 +63,7 @@ run() {
     [[ $scn == h1 ]] && h=(--h1) || h=(-m 10)
     WASP_LOG_FORMAT=json taskset -c $SRV_CPU valgrind --tool="$TOOL" --trace-children=no \
         $([[ $TOOL == cachegrind ]] && echo --cache-sim=no) --"$TOOL"-out-file="$out" \
+        $([[ $TOOL == callgrind && $ATOMICS == 1 ]] && echo --dump-instr=yes --compress-pos=no --compress-strings=no) \
         "$WASP_BIN" run --config "$OUT/wasp.yaml" 2>"$OUT/wasp-$scn-$n.err" &
     pid=$!
     PIDS+=($pid)
@@ -81,6 +85,9 @@ for scn in $SCENARIOS; do
     small=$(run "$scn" "$VG_N")
     large=$(run "$scn" "$((5 * VG_N))")
     echo "$scn: $(( (large - small) / (4 * VG_N) )) instructions/request (I(N)=$small, I(5N)=$large, N=$VG_N)"
+    if [[ $TOOL == callgrind && $ATOMICS == 1 ]]; then
+        python3 "$(dirname "$0")/atomics.py" "$OUT/callgrind-$scn-$VG_N.out" "$OUT/callgrind-$scn-$((5 * VG_N)).out" "$VG_N" "$TOP"
+    fi
     if [[ $TOOL == callgrind && $TOP != 0 ]]; then
         callgrind_annotate --inclusive=yes "$OUT/callgrind-$scn-$((5 * VG_N)).out" >"$OUT/inclusive-$scn.txt" 2>/dev/null || true
         callgrind_annotate "$OUT/callgrind-$scn-$((5 * VG_N)).out" >"$OUT/self-$scn.txt" 2>/dev/null || true
