@@ -62,31 +62,26 @@ impl Exchange {
     pub fn begin<B>(req: &http::Request<B>, listener: Arc<HttpListener>, conn: Arc<ConnState>) -> Box<Self> {
         conn.request_started(req.version() == Version::HTTP_2);
         let line = listener.access_log.enabled().then(|| (req.method().clone(), req.uri().clone()));
-        // Allocated first and written in place: `Box::new` would build the
-        // exchange on the stack and copy it (328 bytes) into the box.
-        Box::write(
-            Box::new_uninit(),
-            Exchange {
-                start: Instant::now(),
-                listener,
-                conn,
-                line,
-                version: req.version(),
-                route: None,
-                request_id: None,
-                client: None,
-                attempts: Attempts::default(),
-                request_body: None,
-                held: None,
-                status: 499,
-                answered: Answered::Client,
-                reason: Some("wasp_client_disconnect"),
-                filter: None,
-                generations: Vec::new(),
-                bytes_out: 0,
-                complete: false,
-            },
-        )
+        crate::boxed::in_place!(Exchange {
+            start: Instant::now(),
+            listener,
+            conn,
+            line,
+            version: req.version(),
+            route: None,
+            request_id: None,
+            client: None,
+            attempts: Attempts::default(),
+            request_body: None,
+            held: None,
+            status: 499,
+            answered: Answered::Client,
+            reason: Some("wasp_client_disconnect"),
+            filter: None,
+            generations: Vec::new(),
+            bytes_out: 0,
+            complete: false,
+        })
     }
 
     fn finish(&mut self) {
