@@ -113,7 +113,8 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    /// Counts its polls; ready once `ready` is set and it was woken.
+    /// Counts its polls; ready once `ready` is set and it was woken. A
+    /// pending poll leaves its waker in `waker` before it is counted.
     #[derive(Default)]
     struct Probe {
         polls: Arc<AtomicUsize>,
@@ -124,12 +125,12 @@ mod tests {
     impl Future for Probe {
         type Output = ();
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            self.polls.fetch_add(1, Ordering::Relaxed);
-            if self.ready.load(Ordering::Relaxed) {
-                return Poll::Ready(());
+            let ready = self.ready.load(Ordering::Acquire);
+            if !ready {
+                *self.waker.lock().expect("lock") = Some(cx.waker().clone());
             }
-            *self.waker.lock().expect("lock") = Some(cx.waker().clone());
-            Poll::Pending
+            self.polls.fetch_add(1, Ordering::Release);
+            if ready { Poll::Ready(()) } else { Poll::Pending }
         }
     }
 
@@ -182,52 +183,33 @@ mod tests {
         assert!(gated.as_mut().poll(&mut Context::from_waker(&w2)).is_ready());
     }
 
-    /// Ready once `seen` reaches `target`; counts its polls and keeps the
-    /// latest waker in `slot`.
-    #[derive(Clone, Default)]
-    struct Steps {
-        seen: Arc<AtomicUsize>,
-        polls: Arc<AtomicUsize>,
-        slot: Arc<std::sync::Mutex<Option<Waker>>>,
-    }
-
-    impl Future for Steps {
-        type Output = ();
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            *self.slot.lock().expect("lock") = Some(cx.waker().clone());
-            let seen = self.seen.load(Ordering::Acquire);
-            self.polls.fetch_add(1, Ordering::Release);
-            if seen >= STEPS { Poll::Ready(()) } else { Poll::Pending }
-        }
-    }
-
     const STEPS: usize = 500;
 
     #[test]
     fn every_wake_up_from_another_thread_arrives() {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
         for _ in 0..10 {
-            let steps = Steps::default();
-            let s = steps.clone();
+            let probe = Probe::default();
+            let (polls, ready, slot) = (probe.polls.clone(), probe.ready.clone(), probe.waker.clone());
             // One step at a time, each only once the last one reached the
-            // inner future: a wake-up lost anywhere stops the walk.
+            // inner future (ready at the last): a wake-up lost anywhere stops the walk.
             let stepper = std::thread::spawn(move || {
                 for step in 0..STEPS {
                     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-                    while s.polls.load(Ordering::Acquire) <= step {
+                    while polls.load(Ordering::Acquire) <= step {
                         if std::time::Instant::now() > deadline {
                             return Err(step);
                         }
                         std::thread::yield_now();
                     }
-                    s.seen.fetch_add(1, Ordering::Release);
-                    let waker = s.slot.lock().expect("lock").clone();
+                    ready.store(step == STEPS - 1, Ordering::Release);
+                    let waker = slot.lock().expect("lock").clone();
                     waker.expect("registered").wake();
                 }
                 Ok(())
             });
             // Polled by a task of its own, whose waker stays the same.
-            let gated = Gated::new(steps);
+            let gated = Gated::new(probe);
             let done = runtime.block_on(async {
                 tokio::spawn(tokio::time::timeout(std::time::Duration::from_secs(10), gated)).await.expect("task")
             });
