@@ -82,8 +82,7 @@ async fn proxy(
     strip_hop_by_hop(req.headers_mut(), asks_upgrade);
     let scheme = if conn.tls.is_some() { "https" } else { "http" };
     let forwarded = add_forwarding(req.headers_mut(), &conn.peer_header, scheme, listener.http.trusted_hops);
-    let request_id = forwarded.request_id;
-    exchange.request_id = Some(request_id.clone());
+    let request_id = exchange.request_id.insert(forwarded.request_id);
     exchange.client = forwarded.client;
     // Only wasp vouches for a client certificate: a client's own claim is never passed on.
     req.headers_mut().remove(X_FORWARDED_CLIENT_CERT);
@@ -109,7 +108,8 @@ async fn proxy(
     let mut run = None;
     if let Some(chain) = &route.chain {
         let identity = conn.identity().cloned();
-        let facts = Facts { request_id, peer: conn.peer_text(), route: route.name.clone(), identity };
+        let facts =
+            Facts { request_id: request_id.clone(), peer: conn.peer_text(), route: route.name.clone(), identity };
         let (verdict, r) = chain.on_request(&mut parts, facts, &mut exchange.generations).await;
         if let Some(reply) = settle(verdict, exchange)? {
             return reply_through(&r, reply, exchange);

@@ -109,6 +109,9 @@ pub struct Connection {
     scanned: usize,
     /// The connection went on as a tunnel or as HTTP/2.
     handed_off: bool,
+    /// A response was just written (whether the connection closes after
+    /// it): what follows is settled under the next head read's lock.
+    after_response: Option<bool>,
 }
 
 impl Connection {
@@ -130,6 +133,7 @@ impl Connection {
             head_since: Some(clock_ms()),
             scanned: 0,
             handed_off: false,
+            after_response: None,
         }
     }
 
@@ -150,6 +154,20 @@ impl Connection {
 
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Option<Ended>> {
         let mut inner = self.wire.lock();
+        if let Some(close) = self.after_response.take() {
+            // A rest of the request body already buffered is skipped; one
+            // still on its way would have to be read: the connection closes instead.
+            let unread = !inner.skip_buffered_body();
+            if close || unread || inner.eof {
+                drop(inner);
+                let linger = unread.then(|| (Box::pin(tokio::time::sleep(LINGER)), 0));
+                self.stage = Stage::Closing { shut: false, linger };
+                return Poll::Ready(None);
+            }
+            if !inner.buf.is_empty() {
+                self.head_since = Some(clock_ms());
+            }
+        }
         loop {
             if !inner.buf.is_empty() {
                 if self.first && PREFACE.starts_with(&inner.buf[..inner.buf.len().min(PREFACE.len())]) {
@@ -164,9 +182,11 @@ impl Connection {
                     || ends_head(&inner.buf[self.scanned.saturating_sub(3)..])
                 {
                     match request::parse(&mut inner.buf, self.limits) {
-                        Ok(Some(head)) => {
+                        Ok(Some(Head { request, body, keep_alive, expect_continue, upgrade })) => {
+                            // The body's framing is set while the lock is held anyway.
+                            let body = RequestBody::new(self.wire.clone(), &mut inner, body, expect_continue);
                             drop(inner);
-                            self.begin(head);
+                            self.begin(request, body, keep_alive, upgrade);
                             return Poll::Ready(None);
                         }
                         Ok(None) => self.scanned = inner.buf.len(),
@@ -202,10 +222,8 @@ impl Connection {
     }
 
     /// Hands a request to the request path.
-    fn begin(&mut self, head: Head) {
-        let Head { mut request, body, keep_alive, expect_continue, upgrade } = head;
+    fn begin(&mut self, mut request: http::Request<()>, body: RequestBody, keep_alive: bool, upgrade: bool) {
         (self.head_since, self.first, self.scanned) = (None, false, 0);
-        let body = RequestBody::new(self.wire.clone(), body, expect_continue);
         let upgrade = upgrade.then(|| {
             let (tx, rx) = OnUpgrade::pair();
             request.extensions_mut().insert(rx);
@@ -284,7 +302,9 @@ impl Connection {
         };
     }
 
-    /// The response is out: the next request, the tunnel, or the close.
+    /// The response is out: the tunnel, or the next head's read, which
+    /// settles first (under its lock: one lock a request less) whether the
+    /// connection closes instead.
     fn written(&mut self, then: Then) {
         if let Some(tunnel) = then.upgrade {
             // The tunnel takes the connection from here (if it is still waiting for it).
@@ -292,18 +312,7 @@ impl Connection {
             self.stage = Stage::Done;
             return;
         }
-        let mut inner = self.wire.lock();
-        // A rest of the request body already buffered is skipped; one still
-        // on its way would have to be read: the connection closes instead.
-        let unread = !inner.skip_buffered_body();
-        if then.close || unread || inner.eof {
-            let linger = unread.then(|| (Box::pin(tokio::time::sleep(LINGER)), 0));
-            self.stage = Stage::Closing { shut: false, linger };
-            return;
-        }
-        if !inner.buf.is_empty() {
-            self.head_since = Some(clock_ms());
-        }
+        self.after_response = Some(then.close);
         self.stage = Stage::Head;
     }
 

@@ -29,7 +29,11 @@ const HEAD_READ_SIZE: usize = 4 * 1024;
 
 /// The connection, shared.
 #[derive(Clone)]
-pub struct Wire(Arc<Mutex<Inner>>);
+pub struct Wire {
+    shared: Arc<Mutex<Inner>>,
+    /// Plain TCP: a flush has nothing to do, and takes no lock.
+    plain: bool,
+}
 
 /// What is shared.
 pub struct Inner {
@@ -50,6 +54,7 @@ pub struct Inner {
 impl Wire {
     /// A connection over `io`.
     pub fn new(io: Watched<Stream>) -> Self {
+        let plain = matches!(io.get_ref(), Stream::Plain(_));
         let inner = Inner {
             io,
             buf: BytesMut::new(),
@@ -58,19 +63,19 @@ impl Wire {
             interim: None,
             out: BytesMut::new(),
         };
-        Wire(Arc::new(Mutex::new(inner)))
+        Wire { shared: Arc::new(Mutex::new(inner)), plain }
     }
 
     /// The shared state.
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Ends the connection for every holder: a request body still held
     /// elsewhere (an HTTP/2 upstream's request task reads it from its own
     /// task) sees its end at once instead of holding the socket open.
     pub fn close(&self) {
-        if Arc::strong_count(&self.0) > 1 {
+        if Arc::strong_count(&self.shared) > 1 {
             let inner = self.lock();
             let _ = socket2::SockRef::from(inner.io.get_ref().tcp()).shutdown(std::net::Shutdown::Both);
         }
@@ -132,18 +137,17 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    /// The body of the request whose head was just read; `interim`: the
-    /// client waits for `100 Continue`, sent when the body is first polled.
-    pub fn new(wire: Wire, framing: Framing, interim: bool) -> Self {
+    /// The body of the request whose head was just read from `inner`, the
+    /// wire's state (the caller holds the lock); `interim`: the client waits
+    /// for `100 Continue`, sent when the body is first polled.
+    pub fn new(wire: Wire, inner: &mut Inner, framing: Framing, interim: bool) -> Self {
         let exact = match framing {
             Framing::Length(n) => Some(n),
             _ => None,
         };
         let done = exact == Some(0);
-        let mut inner = wire.lock();
         inner.body = framing;
         inner.interim = (interim && !done).then(|| Bytes::from_static(INTERIM));
-        drop(inner);
         RequestBody { wire, exact, done }
     }
 }
@@ -236,6 +240,10 @@ impl AsyncWrite for Wire {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.plain {
+            // TCP buffers nothing in wasp: written is sent.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.lock().io).poll_flush(cx)
     }
 

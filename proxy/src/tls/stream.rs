@@ -4,7 +4,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Plain TCP, TLS terminated by wasp, or TLS wasp originated.
@@ -55,7 +55,11 @@ impl AsyncRead for Stream {
 
 impl AsyncWrite for Stream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        each!(self, s => Pin::new(s).poll_write(cx, buf))
+        match self.get_mut() {
+            Stream::Plain(s) => poll_write_plain(s, cx, &[io::IoSlice::new(buf)]),
+            Stream::Server(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Client(s) => Pin::new(s).poll_write(cx, buf),
+        }
     }
 
     fn poll_write_vectored(
@@ -63,7 +67,11 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        each!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+        match self.get_mut() {
+            Stream::Plain(s) => poll_write_plain(s, cx, bufs),
+            Stream::Server(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Client(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -80,5 +88,20 @@ impl AsyncWrite for Stream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         each!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// Writes to plain TCP as tokio's `TcpStream` does (wait for readiness, write,
+/// clear the readiness on `WouldBlock`), but by a direct system call: glibc's
+/// `writev` is a cancellation point, and in a process with threads it wraps
+/// every call in two atomic exchanges (`__pthread_enable_asynccancel` and its
+/// `disable`), each a full barrier, that nothing in wasp uses.
+fn poll_write_plain(tcp: &TcpStream, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    loop {
+        std::task::ready!(tcp.poll_write_ready(cx))?;
+        match tcp.try_io(Interest::WRITABLE, || rustix::io::writev(tcp, bufs).map_err(io::Error::from)) {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
+            written => return Poll::Ready(written),
+        }
     }
 }
