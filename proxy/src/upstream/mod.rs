@@ -330,7 +330,7 @@ impl Cluster {
         mut headers: HeaderMap,
         body: RequestBody,
         endpoint: &Endpoint,
-    ) -> Request<RequestBody> {
+    ) -> Box<Request<RequestBody>> {
         let (uri, version) = match self.protocol {
             // HTTP/1.1 origin-form (`GET /path`): the Host header names the
             // host; the pool already knows which endpoint to dial.
@@ -358,7 +358,7 @@ impl Cluster {
                 (Uri::from_parts(parts).unwrap_or_else(|_| Uri::from(head.path.clone())), Version::HTTP_2)
             }
         };
-        let mut req = Request::new(body);
+        let mut req = crate::boxed::in_place!(Request::new(body));
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = uri;
         *req.version_mut() = version;

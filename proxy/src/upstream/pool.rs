@@ -131,7 +131,10 @@ impl H1Pool {
     /// and only while the pool holds idle connections (an idle proxy stays
     /// asleep). Probing a quiet connection costs no system call.
     fn sweep_later(self: &Arc<Self>) {
-        if self.sweeping.swap(true, AtomicOrdering::AcqRel) {
+        // Read first: one runs nearly always, and a load is no atomic write.
+        // A sweeper that stopped did so under the lock the caller took
+        // since, so its `false` is seen here.
+        if self.sweeping.load(AtomicOrdering::Acquire) || self.sweeping.swap(true, AtomicOrdering::AcqRel) {
             return;
         }
         let pool = Arc::downgrade(self);
@@ -163,7 +166,7 @@ impl H1Pool {
         self: &Arc<Self>,
         address: &str,
         dialer: &Dialer,
-        req: Request<RequestBody>,
+        req: Box<Request<RequestBody>>,
         wait: &mut Wait<'_>,
         queued: &mut bool,
     ) -> Result<Response<H1Body>, ProxyError> {

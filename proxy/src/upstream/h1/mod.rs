@@ -87,7 +87,7 @@ impl Conn {
 /// the response, which gives the connection back to `pool` at its end.
 pub async fn send(
     mut conn: Box<Conn>,
-    req: Request<RequestBody>,
+    req: Box<Request<RequestBody>>,
     pool: &Arc<H1Pool>,
 ) -> Result<Response<H1Body>, ProxyError> {
     let (parts, body) = req.into_parts();
