@@ -95,7 +95,11 @@ impl AsyncWrite for Stream {
 /// clear the readiness on `WouldBlock`), but by a direct system call: glibc's
 /// `writev` is a cancellation point, and in a process with threads it wraps
 /// every call in two atomic exchanges (`__pthread_enable_asynccancel` and its
-/// `disable`), each a full barrier, that nothing in wasp uses.
+/// `disable`), each a full barrier, that nothing in wasp uses. A write to a
+/// connection its peer closed fails with `EPIPE` rather than killing the
+/// process only because SIGPIPE is ignored, as Rust's runtime sets it in
+/// every binary (`writev` has no `MSG_NOSIGNAL`; std's vectored writes were
+/// `writev` too).
 fn poll_write_plain(tcp: &TcpStream, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
     loop {
         std::task::ready!(tcp.poll_write_ready(cx))?;
