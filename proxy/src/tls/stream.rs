@@ -49,7 +49,12 @@ impl Stream {
 
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        each!(self, s => Pin::new(s).poll_read(cx, buf))
+        match self.get_mut() {
+            Stream::Plain(s) if buf.remaining() <= SCRATCH => poll_read_plain(s, cx, buf),
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Server(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Client(s) => Pin::new(s).poll_read(cx, buf),
+        }
     }
 }
 
@@ -106,6 +111,49 @@ fn poll_write_plain(tcp: &TcpStream, cx: &mut Context<'_>, bufs: &[io::IoSlice<'
         match tcp.try_io(Interest::WRITABLE, || rustix::io::writev(tcp, bufs).map_err(io::Error::from)) {
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
             written => return Poll::Ready(written),
+        }
+    }
+}
+
+/// The largest read [`poll_read_plain`] serves: a head's read (4 KB asked),
+/// not a body's (16 KB), whose bytes are not worth copying twice.
+const SCRATCH: usize = 8 * 1024;
+
+thread_local! {
+    /// Where a small plain read lands before it is copied to the reader's buffer.
+    static SCRATCH_BUF: std::cell::RefCell<[u8; SCRATCH]> = const { std::cell::RefCell::new([0; SCRATCH]) };
+}
+
+/// Reads a little from plain TCP as tokio's `TcpStream` does (wait for
+/// readiness, read, clear the readiness on `WouldBlock` or a short read),
+/// but by a direct system call, for the reason of [`poll_write_plain`]:
+/// glibc's `recv` brackets each call with two atomic exchanges. The bytes
+/// land in a per-thread scratch buffer and are copied out (a few hundred
+/// for a head): reading straight into the caller's uninitialised buffer
+/// would need `unsafe`.
+fn poll_read_plain(tcp: &TcpStream, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    let want = buf.remaining();
+    loop {
+        std::task::ready!(tcp.poll_read_ready(cx))?;
+        let read = SCRATCH_BUF.with_borrow_mut(|scratch| {
+            let scratch = &mut scratch[..want];
+            let mut got = 0;
+            let read = tcp.try_io(Interest::READABLE, || {
+                got = rustix::io::read(tcp, &mut *scratch).map_err(io::Error::from)?;
+                // Fewer bytes than asked for: the socket is empty now, and its
+                // readiness is cleared (as tokio's own read does) so the next
+                // read waits for more instead of finding `EAGAIN`.
+                match got > 0 && got < want {
+                    true => Err(io::ErrorKind::WouldBlock.into()),
+                    false => Ok(()),
+                }
+            });
+            buf.put_slice(&scratch[..got]);
+            if got > 0 { Ok(()) } else { read }
+        });
+        match read {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
+            read => return Poll::Ready(read),
         }
     }
 }
