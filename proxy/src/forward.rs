@@ -25,6 +25,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The entry point of every request on an HTTP listener (HTTP/1.1 from
 /// [`crate::conn::h1`], HTTP/2 from hyper).
@@ -133,7 +134,11 @@ async fn proxy(
         destination: conn.destination,
     };
     let policy = if upgrade { None } else { route.retries.as_ref() };
-    let forwarded = route.cluster.forward(head, body, policy, route.timeout, &mut exchange.attempts).await;
+    // The route's time runs from the upstream call: from the request's
+    // arrival when nothing ran before it (the same moment, one clock read
+    // less), from now after filters' request phases.
+    let from = if run.is_none() { exchange.start() } else { Instant::now() };
+    let forwarded = route.cluster.forward(head, body, policy, from + route.timeout, &mut exchange.attempts).await;
     let mut up = match (forwarded, &run) {
         (Ok(up), _) => up,
         // A streamed request-body phase may have ended the request: answer as it decided.
@@ -273,7 +278,7 @@ async fn tunnel(client: OnUpgrade, mut u: Upgraded, idle: std::time::Duration, i
     let Some(client) = client.wire().await else {
         return tracing::debug!("the client connection closed before its upgrade");
     };
-    let progress = Progress::new();
+    let progress = Progress::both_ways();
     let mut c = Watched::new(client, progress.clone());
     let quiet = async {
         loop {

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -27,26 +27,39 @@ pub fn ms_at(at: Instant) -> u64 {
 /// When bytes last moved on a [`Watched`] stream.
 pub struct Progress {
     read_ms: AtomicU64,
-    write_ms: AtomicU64,
-    /// A write found the peer's window full and is waiting.
-    write_blocked: AtomicBool,
+    /// When a write last moved bytes: noted only where [`Progress::idle_for`]
+    /// is asked (a tunnel); a connection's writes (several a request) read
+    /// no clock unless one has to wait.
+    write_ms: Option<AtomicU64>,
+    /// When the write waiting for the peer to read began to wait ([`NOT_BLOCKED`]: none waits).
+    blocked_ms: AtomicU64,
 }
 
+const NOT_BLOCKED: u64 = u64::MAX;
+
 impl Progress {
-    /// Progress starting now.
+    /// Progress starting now, for a connection: reads, and writes that wait.
     pub fn new() -> Arc<Self> {
+        Arc::new(Progress { read_ms: clock_ms().into(), write_ms: None, blocked_ms: NOT_BLOCKED.into() })
+    }
+
+    /// Progress starting now that also notes every write, for [`Progress::idle_for`].
+    pub fn both_ways() -> Arc<Self> {
         let now = clock_ms();
-        Arc::new(Progress { read_ms: now.into(), write_ms: now.into(), write_blocked: false.into() })
+        Arc::new(Progress { read_ms: now.into(), write_ms: Some(now.into()), blocked_ms: NOT_BLOCKED.into() })
     }
 
     /// How long a write has been waiting for the peer to read (`None`: no write is waiting).
     pub fn write_stalled_for(&self) -> Option<Duration> {
-        self.write_blocked.load(Ordering::Relaxed).then(|| since(self.write_ms.load(Ordering::Relaxed)))
+        let blocked = self.blocked_ms.load(Ordering::Relaxed);
+        (blocked != NOT_BLOCKED).then(|| since(blocked))
     }
 
-    /// How long since bytes last moved either way.
+    /// How long since bytes last moved either way (writes count only if
+    /// made by [`Progress::both_ways`]).
     pub fn idle_for(&self) -> Duration {
-        since(self.read_ms.load(Ordering::Relaxed).max(self.write_ms.load(Ordering::Relaxed)))
+        let wrote = self.write_ms.as_ref().map_or(0, |w| w.load(Ordering::Relaxed));
+        since(self.read_ms.load(Ordering::Relaxed).max(wrote))
     }
 }
 
@@ -157,17 +170,23 @@ impl<T: AsyncWrite, H> AsyncWrite for Watched<T, H> {
 }
 
 fn note_write(progress: &Progress, polled: &Poll<io::Result<usize>>) {
+    let blocked = &progress.blocked_ms;
     match polled {
         Poll::Pending => {
-            if !progress.write_blocked.load(Ordering::Relaxed) {
-                // The stall is measured from the last write that moved bytes.
-                progress.write_blocked.store(true, Ordering::Relaxed);
+            // The stall is measured from the first write that had to wait.
+            if blocked.load(Ordering::Relaxed) == NOT_BLOCKED {
+                blocked.store(clock_ms(), Ordering::Relaxed);
             }
+            return;
         }
         Poll::Ready(Ok(n)) if *n > 0 => {
-            progress.write_ms.store(clock_ms(), Ordering::Relaxed);
-            progress.write_blocked.store(false, Ordering::Relaxed);
+            if let Some(wrote) = &progress.write_ms {
+                wrote.store(clock_ms(), Ordering::Relaxed);
+            }
         }
-        Poll::Ready(_) => progress.write_blocked.store(false, Ordering::Relaxed),
+        Poll::Ready(_) => {}
+    }
+    if blocked.load(Ordering::Relaxed) != NOT_BLOCKED {
+        blocked.store(NOT_BLOCKED, Ordering::Relaxed);
     }
 }

@@ -58,6 +58,11 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// When the request arrived.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
     /// Starts recording a request that just arrived on `conn`.
     pub fn begin<B>(req: &http::Request<B>, listener: Arc<HttpListener>, conn: Arc<ConnState>) -> Box<Self> {
         conn.request_started(req.version() == Version::HTTP_2);

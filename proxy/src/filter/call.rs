@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Calls one instance may have prepared at once.
 pub const MAX_PENDING: usize = 8;
@@ -94,12 +94,13 @@ pub fn prepare(
 
 async fn send(cluster: Arc<Cluster>, head: RequestHead, body: Bytes, timeout: Duration) -> Answer {
     let mut attempts = Attempts::default();
-    let up = cluster.forward(head, RequestBody::full(body, None).0, None, timeout, &mut attempts).await.map_err(
-        |e| match e.kind {
+    let up = cluster
+        .forward(head, RequestBody::full(body, None).0, None, Instant::now() + timeout, &mut attempts)
+        .await
+        .map_err(|e| match e.kind {
             Kind::Timeout => format!("call to cluster {:?} timed out after {timeout:?}", cluster.name),
             kind => format!("call to cluster {:?} failed: {}", cluster.name, kind.message()),
-        },
-    )?;
+        })?;
     let (parts, body) = up.response.into_parts();
     let body = Limited::new(body, MAX_BODY).collect().await.map_err(|e| {
         format!("call to cluster {:?}: response body failed or is over {MAX_BODY} bytes: {e}", cluster.name)

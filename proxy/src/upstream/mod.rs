@@ -203,13 +203,13 @@ impl Cluster {
         }
     }
 
-    /// Sends a request upstream within `timeout`, retrying per `policy`.
+    /// Sends a request upstream by `deadline`, retrying per `policy`.
     pub async fn forward(
         self: &Arc<Self>,
         head: RequestHead,
         body: RequestBody,
         policy: Option<&RetryConfig>,
-        timeout: Duration,
+        deadline: std::time::Instant,
         attempts: &mut Attempts,
     ) -> Result<Upstreamed, ProxyError> {
         if self.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
@@ -224,7 +224,7 @@ impl Cluster {
         // and no copy into the `Timeout`.
         let outcome = {
             let attempt = std::pin::pin!(self.attempt_all(head, body, policy, attempts));
-            tokio::time::timeout(timeout, attempt).await
+            tokio::time::timeout_at(deadline.into(), attempt).await
         };
         let result = match outcome {
             Ok(r) => r,
