@@ -104,6 +104,7 @@ async fn proxy(
         return Err(ProxyError::new(Kind::UpgradeUnsupported));
     }
     let client_upgrade = if upgrade { req.extensions_mut().remove::<OnUpgrade>() } else { None };
+    let version = req.version();
     let (mut parts, body) = req.into_parts();
 
     let mut run = None;
@@ -138,7 +139,10 @@ async fn proxy(
     // arrival when nothing ran before it (the same moment, one clock read
     // less), from now after filters' request phases.
     let from = if run.is_none() { exchange.start() } else { Instant::now() };
-    let forwarded = route.cluster.forward(head, body, policy, from + route.timeout, &mut exchange.attempts).await;
+    // An HTTP/1.1 connection's check can keep the deadline (no timer a request).
+    let keeper = (version != Version::HTTP_2).then_some(conn);
+    let forwarded =
+        route.cluster.forward(head, body, policy, from + route.timeout, keeper, &mut exchange.attempts).await;
     let mut up = match (forwarded, &run) {
         (Ok(up), _) => up,
         // A streamed request-body phase may have ended the request: answer as it decided.

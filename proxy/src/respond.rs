@@ -102,7 +102,7 @@ impl Exchange {
         // A stream the client reset early (within a second, as Envoy counts
         // them): a cancelled slow request or long poll is not rapid reset.
         let reset = self.status == 499 && self.version == Version::HTTP_2 && seconds < 1.0;
-        self.conn.request_finished(reset, now);
+        self.conn.request_finished(self.version == Version::HTTP_2, reset, now);
     }
 
     fn write_log(&self, seconds: f64) {

@@ -113,6 +113,28 @@ async fn route_timeout_gives_504() {
     assert_eq!(log[0]["reason"], "wasp_request_timeout");
 }
 
+/// A route timeout longer than the connection's check period is kept by the
+/// HTTP/1.1 connection's own check (no timer a request): it still ends the
+/// request with a 504, and the next request on the connection is not cut by it.
+#[tokio::test]
+async fn route_timeout_kept_by_the_connection_check_gives_504() {
+    let upstream = Upstream::start("app").await;
+    let config = one_route(&[upstream.addr], "http1", "        timeout: 400ms", "")
+        .replace("    routes:\n", "    limits: { header_read_timeout: 100ms }\n    routes:\n");
+    let proxy = TestProxy::new(config).start();
+    let h1 = client::h1();
+    let start = Instant::now();
+    let reply = get(&h1, &proxy.url("ingress", "/delay/3000")).await;
+    assert_eq!(reply.status, 504);
+    assert!(start.elapsed() >= Duration::from_millis(400), "not before the deadline");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    let log = proxy.wait_access_log(1);
+    assert_eq!(log[0]["reason"], "wasp_request_timeout");
+    // Slower than the check period, within the deadline: answered.
+    let reply = get(&h1, &proxy.url("ingress", "/delay/250")).await;
+    assert_eq!(reply.status, 200);
+}
+
 #[tokio::test]
 async fn refused_upstream_fails_fast_with_503() {
     let proxy = TestProxy::new(one_route(&[refused_addr()], "http1", "", "")).start();

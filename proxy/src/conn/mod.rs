@@ -65,6 +65,9 @@ struct Connection<'a> {
 
 /// What [`Connection::drive`] needs of a protocol's connection.
 trait Protocol: Future {
+    /// One request at a time, handled in the connection's task: the
+    /// connection's check keeps its route deadline ([`ConnState::keep_deadline`]).
+    const SERIAL: bool;
     /// Finishes what is in flight, then closes.
     fn shut_down(self: Pin<&mut Self>);
     /// Since when a request head has been arriving ([`clock_ms`]), if one is.
@@ -72,6 +75,8 @@ trait Protocol: Future {
 }
 
 impl Protocol for h1::Connection {
+    const SERIAL: bool = true;
+
     fn shut_down(self: Pin<&mut Self>) {
         self.get_mut().graceful_shutdown();
     }
@@ -91,6 +96,8 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    const SERIAL: bool = false;
+
     fn shut_down(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
@@ -137,7 +144,11 @@ impl Connection<'_> {
         let (idle, stall, head) = (limits.idle_timeout, limits.write_timeout, limits.header_read_timeout);
         // The signals beside the connection are gated: polled when they fire,
         // not on each of the connection's wake-ups.
-        let check = Gated::new(tokio::time::sleep(idle.min(stall).min(head)));
+        let first = idle.min(stall).min(head);
+        let check = Gated::new(tokio::time::sleep(first));
+        if C::SERIAL {
+            state.check_runs_at(clock_ms() + first.as_millis() as u64);
+        }
         let draining = Gated::new(self.drain.cancelled());
         let abuse = Gated::new(state.abusive.notified());
         tokio::pin!(check, draining, abuse);
@@ -200,6 +211,15 @@ impl Connection<'_> {
                         }
                         Some(d) => next = next.min(idle - d),
                         None => next = next.min(idle),
+                    }
+                    if C::SERIAL {
+                        // A passed route deadline is marked here; the request
+                        // path, polled next in this loop, ends with a timeout.
+                        let now = clock_ms();
+                        if let Some(left) = state.deadline_left(now) {
+                            next = next.min(left);
+                        }
+                        state.check_runs_at(now + next.as_millis() as u64);
                     }
                     check.as_mut().inner_mut().reset(tokio::time::Instant::now() + next);
                 }

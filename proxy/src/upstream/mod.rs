@@ -19,6 +19,7 @@ pub use h1::Upgraded;
 
 use crate::config::model::UpstreamProtocol;
 use crate::config::{ClusterConfig, ORIGINAL_DESTINATION, RetryConfig};
+use crate::conn_state::ConnState;
 use crate::error::{Kind, ProxyError, UPSTREAM_ERRORS};
 use crate::metrics::Metrics;
 use crate::original_dst::{self, OwnDial};
@@ -203,13 +204,16 @@ impl Cluster {
         }
     }
 
-    /// Sends a request upstream by `deadline`, retrying per `policy`.
+    /// Sends a request upstream by `deadline`, retrying per `policy`;
+    /// `conn`: an HTTP/1.1 client connection whose check may keep the
+    /// deadline (see [`ConnState::keep_deadline`]).
     pub async fn forward(
         self: &Arc<Self>,
         head: RequestHead,
         body: RequestBody,
         policy: Option<&RetryConfig>,
         deadline: std::time::Instant,
+        conn: Option<&ConnState>,
         attempts: &mut Attempts,
     ) -> Result<Upstreamed, ProxyError> {
         if self.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
@@ -224,7 +228,10 @@ impl Cluster {
         // and no copy into the `Timeout`.
         let outcome = {
             let attempt = std::pin::pin!(self.attempt_all(head, body, policy, attempts));
-            tokio::time::timeout_at(deadline.into(), attempt).await
+            match conn.and_then(|c| c.keep_deadline(deadline)) {
+                Some(kept) => kept.run(attempt).await,
+                None => tokio::time::timeout_at(deadline.into(), attempt).await.map_err(|_| ()),
+            }
         };
         let result = match outcome {
             Ok(r) => r,
