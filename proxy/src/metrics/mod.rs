@@ -4,15 +4,17 @@
 //! [`crate::upstream`]) so that a request costs a few atomic adds, not label
 //! lookups.
 
+mod histogram;
 mod route;
 
+pub use histogram::{Histogram, HistogramVec};
 pub use route::{Answered, RouteMetrics};
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric family wasp exports.
@@ -66,7 +68,7 @@ pub struct Metrics {
     /// `wasp_redirect_loops_total{listener}`
     pub redirect_loops: IntCounterVec,
     filter_counters: Mutex<HashMap<String, IntCounterVec>>,
-    filter_histograms: Mutex<HashMap<String, HistogramVec>>,
+    filter_histograms: Mutex<HashMap<String, prometheus::HistogramVec>>,
 }
 
 /// Filter-defined metric names a proxy accepts in all (beyond them, samples are dropped).
@@ -98,12 +100,10 @@ impl Metrics {
             )
             .expect("valid metric"),
             duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "wasp_request_duration_seconds",
-                    "Time from request headers to the end of the response",
-                )
-                .buckets(latency_buckets),
+                "wasp_request_duration_seconds",
+                "Time from request headers to the end of the response",
                 &["listener", "route", "cluster"],
+                &latency_buckets,
             )
             .expect("valid metric"),
             upstream_errors: IntCounterVec::new(
@@ -117,16 +117,14 @@ impl Metrics {
             )
             .expect("valid metric"),
             upstream_wait: HistogramVec::new(
-                HistogramOpts::new(
-                    "wasp_upstream_wait_seconds",
-                    "Time an upstream attempt waited for a connection to send on: ~0 for an idle pooled one, \
-                     the dial for a new one, plus the queue at max_connections_per_endpoint",
-                )
-                .buckets(vec![
+                "wasp_upstream_wait_seconds",
+                "Time an upstream attempt waited for a connection to send on: ~0 for an idle pooled one, \
+                 the dial for a new one, plus the queue at max_connections_per_endpoint",
+                &["cluster"],
+                &[
                     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0,
-                ]),
-                &["cluster"],
+                ],
             )
             .expect("valid metric"),
             breaker_opened: IntCounterVec::new(
@@ -186,12 +184,10 @@ impl Metrics {
             )
             .expect("valid metric"),
             filter_duration: HistogramVec::new(
-                HistogramOpts::new("wasp_filter_duration_seconds", "Time spent in one filter call, by phase").buckets(
-                    vec![
-                        0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01, 0.05,
-                    ],
-                ),
+                "wasp_filter_duration_seconds",
+                "Time spent in one filter call, by phase",
                 &["filter", "phase"],
+                &[0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01, 0.05],
             )
             .expect("valid metric"),
             filter_reloads: IntCounterVec::new(
@@ -349,7 +345,7 @@ impl Metrics {
     /// Records a sample in a filter-defined histogram `wasp_filter_<name>{filter}`.
     pub fn filter_histogram(&self, filter: &str, name: &str, value: f64) {
         let family = self.filter_family(&self.filter_histograms, name, |n| {
-            HistogramVec::new(
+            prometheus::HistogramVec::new(
                 HistogramOpts::new(format!("wasp_filter_{n}"), format!("Filter-defined histogram {n}")),
                 &["filter"],
             )

@@ -5,8 +5,9 @@
 //! resolves its child once; after that a request costs a few compares and
 //! atomic adds, never a hashed label lookup or a lock.
 
+use super::Histogram;
 use crate::error::Kind;
-use prometheus::{Histogram, IntCounter, IntCounterVec};
+use prometheus::{IntCounter, IntCounterVec};
 use std::sync::{Arc, OnceLock};
 
 /// Who answered a request: the `source` label of `wasp_requests_total`.
@@ -138,14 +139,14 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus::{HistogramOpts, Opts};
+    use prometheus::Opts;
 
     fn families() -> (IntCounterVec, IntCounterVec, Histogram) {
         let requests =
             IntCounterVec::new(Opts::new("r", "r"), &["listener", "route", "cluster", "class", "code", "source"]);
         let local = IntCounterVec::new(Opts::new("l", "l"), &["listener", "route", "cluster", "code", "reason"]);
-        let duration = Histogram::with_opts(HistogramOpts::new("d", "d"));
-        (requests.expect("valid"), local.expect("valid"), duration.expect("valid"))
+        let duration = super::super::HistogramVec::new("d", "d", &[], &[0.1]).expect("valid").with_label_values(&[]);
+        (requests.expect("valid"), local.expect("valid"), duration)
     }
 
     #[test]

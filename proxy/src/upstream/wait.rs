@@ -4,7 +4,7 @@
 //! only when the attempt has to wait, so reusing an idle connection records
 //! 0 without reading it.
 
-use prometheus::Histogram;
+use crate::metrics::Histogram;
 use std::future::poll_fn;
 use std::task::Poll;
 use std::time::Instant;
