@@ -5,6 +5,7 @@
 //! [`crate::conn`], [`crate::forward`] and [`crate::respond`]; it imports
 //! none of them.
 
+use crate::deadline::Deadlines;
 use crate::handler::{Serving, Slot};
 use crate::io::{clock_ms, ms_at};
 use crate::stall::Streams;
@@ -56,17 +57,9 @@ pub struct ConnState {
     pub waiting: Streams,
     /// What the TLS handshake settled, on a TLS listener.
     pub tls: Option<Session>,
-    /// HTTP/1.1: when the connection's check runs next ([`clock_ms`];
-    /// [`NO_CHECK`] while no HTTP/1.1 check runs).
-    check_at_ms: AtomicU64,
-    /// HTTP/1.1: the route deadline of the request in flight, kept by that
-    /// check ([`NO_DEADLINE`], [`EXPIRED`], or when, on [`clock_ms`]).
-    deadline_ms: AtomicU64,
+    /// HTTP/1.1: its requests' route deadlines, kept by the connection's check.
+    pub deadlines: Deadlines,
 }
-
-const NO_CHECK: u64 = u64::MAX;
-const NO_DEADLINE: u64 = u64::MAX;
-const EXPIRED: u64 = u64::MAX - 1;
 
 /// A connection where the client reset more than half of its streams before
 /// their response, after at least this many, is ended (rapid reset,
@@ -95,8 +88,7 @@ impl ConnState {
             abuse_was_resets: AtomicBool::new(false),
             waiting: Streams::new(max_streams as usize),
             tls,
-            check_at_ms: AtomicU64::new(NO_CHECK),
-            deadline_ms: AtomicU64::new(NO_DEADLINE),
+            deadlines: Deadlines::default(),
         }
     }
 
@@ -156,70 +148,5 @@ impl ConnState {
             return None;
         }
         Some(Duration::from_millis(clock_ms().saturating_sub(self.idle_since_ms.load(Ordering::Relaxed))))
-    }
-}
-
-/// Route deadlines of an HTTP/1.1 connection's requests, kept by the
-/// connection's own check (which runs anyway, at least every
-/// `header_read_timeout`) instead of a timer entry registered and cancelled
-/// for each request: a request whose deadline falls after the check's next
-/// run is left to it; the check, when it runs, comes back at the deadline
-/// and marks the request expired, and the request path, polled right after
-/// in the same task, ends with a timeout. An earlier deadline gets a timer.
-impl ConnState {
-    /// The connection's check runs next at `at_ms` ([`clock_ms`]); it
-    /// checks the deadline of the request in flight then, and comes back at
-    /// that deadline if it is sooner than `at_ms` (see [`ConnState::deadline_left`]).
-    pub fn check_runs_at(&self, at_ms: u64) {
-        self.check_at_ms.store(at_ms, Ordering::Relaxed);
-    }
-
-    /// Leaves `deadline` to the connection's check if the check runs before
-    /// it: `None` if not (the caller keeps a timer of its own). Only for an
-    /// HTTP/1.1 connection's request, made in its task.
-    pub fn keep_deadline(&self, deadline: Instant) -> Option<KeptDeadline<'_>> {
-        let at_ms = ms_at(deadline);
-        if at_ms < self.check_at_ms.load(Ordering::Relaxed) {
-            return None;
-        }
-        self.deadline_ms.store(at_ms, Ordering::Relaxed);
-        Some(KeptDeadline { conn: self })
-    }
-
-    /// For the check at `now_ms`: how long until the deadline of the request
-    /// in flight (`None`: there is none, or it passed and is now marked expired).
-    pub fn deadline_left(&self, now_ms: u64) -> Option<Duration> {
-        match self.deadline_ms.load(Ordering::Relaxed) {
-            NO_DEADLINE | EXPIRED => None,
-            at if at <= now_ms => {
-                self.deadline_ms.store(EXPIRED, Ordering::Relaxed);
-                None
-            }
-            at => Some(Duration::from_millis(at - now_ms)),
-        }
-    }
-}
-
-/// A request's route deadline left to its connection's check; forgotten when dropped.
-pub struct KeptDeadline<'a> {
-    conn: &'a ConnState,
-}
-
-impl KeptDeadline<'_> {
-    /// `fut`'s output, or `Err(())` once the connection's check found the deadline passed.
-    pub async fn run<F: Future>(&self, mut fut: std::pin::Pin<&mut F>) -> Result<F::Output, ()> {
-        std::future::poll_fn(|cx| {
-            if self.conn.deadline_ms.load(Ordering::Relaxed) == EXPIRED {
-                return std::task::Poll::Ready(Err(()));
-            }
-            fut.as_mut().poll(cx).map(Ok)
-        })
-        .await
-    }
-}
-
-impl Drop for KeptDeadline<'_> {
-    fn drop(&mut self) {
-        self.conn.deadline_ms.store(NO_DEADLINE, Ordering::Relaxed);
     }
 }

@@ -140,9 +140,9 @@ async fn proxy(
     // less), from now after filters' request phases.
     let from = if run.is_none() { exchange.start() } else { Instant::now() };
     // An HTTP/1.1 connection's check can keep the deadline (no timer a request).
-    let keeper = (version != Version::HTTP_2).then_some(conn);
-    let forwarded =
-        route.cluster.forward(head, body, policy, from + route.timeout, keeper, &mut exchange.attempts).await;
+    let kept_by = (version != Version::HTTP_2).then_some(&conn.deadlines);
+    let deadline = crate::deadline::after(from, route.timeout);
+    let forwarded = route.cluster.forward(head, body, policy, deadline, kept_by, &mut exchange.attempts).await;
     let mut up = match (forwarded, &run) {
         (Ok(up), _) => up,
         // A streamed request-body phase may have ended the request: answer as it decided.

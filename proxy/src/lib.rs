@@ -55,6 +55,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod conn_state;
+pub mod deadline;
 pub mod demo;
 pub mod edge;
 pub mod error;

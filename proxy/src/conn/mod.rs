@@ -66,7 +66,7 @@ struct Connection<'a> {
 /// What [`Connection::drive`] needs of a protocol's connection.
 trait Protocol: Future {
     /// One request at a time, handled in the connection's task: the
-    /// connection's check keeps its route deadline ([`ConnState::keep_deadline`]).
+    /// connection's check keeps its route deadline ([`crate::deadline`]).
     const SERIAL: bool;
     /// Finishes what is in flight, then closes.
     fn shut_down(self: Pin<&mut Self>);
@@ -147,7 +147,7 @@ impl Connection<'_> {
         let first = idle.min(stall).min(head);
         let check = Gated::new(tokio::time::sleep(first));
         if C::SERIAL {
-            state.check_runs_at(clock_ms() + first.as_millis() as u64);
+            state.deadlines.check_runs_in(first);
         }
         let draining = Gated::new(self.drain.cancelled());
         let abuse = Gated::new(state.abusive.notified());
@@ -174,6 +174,9 @@ impl Connection<'_> {
                     conn.as_mut().shut_down();
                     (closing, abusive) = (true, true);
                     check.as_mut().inner_mut().reset(tokio::time::Instant::now() + ABUSE_GRACE);
+                    if C::SERIAL {
+                        state.deadlines.check_runs_in(ABUSE_GRACE);
+                    }
                 }
                 () = check.as_mut() => {
                     if abusive {
@@ -215,11 +218,10 @@ impl Connection<'_> {
                     if C::SERIAL {
                         // A passed route deadline is marked here; the request
                         // path, polled next in this loop, ends with a timeout.
-                        let now = clock_ms();
-                        if let Some(left) = state.deadline_left(now) {
+                        if let Some(left) = state.deadlines.left(clock_ms()) {
                             next = next.min(left);
                         }
-                        state.check_runs_at(now + next.as_millis() as u64);
+                        state.deadlines.check_runs_in(next);
                     }
                     check.as_mut().inner_mut().reset(tokio::time::Instant::now() + next);
                 }

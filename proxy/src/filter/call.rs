@@ -95,7 +95,14 @@ pub fn prepare(
 async fn send(cluster: Arc<Cluster>, head: RequestHead, body: Bytes, timeout: Duration) -> Answer {
     let mut attempts = Attempts::default();
     let up = cluster
-        .forward(head, RequestBody::full(body, None).0, None, Instant::now() + timeout, None, &mut attempts)
+        .forward(
+            head,
+            RequestBody::full(body, None).0,
+            None,
+            crate::deadline::after(Instant::now(), timeout),
+            None,
+            &mut attempts,
+        )
         .await
         .map_err(|e| match e.kind {
             Kind::Timeout => format!("call to cluster {:?} timed out after {timeout:?}", cluster.name),

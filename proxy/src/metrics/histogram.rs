@@ -4,13 +4,16 @@
 //! histogram takes four (a shard count, the bucket, a compare-and-swap
 //! loop on a float sum, the count) to keep a scrape from seeing a sample
 //! half-recorded. Here the count is the sum of the buckets, so count and
-//! buckets always agree; the sum, kept in nanoseconds, may be one sample
-//! ahead or behind of them in a scrape that races an observation, as in
-//! Prometheus's own Go client before it sharded. Exposed in the same text
-//! format (`_bucket{le=…}`, `_sum`, `_count`).
+//! buckets always agree; the sum, kept in tenths of a microsecond (rounded:
+//! a u64 of them holds 58,000 years of summed request time: 58 years at
+//! 1,000 seconds of requests a second), may be one sample ahead or behind
+//! of them in a scrape that races an observation, as in Prometheus's own Go
+//! client before it sharded. Exposed in the same text format
+//! (`_bucket{le=…}`, `_sum`, `_count`).
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -25,13 +28,17 @@ struct Cells {
     bounds: Arc<[f64]>,
     /// Samples per bucket (not cumulative); the last is above every bound.
     counts: Box<[AtomicU64]>,
-    sum_ns: AtomicU64,
+    /// In tenths of a microsecond.
+    sum_100ns: AtomicU64,
 }
+
+/// Sum units a second.
+const UNITS: f64 = 1e7;
 
 impl Histogram {
     fn new(bounds: Arc<[f64]>) -> Self {
         let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
-        Histogram { cells: Arc::new(Cells { bounds, counts, sum_ns: AtomicU64::new(0) }) }
+        Histogram { cells: Arc::new(Cells { bounds, counts, sum_100ns: AtomicU64::new(0) }) }
     }
 
     /// Records `seconds` (a negative or NaN value counts as zero).
@@ -39,9 +46,9 @@ impl Histogram {
         let cells = &*self.cells;
         let i = cells.bounds.partition_point(|bound| *bound < seconds);
         cells.counts[i].fetch_add(1, Ordering::Relaxed);
-        let ns = (seconds * 1e9) as u64; // saturating: NaN and negatives are 0
-        if ns > 0 {
-            cells.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        let units = (seconds * UNITS + 0.5) as u64; // rounded; saturating: NaN and negatives are 0
+        if units > 0 {
+            cells.sum_100ns.fetch_add(units, Ordering::Relaxed);
         }
     }
 
@@ -64,7 +71,7 @@ impl Histogram {
         }
         let above = cells.counts.last().map_or(0, |c| c.load(Ordering::Relaxed));
         h.set_sample_count(cumulative + above);
-        h.set_sample_sum(cells.sum_ns.load(Ordering::Relaxed) as f64 / 1e9);
+        h.set_sample_sum(cells.sum_100ns.load(Ordering::Relaxed) as f64 / UNITS);
         h.set_bucket(buckets);
         h
     }
@@ -79,9 +86,9 @@ pub struct HistogramVec {
 struct Family {
     desc: Desc,
     bounds: Arc<[f64]>,
-    /// Children by label values, in the order they were made. Looked up when
-    /// config is built, never on the request path.
-    children: Mutex<Vec<(Vec<String>, Histogram)>>,
+    /// Children by label values. Looked up when config is built, never on
+    /// the request path.
+    children: Mutex<HashMap<Vec<String>, Histogram>>,
 }
 
 impl HistogramVec {
@@ -100,13 +107,9 @@ impl HistogramVec {
     /// The child with `values` (one per label, in order), made on first use.
     pub fn with_label_values(&self, values: &[&str]) -> Histogram {
         assert_eq!(values.len(), self.inner.desc.variable_labels.len(), "one value per label");
+        let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
         let mut children = self.inner.children.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, h)) = children.iter().find(|(v, _)| v.iter().map(String::as_str).eq(values.iter().copied())) {
-            return h.clone();
-        }
-        let h = Histogram::new(self.inner.bounds.clone());
-        children.push((values.iter().map(|v| v.to_string()).collect(), h.clone()));
-        h
+        children.entry(key).or_insert_with(|| Histogram::new(self.inner.bounds.clone())).clone()
     }
 }
 

@@ -19,7 +19,7 @@ pub use h1::Upgraded;
 
 use crate::config::model::UpstreamProtocol;
 use crate::config::{ClusterConfig, ORIGINAL_DESTINATION, RetryConfig};
-use crate::conn_state::ConnState;
+use crate::deadline::Deadlines;
 use crate::error::{Kind, ProxyError, UPSTREAM_ERRORS};
 use crate::metrics::Histogram;
 use crate::metrics::Metrics;
@@ -206,15 +206,15 @@ impl Cluster {
     }
 
     /// Sends a request upstream by `deadline`, retrying per `policy`;
-    /// `conn`: an HTTP/1.1 client connection whose check may keep the
-    /// deadline (see [`ConnState::keep_deadline`]).
+    /// `kept_by`: an HTTP/1.1 client connection's deadlines, whose check
+    /// may keep this one (see [`Deadlines::keep`]).
     pub async fn forward(
         self: &Arc<Self>,
         head: RequestHead,
         body: RequestBody,
         policy: Option<&RetryConfig>,
         deadline: std::time::Instant,
-        conn: Option<&ConnState>,
+        kept_by: Option<&Deadlines>,
         attempts: &mut Attempts,
     ) -> Result<Upstreamed, ProxyError> {
         if self.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
@@ -229,7 +229,7 @@ impl Cluster {
         // and no copy into the `Timeout`.
         let outcome = {
             let attempt = std::pin::pin!(self.attempt_all(head, body, policy, attempts));
-            match conn.and_then(|c| c.keep_deadline(deadline)) {
+            match kept_by.and_then(|d| d.keep(deadline)) {
                 Some(kept) => kept.run(attempt).await,
                 None => tokio::time::timeout_at(deadline.into(), attempt).await.map_err(|_| ()),
             }
