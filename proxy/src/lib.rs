@@ -23,8 +23,9 @@
 //!    circuit breakers, pending cap), sends the request over a pooled
 //!    HTTP/1.1 connection (wasp's own client, in the request's task) or a
 //!    shared HTTP/2 one (hyper's), over TLS if the cluster originates it,
-//!    within the route timeout, and retries when the policy and the
-//!    request body allow.
+//!    within the route timeout (an HTTP/1.1 request's kept by its
+//!    connection's own check, [`deadline`]), and retries when the policy
+//!    and the request body allow.
 //! 5. The chain's response phases run in reverse; [`respond`] streams the response back, or a local reply built from an
 //!    [`error::ProxyError`] in one place, and records the exchange in
 //!    [`metrics`] and the [`access_log`] when the body ends.
@@ -34,7 +35,8 @@
 //! in leaf modules that import none of them: [`edge`] (TLS handshake and
 //! connection filters before serving), [`handler`] (what a listener serves
 //! with, and the handle its connections keep on it), [`conn_state`]
-//! (what the request path knows about its connection) and [`h1`] (HTTP/1.1
+//! (what the request path knows about its connection), [`deadline`] (an
+//! HTTP/1.1 connection's route deadlines) and [`h1`] (HTTP/1.1
 //! on the wire, both ways: request heads parsed, bodies decoded, messages
 //! encoded).
 //!
