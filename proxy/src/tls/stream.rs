@@ -111,8 +111,19 @@ impl AsyncWrite for Stream {
 fn poll_write_plain(tcp: &TcpStream, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
     loop {
         std::task::ready!(tcp.poll_write_ready(cx))?;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
         let send = || match bufs {
             [one] => rustix::net::send(tcp, one, SendFlags::NOSIGNAL),
+            // A small head and body (a response's, mostly): copied together
+            // and sent as one buffer, which costs the kernel less than `sendmsg`.
+            _ if total <= SCRATCH => SCRATCH_BUF.with_borrow_mut(|scratch| {
+                let mut at = 0;
+                for b in bufs {
+                    scratch[at..at + b.len()].copy_from_slice(b);
+                    at += b.len();
+                }
+                rustix::net::send(tcp, &scratch[..at], SendFlags::NOSIGNAL)
+            }),
             _ => rustix::net::sendmsg(tcp, bufs, &mut Default::default(), SendFlags::NOSIGNAL),
         };
         match tcp.try_io(Interest::WRITABLE, || send().map_err(io::Error::from)) {
