@@ -102,7 +102,8 @@ impl AsyncWrite for Stream {
 /// wrappers are cancellation points, and in a process with threads each call
 /// is bracketed by two atomic exchanges (`__pthread_enable_asynccancel` and
 /// its `disable`), each a full barrier, that nothing in wasp uses. `send` (one
-/// buffer) or `sendmsg` (several), not `writev`: the socket calls skip the
+/// buffer, or several small ones copied together) or `sendmsg` (several
+/// larger), not `writev`: the socket calls skip the
 /// file layer's checks and notifications (under `wrk -c50`, release builds
 /// side by side: about 0.06 µs a request less than `writev`), and
 /// `MSG_NOSIGNAL` makes a write to a peer that closed fail with `EPIPE`
