@@ -110,9 +110,9 @@ impl AsyncWrite for Stream {
 /// whatever the process does with SIGPIPE (TLS writes, through tokio and
 /// std, rely on SIGPIPE being ignored, as Rust's runtime sets it).
 fn poll_write_plain(tcp: &TcpStream, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
     loop {
         std::task::ready!(tcp.poll_write_ready(cx))?;
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
         let send = || match bufs {
             [one] => rustix::net::send(tcp, one, SendFlags::NOSIGNAL),
             // A small head and body (a response's, mostly): copied together
