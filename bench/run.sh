@@ -332,7 +332,9 @@ vg_run() {
         --cachegrind-out-file="$out")
     if [[ $tgt == wasp ]]; then
         port=$VWPX
-        spawn "vg-wasp-$scn-$n" env WASP_LOG_FORMAT=json "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vg.yaml"
+        # The allocator tuned as wasp tunes it by starting itself again
+        # (proxy/src/malloc.rs), which valgrind would not follow.
+        spawn "vg-wasp-$scn-$n" env GLIBC_TUNABLES=glibc.malloc.tcache_count=256 WASP_LOG_FORMAT=json "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vg.yaml"
         "${MEASURE[@]}" wait-log "$TMP/vg-wasp-$scn-$n.err" "wasp started" 60 --pid "$LAST_PID" \
             || die "wasp under valgrind did not start: $(tail -20 "$TMP/vg-wasp-$scn-$n.err")"
     elif [[ $tgt == pingora ]]; then

@@ -101,6 +101,8 @@ pub fn main() -> ExitCode {
             let settings = crate::filter::compile::Settings { cache, instances, max_memory, slots };
             return crate::filter::compile::child_main(&settings);
         }
+        // Serving: with glibc's per-thread cache deep enough for requests in flight.
+        None | Some(Command::Run { .. }) => crate::malloc::tune(),
         _ => {}
     }
     init_logging();

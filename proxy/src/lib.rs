@@ -43,7 +43,7 @@
 //! [`config`] is the operator contract (validated as a whole), [`live`]
 //! builds it into the serving clusters, filters, routes and listeners and
 //! swaps in a new one when [`watch`] sees the file change, [`server`] starts
-//! it all and drains on SIGTERM, and [`admin`] serves health, readiness,
+//! it all (after [`malloc`] has sized glibc's per-thread cache) and drains on SIGTERM, and [`admin`] serves health, readiness,
 //! config, filters, certificates and metrics.
 //!
 //! Off the data path, for deploying: [`inject`] adds wasp to Kubernetes
@@ -74,6 +74,7 @@ pub mod io;
 pub mod iptables;
 pub mod listener;
 pub mod live;
+pub mod malloc;
 pub mod metrics;
 pub mod original_dst;
 pub mod probe;

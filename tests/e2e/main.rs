@@ -26,6 +26,7 @@ mod identity;
 mod image;
 mod interception;
 mod limits;
+mod malloc;
 mod metrics;
 mod observability_kit;
 mod overload;
