@@ -235,7 +235,7 @@ impl Connection {
             keep_alive,
             upgrade,
         };
-        let request = request.map(|()| Source::H1(body));
+        let request = crate::boxed::in_place!(request.map(|()| Source::H1(body)));
         // Each request is routed by the handler serving when it arrives.
         let serving = &self.state.accepted_by;
         let generation = serving.generation();

@@ -125,7 +125,8 @@ impl Connection<'_> {
                 let current = state.accepted_by.http().unwrap_or_else(|| listener.clone());
                 // Boxed: hyper spawns a task per HTTP/2 stream and moves its
                 // future there, and a small future is cheap to move.
-                crate::boxed::boxed!(crate::forward::handle(req.map(Source::Incoming), current, state.clone()))
+                let req = crate::boxed::in_place!(req.map(Source::Incoming));
+                crate::boxed::boxed!(crate::forward::handle(req, current, state.clone()))
             })
         };
         if let Some(Err(e)) = self.drive(self.listener.h2.serve_connection(io, svc)).await {

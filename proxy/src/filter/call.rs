@@ -92,11 +92,11 @@ pub fn prepare(
     }))
 }
 
-async fn send(cluster: Arc<Cluster>, head: RequestHead, body: Bytes, timeout: Duration) -> Answer {
+async fn send(cluster: Arc<Cluster>, mut head: RequestHead, body: Bytes, timeout: Duration) -> Answer {
     let mut attempts = Attempts::default();
     let up = cluster
         .forward(
-            head,
+            &mut head,
             RequestBody::full(body, None).0,
             None,
             crate::deadline::after(Instant::now(), timeout),

@@ -204,12 +204,14 @@ impl Cluster {
         }
     }
 
-    /// Sends a request upstream by `deadline`, retrying per `policy`;
+    /// Sends a request upstream by `deadline`, retrying per `policy` (its
+    /// head borrowed, not copied into the attempts' state: its headers are
+    /// taken for the last attempt);
     /// `kept_by`: an HTTP/1.1 client connection's deadlines, whose check
     /// may keep this one (see [`Deadlines::keep`]).
     pub async fn forward(
         self: &Arc<Self>,
-        head: RequestHead,
+        head: &mut RequestHead,
         body: RequestBody,
         policy: Option<&RetryConfig>,
         deadline: std::time::Instant,
@@ -259,7 +261,7 @@ impl Cluster {
 
     async fn attempt_all(
         &self,
-        mut head: RequestHead,
+        head: &mut RequestHead,
         body: RequestBody,
         policy: Option<&RetryConfig>,
         attempts: &mut Attempts,
@@ -286,7 +288,7 @@ impl Cluster {
             let Some(attempt_body) = body.replay() else {
                 return Err(ProxyError::new(Kind::UpstreamReset));
             };
-            let req = self.build(&head, headers, attempt_body, endpoint);
+            let req = self.build(head, headers, attempt_body, endpoint);
             let in_flight = endpoint.start();
             let outcome = match client::send(&self.dialer, endpoint, req, &self.wait, &mut attempts.queued).await {
                 Err(e) if body.client_failed() => Err(ProxyError::with(Kind::ClientBody, e)),
