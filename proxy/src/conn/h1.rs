@@ -81,6 +81,11 @@ struct Asked {
     upgrade: Option<oneshot::Sender<Wire>>,
 }
 
+impl Asked {
+    /// What is left in the stage once its response is taken.
+    const ANSWERED: Asked = Asked { head_request: false, http10: false, keep_alive: false, upgrade: None };
+}
+
 /// What follows a response.
 struct Then {
     close: bool,
@@ -222,7 +227,7 @@ impl Connection {
     }
 
     /// Hands a request to the request path.
-    fn begin(&mut self, mut request: http::Request<()>, body: RequestBody, keep_alive: bool, upgrade: bool) {
+    fn begin(&mut self, mut request: Box<http::Request<Source>>, body: RequestBody, keep_alive: bool, upgrade: bool) {
         (self.head_since, self.first, self.scanned) = (None, false, 0);
         let upgrade = upgrade.then(|| {
             let (tx, rx) = OnUpgrade::pair();
@@ -235,7 +240,7 @@ impl Connection {
             keep_alive,
             upgrade,
         };
-        let request = crate::boxed::in_place!(request.map(|()| Source::H1(body)));
+        *request.body_mut() = Source::H1(body);
         // Each request is routed by the handler serving when it arrives.
         let serving = &self.state.accepted_by;
         let generation = serving.generation();
@@ -266,7 +271,9 @@ impl Connection {
         self.stage = written.map_or(Stage::Done, Stage::Refusing);
     }
 
-    /// Starts writing the request path's response.
+    /// Starts writing the request path's response (inlined into its one
+    /// caller: the response is not copied again to be passed).
+    #[inline(always)]
     fn respond(&mut self, response: Response<ResponseBody>, asked: Asked) {
         // A `100 Continue` not sent by now never is: it cannot follow the final
         // response's head. A client still waiting sends no body, and the
@@ -306,6 +313,8 @@ impl Connection {
     /// settles first (under its lock: one lock a request less) whether the
     /// connection closes instead.
     fn written(&mut self, then: Then) {
+        // The writer (and the exchange in its body) goes first.
+        self.stage = Stage::Done;
         if let Some(tunnel) = then.upgrade {
             // The tunnel takes the connection from here (if it is still waiting for it).
             self.handed_off = tunnel.send(self.wire.clone()).is_ok();
@@ -368,11 +377,10 @@ impl Future for Connection {
                         return Poll::Ready(ended);
                     }
                 }
-                Stage::Handling(handling, _) => match handling.as_mut().poll(cx) {
+                Stage::Handling(handling, asked) => match handling.as_mut().poll(cx) {
                     Poll::Ready(Ok(response)) => {
-                        let Stage::Handling(_, asked) = std::mem::replace(&mut this.stage, Stage::Done) else {
-                            unreachable!("in the handling stage")
-                        };
+                        // Taken, not the stage moved out whole (160 bytes).
+                        let asked = std::mem::replace(asked, Asked::ANSWERED);
                         this.respond(response, asked);
                     }
                     Poll::Ready(Err(never)) => match never {},
@@ -396,11 +404,9 @@ impl Future for Connection {
                         }
                     }
                 },
-                Stage::Writing(writer, _) => match std::task::ready!(writer.poll_write(cx, &mut this.wire)) {
+                Stage::Writing(writer, then) => match std::task::ready!(writer.poll_write(cx, &mut this.wire)) {
                     Ok(()) => {
-                        let Stage::Writing(_, then) = std::mem::replace(&mut this.stage, Stage::Done) else {
-                            unreachable!("in the writing stage")
-                        };
+                        let then = Then { close: then.close, upgrade: then.upgrade.take() };
                         this.written(then);
                     }
                     Err(e) => {

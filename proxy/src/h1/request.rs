@@ -25,9 +25,11 @@ const STACK_FIELDS: usize = 64;
 const ADDED_FIELDS: usize = 5;
 
 /// A request head taken from the buffer.
-pub struct Head {
-    /// The request, with an empty body.
-    pub request: Request<()>,
+pub struct Head<B = ()> {
+    /// The request, with a placeholder body (`B::default()`), boxed where it
+    /// is built: it is 224 bytes or more, and goes down the request path in
+    /// its box.
+    pub request: Box<Request<B>>,
     /// How its body is framed.
     pub body: Framing,
     /// Whether the connection may carry another request after this one.
@@ -60,7 +62,7 @@ pub struct Limits {
 
 /// Parses a request head from the front of `buf`, removing it; `Ok(None)`
 /// while it is incomplete.
-pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, Refusal> {
+pub fn parse<B: Default>(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head<B>>, Refusal> {
     let scanned = {
         let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
         let mut req = httparse::Request::new(&mut []);
@@ -99,7 +101,7 @@ pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, Refusal
     {
         headers.insert(CONTENT_LENGTH, length);
     }
-    let mut request = Request::new(());
+    let mut request = crate::boxed::in_place!(Request::new(B::default()));
     *request.method_mut() = s.method;
     *request.uri_mut() = uri;
     *request.version_mut() = if s.http10 { Version::HTTP_10 } else { Version::HTTP_11 };
@@ -191,7 +193,7 @@ mod tests {
 
     fn parsed(raw: &str) -> Result<Head, StatusCode> {
         let mut buf = BytesMut::from(raw.as_bytes());
-        match parse(&mut buf, LIMITS) {
+        match parse::<()>(&mut buf, LIMITS) {
             Ok(Some(head)) => Ok(head),
             Ok(None) => Err(StatusCode::CONTINUE),
             Err(refusal) => Err(refusal.status),
@@ -204,10 +206,10 @@ mod tests {
         let end = raw.len() - 8;
         for split in 1..end {
             let mut buf = BytesMut::from(&raw[..split]);
-            assert!(matches!(parse(&mut buf, LIMITS), Ok(None)), "complete at {split}");
+            assert!(matches!(parse::<()>(&mut buf, LIMITS), Ok(None)), "complete at {split}");
         }
         let mut buf = BytesMut::from(&raw[..]);
-        let head = parse(&mut buf, LIMITS).ok().flatten().expect("a head");
+        let head = parse::<()>(&mut buf, LIMITS).ok().flatten().expect("a head");
         assert_eq!(&buf[..], b"helloGET", "only the head is taken");
         assert_eq!((head.request.method(), head.request.uri().to_string()), (&Method::POST, "/a?b".to_string()));
         assert_eq!(head.request.headers()["host"], "x");
@@ -259,7 +261,7 @@ mod tests {
         let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert_eq!(parsed(&many).err(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
         let mut buf = BytesMut::from(many.as_bytes());
-        let allowed = parse(&mut buf, Limits { max_bytes: 8192, max_fields: 200 });
+        let allowed = parse::<()>(&mut buf, Limits { max_bytes: 8192, max_fields: 200 });
         assert_eq!(allowed.ok().flatten().map(|h| h.request.headers().len()), Some(101), "past the stack array");
     }
 }

@@ -76,24 +76,30 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    /// Encodes the head of request `parts` (origin-form target, headers as
-    /// given) and prepares to send `body` after it. The head is encoded in
+    /// Encodes the head of `request` (origin-form target, headers as given)
+    /// and prepares to send its body after it. The head is encoded in
     /// `out`, the connection's buffer, reused once the last head is written;
-    /// its header map goes to the thread's [`spare`]s.
-    pub fn request(mut parts: http::request::Parts, body: B, out: &mut BytesMut) -> Result<Self, WriteError> {
-        let headers = &mut parts.headers;
-        let (framing, size) = choose(headers, &body, true, false)?;
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    /// its header map goes to the thread's [`spare`]s. The request is
+    /// borrowed and its body taken: it is 224 bytes and more, and moving it
+    /// out of its box costs two copies.
+    pub fn request(request: &mut http::Request<B>, out: &mut BytesMut) -> Result<Self, WriteError>
+    where
+        B: Default,
+    {
+        let body = std::mem::take(request.body_mut());
+        let mut headers = std::mem::take(request.headers_mut());
+        let (framing, size) = choose(&mut headers, &body, true, false)?;
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
         // Room for the request line, the fields and a framing field added above.
         let head = out;
         head.reserve(64 + target.len() + size);
-        head.put_slice(parts.method.as_str().as_bytes());
+        head.put_slice(request.method().as_str().as_bytes());
         head.put_u8(b' ');
         head.put_slice(target.as_bytes());
         head.put_slice(b" HTTP/1.1\r\n");
-        put_fields(head, headers);
+        put_fields(head, &headers);
         head.put_slice(b"\r\n");
-        spare::give_map(parts.headers);
+        spare::give_map(headers);
         let empty = matches!(framing, Framing::None);
         let writer = Writer::new(head.split().freeze(), body, framing);
         Ok(if empty { writer.without_body() } else { writer })
@@ -377,9 +383,9 @@ mod tests {
         let frames = futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from(data)))])
             .chain(futures_util::stream::pending());
         let body = RequestBody::new(Source::Boxed(BodyExt::boxed(StreamBody::new(frames)))).0;
-        let (parts, ()) = http::Request::post("/").header("host", "app").body(()).expect("request").into_parts();
+        let mut request = http::Request::post("/").header("host", "app").body(body).expect("request");
         let mut out = BytesMut::new();
-        let mut writer = Writer::request(parts, body, &mut out).map_err(|_| "writer").expect("writer");
+        let mut writer = Writer::request(&mut request, &mut out).map_err(|_| "writer").expect("writer");
         tokio::spawn(async move { std::future::poll_fn(|cx| writer.poll_write(cx, &mut c)).await.map_err(|_| ()) });
         let mut got = Vec::new();
         let mut buf = vec![0u8; 16 * 1024];

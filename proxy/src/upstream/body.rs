@@ -24,7 +24,12 @@ pub struct ClientBodyError(pub BoxError);
 
 /// Where a streamed request body comes from: the client, or the client
 /// through streaming filters.
+#[derive(Default)]
 pub enum Source {
+    /// None yet: a request is boxed where its head is parsed, before its
+    /// body is set.
+    #[default]
+    Empty,
     /// An HTTP/2 client's body as it arrives.
     Incoming(Incoming),
     /// An HTTP/1.1 client's body, read from its connection as it is polled.
@@ -39,6 +44,7 @@ impl Body for Source {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
+            Source::Empty => Poll::Ready(None),
             Source::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(|e| ClientBodyError(e.into()).into()),
             Source::H1(b) => Pin::new(b).poll_frame(cx).map_err(|e| ClientBodyError(e).into()),
             Source::Boxed(b) => Pin::new(b).poll_frame(cx),
@@ -47,6 +53,7 @@ impl Body for Source {
 
     fn is_end_stream(&self) -> bool {
         match self {
+            Source::Empty => true,
             Source::Incoming(b) => b.is_end_stream(),
             Source::H1(b) => b.is_end_stream(),
             Source::Boxed(b) => b.is_end_stream(),
@@ -55,6 +62,7 @@ impl Body for Source {
 
     fn size_hint(&self) -> SizeHint {
         match self {
+            Source::Empty => SizeHint::with_exact(0),
             Source::Incoming(b) => b.size_hint(),
             Source::H1(b) => b.size_hint(),
             Source::Boxed(b) => b.size_hint(),
@@ -120,6 +128,7 @@ pub struct Shared {
 }
 
 /// A downstream request body, shareable between attempts until first read.
+/// The default is an empty body (what a request's writer leaves behind).
 pub struct RequestBody {
     state: State,
     hint: SizeHint,
@@ -138,6 +147,12 @@ enum State {
 #[derive(Debug, thiserror::Error)]
 #[error("request body was already consumed by an earlier attempt")]
 pub struct BodyConsumed;
+
+impl Default for RequestBody {
+    fn default() -> Self {
+        RequestBody { state: State::Empty, hint: SizeHint::with_exact(0) }
+    }
+}
 
 impl RequestBody {
     /// Wraps the downstream body; an empty body needs no sharing at all.

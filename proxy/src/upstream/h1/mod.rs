@@ -87,13 +87,13 @@ impl Conn {
 /// the response, which gives the connection back to `pool` at its end.
 pub async fn send(
     mut conn: Box<Conn>,
-    req: Box<Request<RequestBody>>,
+    mut req: Box<Request<RequestBody>>,
     pool: &Arc<H1Pool>,
 ) -> Result<Response<H1Body>, ProxyError> {
-    let (parts, body) = req.into_parts();
-    let head_request = parts.method == Method::HEAD;
-    let upgrade = crate::headers::is_upgrade(&parts.headers);
-    let mut writer = Some(Writer::request(parts, body, &mut conn.out).map_err(write_failed)?);
+    let head_request = req.method() == Method::HEAD;
+    let upgrade = crate::headers::is_upgrade(req.headers());
+    let mut writer = Some(Writer::request(&mut req, &mut conn.out).map_err(write_failed)?);
+    drop(req);
     // Set when writing failed on the upstream's side: its response may
     // still be readable (it answered early and closed), else this error stands.
     let mut write_error = None;
