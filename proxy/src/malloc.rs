@@ -15,8 +15,9 @@
 //!
 //! An operator's own `tcache_count` in `GLIBC_TUNABLES` is left as it is,
 //! and so is a process that cannot start itself again: it serves as
-//! before. (bench/instr.sh and bench/run.sh set the same tunable for their
-//! valgrind runs, which would not follow a second start.) `WASP_MALLOC_TUNED` marks the second start, so that a
+//! before. Nor is it done under valgrind, which would not follow it
+//! (bench/instr.sh and bench/run.sh set the same tunable for their valgrind
+//! runs). `WASP_MALLOC_TUNED` marks the second start, so that a
 //! loader that drops `GLIBC_TUNABLES` (secure execution) cannot make it loop.
 
 use std::ffi::OsString;
@@ -32,6 +33,11 @@ const MARK: &str = "WASP_MALLOC_TUNED";
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune() {
     use std::os::unix::process::CommandExt;
+    // Under valgrind (its preload library in place) a second start would
+    // leave the tool behind: the measurement would end there.
+    if std::env::var_os("LD_PRELOAD").is_some_and(|p| p.to_string_lossy().contains("vgpreload")) {
+        return;
+    }
     let Some(tunables) = tunables(std::env::var_os("GLIBC_TUNABLES"), std::env::var_os(MARK).is_some()) else {
         return;
     };
