@@ -733,7 +733,7 @@ vg_tls_run() {
         --cachegrind-out-file="$out")
     if [[ $tgt == wasp ]]; then
         port=$VTWPX
-        spawn "vg-wasp-tls-$n" env WASP_LOG_FORMAT=json "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vgtls.yaml"
+        spawn "vg-wasp-tls-$n" env GLIBC_TUNABLES=glibc.malloc.tcache_count=256 WASP_LOG_FORMAT=json "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vgtls.yaml"
         "${MEASURE[@]}" wait-log "$TMP/vg-wasp-tls-$n.err" "wasp started" 60 --pid "$LAST_PID" \
             || die "wasp (TLS) under valgrind did not start: $(tail -20 "$TMP/vg-wasp-tls-$n.err")"
     else
