@@ -8,10 +8,12 @@
 //! every allocation and every free. The cache's depth is a tunable that
 //! glibc reads from the environment once, before `main`; so a serving wasp
 //! started without it starts itself again, once, with
-//! `GLIBC_TUNABLES=glibc.malloc.tcache_count=256` added (a few hundred KB
-//! a thread at most, held only after a burst). Measured with bench/ab.sh
-//! (HTTP/1.1 keep-alive, 50 connections, release build): 8.28 → 8.13 µs CPU a
-//! request, lower in 5 of 6 rounds; 24,650 → 24,307 instructions.
+//! `GLIBC_TUNABLES=glibc.malloc.tcache_count=256` added. The price: a
+//! thread keeps up to 256 free blocks of each size up to 1 KB instead of 7
+//! (after all of bench/run.sh's HTTP/1.1 and h2c load, ~1 MiB more). Measured
+//! with bench/ab.sh (HTTP/1.1 keep-alive, 50 connections, release build):
+//! 8.25 → 8.12 µs CPU a request, lower in 6 of 6 rounds; 24,650 → 24,307
+//! instructions.
 //!
 //! An operator's own `tcache_count` in `GLIBC_TUNABLES` is left as it is,
 //! and so is a process that cannot start itself again: it serves as
