@@ -63,7 +63,7 @@ run() {
     [[ $scn == h1 ]] && h=(--h1) || h=(-m 10)
     # The allocator tuned as wasp tunes it by starting itself again
     # (proxy/src/malloc.rs), which valgrind would not follow.
-    GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.tcache_count=256} WASP_LOG_FORMAT=json taskset -c $SRV_CPU valgrind --tool="$TOOL" --trace-children=no \
+    GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.tcache_count=64} WASP_LOG_FORMAT=json taskset -c $SRV_CPU valgrind --tool="$TOOL" --trace-children=no \
         $([[ $TOOL == cachegrind ]] && echo --cache-sim=no) --"$TOOL"-out-file="$out" \
         $([[ $TOOL == callgrind && $ATOMICS == 1 ]] && echo --dump-instr=yes --compress-pos=no --compress-strings=no) \
         "$WASP_BIN" run --config "$OUT/wasp.yaml" 2>"$OUT/wasp-$scn-$n.err" &

@@ -334,7 +334,7 @@ vg_run() {
         port=$VWPX
         # The allocator tuned as wasp tunes it by starting itself again
         # (proxy/src/malloc.rs), which valgrind would not follow.
-        spawn "vg-wasp-$scn-$n" env GLIBC_TUNABLES=glibc.malloc.tcache_count=256 WASP_LOG_FORMAT=json "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vg.yaml"
+        spawn "vg-wasp-$scn-$n" env GLIBC_TUNABLES=glibc.malloc.tcache_count=64 WASP_LOG_FORMAT=json "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vg.yaml"
         "${MEASURE[@]}" wait-log "$TMP/vg-wasp-$scn-$n.err" "wasp started" 60 --pid "$LAST_PID" \
             || die "wasp under valgrind did not start: $(tail -20 "$TMP/vg-wasp-$scn-$n.err")"
     elif [[ $tgt == pingora ]]; then
@@ -551,7 +551,7 @@ vg_filter_run() {
     [[ $tgt == wasp-deny ]] && want=4xx
     u="http://127.0.0.1:$VFWPX$(fpath "$tgt")"
     # The allocator tuned as wasp tunes it itself (see vg_run).
-    spawn "vg-$tgt-$n" env GLIBC_TUNABLES=glibc.malloc.tcache_count=256 WASP_LOG_FORMAT=json \
+    spawn "vg-$tgt-$n" env GLIBC_TUNABLES=glibc.malloc.tcache_count=64 WASP_LOG_FORMAT=json \
         taskset -c $SRV_CPU valgrind --tool=cachegrind --cache-sim=no \
         --trace-children=no --cachegrind-out-file="$out" "$WASP_BIN" run --config "$TMP/wasp-vgf.yaml"
     pid=$LAST_PID
@@ -733,7 +733,7 @@ vg_tls_run() {
         --cachegrind-out-file="$out")
     if [[ $tgt == wasp ]]; then
         port=$VTWPX
-        spawn "vg-wasp-tls-$n" env GLIBC_TUNABLES=glibc.malloc.tcache_count=256 WASP_LOG_FORMAT=json "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vgtls.yaml"
+        spawn "vg-wasp-tls-$n" env GLIBC_TUNABLES=glibc.malloc.tcache_count=64 WASP_LOG_FORMAT=json "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vgtls.yaml"
         "${MEASURE[@]}" wait-log "$TMP/vg-wasp-tls-$n.err" "wasp started" 60 --pid "$LAST_PID" \
             || die "wasp (TLS) under valgrind did not start: $(tail -20 "$TMP/vg-wasp-tls-$n.err")"
     else

@@ -8,12 +8,13 @@
 //! every allocation and every free. The cache's depth is a tunable that
 //! glibc reads from the environment once, before `main`; so a serving wasp
 //! started without it starts itself again, once, with
-//! `GLIBC_TUNABLES=glibc.malloc.tcache_count=256` added. The price: a
-//! thread keeps up to 256 free blocks of each size up to 1 KB instead of 7
-//! (after all of bench/run.sh's HTTP/1.1 and h2c load, ~1 MiB more). Measured
-//! with bench/ab.sh (HTTP/1.1 keep-alive, 50 connections, release build):
-//! 8.25 → 8.12 µs CPU a request, lower in 6 of 6 rounds; 24,650 → 24,307
-//! instructions.
+//! `GLIBC_TUNABLES=glibc.malloc.tcache_count=64` added. Measured with
+//! bench/ab.sh (HTTP/1.1 keep-alive, 50 connections, release build): at
+//! a depth of 256, 8.25 → 8.12 µs CPU a request (lower in 6 of 6 rounds),
+//! 24,650 → 24,307 instructions; 64 against 256: 8.56 against 8.64 µs
+//! (lower in 6 of 8). The price is memory a thread keeps in free blocks:
+//! bench/soak.py's 500 req/s through two filters on two workers holds
+//! 17.7 MiB with glibc's default, 19.5 at 64, 28.3 at 256.
 //!
 //! An operator's own `tcache_count` in `GLIBC_TUNABLES` is left as it is,
 //! and so is a process that cannot start itself again: it serves as
@@ -26,7 +27,7 @@ use std::ffi::OsString;
 
 /// The tunable and the depth asked for.
 const TUNABLE: &str = "glibc.malloc.tcache_count";
-const DEPTH: u32 = 256;
+const DEPTH: u32 = 64;
 /// Set on the second start.
 const MARK: &str = "WASP_MALLOC_TUNED";
 
@@ -80,11 +81,11 @@ mod tests {
 
     #[test]
     fn the_depth_is_added_to_what_the_operator_set() {
-        assert_eq!(tunables(None, false), Some("glibc.malloc.tcache_count=256".into()));
-        assert_eq!(tunables(Some("".into()), false), Some("glibc.malloc.tcache_count=256".into()));
+        assert_eq!(tunables(None, false), Some("glibc.malloc.tcache_count=64".into()));
+        assert_eq!(tunables(Some("".into()), false), Some("glibc.malloc.tcache_count=64".into()));
         assert_eq!(
             tunables(Some("glibc.malloc.arena_max=2".into()), false),
-            Some("glibc.malloc.arena_max=2:glibc.malloc.tcache_count=256".into())
+            Some("glibc.malloc.arena_max=2:glibc.malloc.tcache_count=64".into())
         );
     }
 

@@ -12,7 +12,7 @@ async fn serving_wasp_runs_with_the_deeper_allocator_cache() {
     let environ = std::fs::read(format!("/proc/{}/environ", proxy.pid())).expect("environ");
     let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
     assert!(
-        vars.contains(&&b"GLIBC_TUNABLES=glibc.malloc.tcache_count=256"[..]),
+        vars.contains(&&b"GLIBC_TUNABLES=glibc.malloc.tcache_count=64"[..]),
         "{:?}",
         String::from_utf8_lossy(&environ)
     );
