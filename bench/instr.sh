@@ -62,7 +62,7 @@ run() {
     local scn=$1 n=$2 h=() out="$OUT/$TOOL-$1-$2.out" pid o
     [[ $scn == h1 ]] && h=(--h1) || h=(-m 10)
     # The allocator tuned as wasp tunes it by starting itself again
-    # (proxy/src/malloc.rs), which valgrind would not follow.
+    # (proxy/src/malloc.rs), which it skips under valgrind.
     GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.tcache_count=64} WASP_LOG_FORMAT=json taskset -c $SRV_CPU valgrind --tool="$TOOL" --trace-children=no \
         $([[ $TOOL == cachegrind ]] && echo --cache-sim=no) --"$TOOL"-out-file="$out" \
         $([[ $TOOL == callgrind && $ATOMICS == 1 ]] && echo --dump-instr=yes --compress-pos=no --compress-strings=no) \

@@ -66,6 +66,9 @@ TLS_RES_CONNS=${TLS_RES_CONNS:-50}
 # reserves 2 memory slots of the config's largest limits.memory, 32 MiB here; before the pool was sized
 # from the config, 1 GiB each and only 24 instances fit); the filter rows load with fewer connections
 # than the core rows.
+# wasp under valgrind: the allocator tuned as wasp tunes it by starting
+# itself again (proxy/src/malloc.rs), which it skips under valgrind.
+VG_WASP_ENV=(GLIBC_TUNABLES=glibc.malloc.tcache_count=64 WASP_LOG_FORMAT=json)
 VG_FILTER_INSTANCES=${VG_FILTER_INSTANCES:-6}
 VG_FILTER_CONNS=${VG_FILTER_CONNS:-5}
 # A binary (or filter folder) given in the environment is used as it is: cargo builds only the defaults.
@@ -332,9 +335,7 @@ vg_run() {
         --cachegrind-out-file="$out")
     if [[ $tgt == wasp ]]; then
         port=$VWPX
-        # The allocator tuned as wasp tunes it by starting itself again
-        # (proxy/src/malloc.rs), which valgrind would not follow.
-        spawn "vg-wasp-$scn-$n" env GLIBC_TUNABLES=glibc.malloc.tcache_count=64 WASP_LOG_FORMAT=json "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vg.yaml"
+        spawn "vg-wasp-$scn-$n" env "${VG_WASP_ENV[@]}" "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vg.yaml"
         "${MEASURE[@]}" wait-log "$TMP/vg-wasp-$scn-$n.err" "wasp started" 60 --pid "$LAST_PID" \
             || die "wasp under valgrind did not start: $(tail -20 "$TMP/vg-wasp-$scn-$n.err")"
     elif [[ $tgt == pingora ]]; then
@@ -550,9 +551,7 @@ vg_filter_run() {
     local tgt=$1 n=$2 out=$3 pid o rc want=2xx u
     [[ $tgt == wasp-deny ]] && want=4xx
     u="http://127.0.0.1:$VFWPX$(fpath "$tgt")"
-    # The allocator tuned as wasp tunes it itself (see vg_run).
-    spawn "vg-$tgt-$n" env GLIBC_TUNABLES=glibc.malloc.tcache_count=64 WASP_LOG_FORMAT=json \
-        taskset -c $SRV_CPU valgrind --tool=cachegrind --cache-sim=no \
+    spawn "vg-$tgt-$n" env "${VG_WASP_ENV[@]}" taskset -c $SRV_CPU valgrind --tool=cachegrind --cache-sim=no \
         --trace-children=no --cachegrind-out-file="$out" "$WASP_BIN" run --config "$TMP/wasp-vgf.yaml"
     pid=$LAST_PID
     "${MEASURE[@]}" wait-log "$TMP/vg-$tgt-$n.err" "wasp started" 300 --pid "$pid" \
@@ -733,7 +732,7 @@ vg_tls_run() {
         --cachegrind-out-file="$out")
     if [[ $tgt == wasp ]]; then
         port=$VTWPX
-        spawn "vg-wasp-tls-$n" env GLIBC_TUNABLES=glibc.malloc.tcache_count=64 WASP_LOG_FORMAT=json "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vgtls.yaml"
+        spawn "vg-wasp-tls-$n" env "${VG_WASP_ENV[@]}" "${vg[@]}" "$WASP_BIN" run --config "$TMP/wasp-vgtls.yaml"
         "${MEASURE[@]}" wait-log "$TMP/vg-wasp-tls-$n.err" "wasp started" 60 --pid "$LAST_PID" \
             || die "wasp (TLS) under valgrind did not start: $(tail -20 "$TMP/vg-wasp-tls-$n.err")"
     else

@@ -73,7 +73,9 @@ enum Stage {
     Done,
 }
 
-/// What the client's request asked of its response.
+/// What the client's request asked of its response (taken from its stage
+/// when the response is ready, the default left behind).
+#[derive(Default)]
 struct Asked {
     head_request: bool,
     http10: bool,
@@ -81,12 +83,8 @@ struct Asked {
     upgrade: Option<oneshot::Sender<Wire>>,
 }
 
-impl Asked {
-    /// What is left in the stage once its response is taken.
-    const ANSWERED: Asked = Asked { head_request: false, http10: false, keep_alive: false, upgrade: None };
-}
-
-/// What follows a response.
+/// What follows a response (taken from its stage like [`Asked`]).
+#[derive(Default)]
 struct Then {
     close: bool,
     upgrade: Option<oneshot::Sender<Wire>>,
@@ -318,7 +316,6 @@ impl Connection {
         if let Some(tunnel) = then.upgrade {
             // The tunnel takes the connection from here (if it is still waiting for it).
             self.handed_off = tunnel.send(self.wire.clone()).is_ok();
-            self.stage = Stage::Done;
             return;
         }
         self.after_response = Some(then.close);
@@ -380,7 +377,7 @@ impl Future for Connection {
                 Stage::Handling(handling, asked) => match handling.as_mut().poll(cx) {
                     Poll::Ready(Ok(response)) => {
                         // Taken, not the stage moved out whole (160 bytes).
-                        let asked = std::mem::replace(asked, Asked::ANSWERED);
+                        let asked = std::mem::take(asked);
                         this.respond(response, asked);
                     }
                     Poll::Ready(Err(never)) => match never {},
@@ -406,7 +403,7 @@ impl Future for Connection {
                 },
                 Stage::Writing(writer, then) => match std::task::ready!(writer.poll_write(cx, &mut this.wire)) {
                     Ok(()) => {
-                        let then = Then { close: then.close, upgrade: then.upgrade.take() };
+                        let then = std::mem::take(then);
                         this.written(then);
                     }
                     Err(e) => {

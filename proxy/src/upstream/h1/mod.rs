@@ -93,7 +93,7 @@ pub async fn send(
     let head_request = req.method() == Method::HEAD;
     let upgrade = crate::headers::is_upgrade(req.headers());
     let mut writer = Some(Writer::request(&mut req, &mut conn.out).map_err(write_failed)?);
-    drop(req);
+    drop(req); // what is left of it (method and target, written): not held across the wait
     // Set when writing failed on the upstream's side: its response may
     // still be readable (it answered early and closed), else this error stands.
     let mut write_error = None;
